@@ -1,0 +1,30 @@
+"""probekit: where do language models represent what, layer by layer?
+
+Data flows one way: stimuli -> extraction (activation store) -> probes ->
+layer profiles -> claims / reports. Each stage is a module:
+
+* :mod:`probekit.stimuli`     stimulus sets and the bring-your-own loader
+* :mod:`probekit.models`      model registry and loading (embedded GGUF models, hub, local)
+* :mod:`probekit.extraction`  hooked forward passes, pooling  -> :class:`ActivationSet`
+* :mod:`probekit.store`       the on-disk activation store
+* :mod:`probekit.probes`      per-layer probes with group cross-validation
+* :mod:`probekit.stats`       permutation tests, bootstraps, control tasks
+* :mod:`probekit.profiles`    layer-profile metrics (peaks, anti-persistence)
+* :mod:`probekit.claims`      the paper's claims as data, judged against ``expected/``
+"""
+__version__ = "0.1.0"
+
+from .activations import COMPONENTS, ActivationSet  # noqa: E402
+
+
+def load_model(*args, **kwargs):
+    from .models import load_model as _load
+    return _load(*args, **kwargs)
+
+
+def extract(*args, **kwargs):
+    from .extraction import extract as _extract
+    return _extract(*args, **kwargs)
+
+
+__all__ = ["__version__", "COMPONENTS", "ActivationSet", "load_model", "extract"]

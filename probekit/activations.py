@@ -1,0 +1,79 @@
+"""ActivationSet: pooled per-layer component activations for one stimulus set.
+
+The contract every downstream stage relies on:
+
+* ``components`` is ``("resid_pre", "attn_out", "mlp_out")`` (TransformerLens
+  names): the input of block ``l``, and what the attention and MLP sublayers of
+  block ``l`` add to the residual stream.
+* ``get(layer, component)`` returns a float32 array ``[n_stimuli, d_model]``,
+  row ``i`` belonging to row ``i`` of ``stimuli``; only that matrix is read
+  (memory-mapped when the set is backed by the on-disk store).
+* ``stimuli`` is the stimulus DataFrame that was extracted (labels, groups and
+  metadata carried through), plus ``n_target_tokens``: how many tokens the
+  pooled span covered, a per-model surface feature.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import numpy as np
+import pandas as pd
+
+COMPONENTS: tuple[str, ...] = ("resid_pre", "attn_out", "mlp_out")
+
+
+@dataclass
+class ActivationSet:
+    stimuli: pd.DataFrame
+    n_layers: int
+    d_model: int
+    model_name: str = "unknown"
+    pooling: str = "target_mean"
+    meta: dict = field(default_factory=dict)
+    _loader: Callable[[int, str], np.ndarray] | None = field(default=None, repr=False)
+    _arrays: Mapping[tuple[int, str], np.ndarray] | None = field(default=None, repr=False)
+
+    components: tuple[str, ...] = COMPONENTS
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[tuple[int, str], np.ndarray], stimuli: pd.DataFrame,
+                    model_name: str = "in-memory", pooling: str = "target_mean",
+                    meta: dict | None = None) -> "ActivationSet":
+        """Build from ``{(layer, component): array[n, d]}`` (tests, synthetic data)."""
+        layers = sorted({l for l, _ in arrays})
+        if layers != list(range(len(layers))):
+            raise ValueError(f"layers must be 0..L-1, got {layers}")
+        first = next(iter(arrays.values()))
+        for key, arr in arrays.items():
+            if arr.shape != first.shape:
+                raise ValueError(f"array {key} has shape {arr.shape}, expected {first.shape}")
+        if first.shape[0] != len(stimuli):
+            raise ValueError(f"arrays have {first.shape[0]} rows but stimuli has {len(stimuli)}")
+        return cls(stimuli=stimuli.reset_index(drop=True), n_layers=len(layers),
+                   d_model=first.shape[1], model_name=model_name, pooling=pooling,
+                   meta=dict(meta or {}), _arrays=dict(arrays))
+
+    @property
+    def layers(self) -> range:
+        return range(self.n_layers)
+
+    def __len__(self) -> int:
+        return len(self.stimuli)
+
+    def get(self, layer: int, component: str) -> np.ndarray:
+        if component not in self.components:
+            raise KeyError(f"unknown component {component!r}; expected one of {self.components}")
+        if not 0 <= int(layer) < self.n_layers:
+            raise KeyError(f"layer {layer} out of range 0..{self.n_layers - 1} for {self.model_name}")
+        if self._arrays is not None:
+            return self._arrays[(int(layer), component)]
+        assert self._loader is not None
+        return self._loader(int(layer), component)
+
+    def subset(self, rows) -> "ActivationSet":
+        """Rows of every matrix (loaded into memory) and of ``stimuli``."""
+        rows = np.asarray(rows)
+        arrays = {(l, c): np.asarray(self.get(l, c))[rows] for l in self.layers for c in self.components}
+        return ActivationSet.from_arrays(arrays, self.stimuli.iloc[rows].reset_index(drop=True),
+                                         model_name=self.model_name, pooling=self.pooling, meta=self.meta)

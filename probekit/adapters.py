@@ -1,0 +1,106 @@
+"""Per-architecture adapters: where the blocks are and which modules write to the residual stream.
+
+One small table. For an architecture whose block is
+
+    h = h + A(h)        # attention sublayer
+    h = h + M(h)        # MLP sublayer
+
+``attn`` names the module whose output is exactly ``A(h)`` and ``mlp`` the one
+whose output is ``M(h)``. For pre-norm Llama-style blocks these are the
+attention and MLP modules themselves; Gemma 2/3 add a norm *after* each
+sublayer, so there the post-sublayer norms are what is added to the stream.
+``resid_pre`` is the input of block ``l`` (a forward pre-hook on the block).
+The oracle test checks ``resid_pre[l+1] == resid_pre[l] + attn_out[l] + mlp_out[l]``
+for every entry here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .models import UnsupportedArchitectureError
+
+
+@dataclass(frozen=True)
+class Adapter:
+    family: str
+    base: str          # path from the *ForCausalLM to the base model (runs without the LM head)
+    layers: str        # path from the base model to the list of blocks
+    attn: str          # path inside a block: output == what attention adds to the residual stream
+    mlp: str           # path inside a block: output == what the MLP adds
+    final_norm: str    # path from the base model to the final norm (applied after the last block)
+
+
+_LLAMA = dict(base="model", layers="layers", attn="self_attn", mlp="mlp", final_norm="norm")
+_GEMMA = dict(base="model", layers="layers", attn="post_attention_layernorm",
+              mlp="post_feedforward_layernorm", final_norm="norm")
+
+ADAPTERS: dict[str, Adapter] = {
+    "llama": Adapter("llama", **_LLAMA),
+    "mistral": Adapter("mistral", **_LLAMA),
+    "qwen2": Adapter("qwen2", **_LLAMA),
+    "qwen3": Adapter("qwen3", **_LLAMA),
+    "gemma2": Adapter("gemma2", **_GEMMA),
+    "gemma3_text": Adapter("gemma3_text", **_GEMMA),
+    "gpt2": Adapter("gpt2", base="transformer", layers="h", attn="attn", mlp="mlp", final_norm="ln_f"),
+}
+
+
+def _get(obj, path: str):
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def adapter_for(model) -> Adapter:
+    """The adapter of a transformers causal LM, or an error naming what is missing."""
+    model_type = getattr(model.config, "model_type", None)
+    arch = (getattr(model.config, "architectures", None) or [type(model).__name__])[0]
+    ad = ADAPTERS.get(model_type)
+    if ad is None:
+        raise UnsupportedArchitectureError(
+            f"architecture {arch} (model_type {model_type!r}) is not supported: probekit needs to know which "
+            f"modules write attn_out and mlp_out to the residual stream. Supported model types: "
+            f"{', '.join(sorted(ADAPTERS))}. Add an Adapter entry to probekit.adapters.ADAPTERS "
+            f"(and the residual-identity test will check it).")
+    base = getattr(model, ad.base, None)
+    missing = []
+    if base is None:
+        missing.append(ad.base)
+    else:
+        try:
+            blocks = _get(base, ad.layers)
+        except AttributeError:
+            missing.append(f"{ad.base}.{ad.layers}")
+        else:
+            for sub in (ad.attn, ad.mlp):
+                try:
+                    _get(blocks[0], sub)
+                except AttributeError:
+                    missing.append(f"{ad.base}.{ad.layers}[0].{sub}")
+        try:
+            _get(base, ad.final_norm)
+        except AttributeError:
+            missing.append(f"{ad.base}.{ad.final_norm}")
+    if missing:
+        raise UnsupportedArchitectureError(
+            f"{arch} (model_type {model_type!r}) does not have the modules its adapter expects: "
+            f"{', '.join(missing)}. The transformers implementation changed; update probekit.adapters.ADAPTERS.")
+    return ad
+
+
+def base_model(model):
+    return getattr(model, adapter_for(model).base)
+
+
+def blocks(model):
+    ad = adapter_for(model)
+    return _get(getattr(model, ad.base), ad.layers)
+
+
+def sublayer(block, path: str):
+    return _get(block, path)
+
+
+def final_norm(model):
+    ad = adapter_for(model)
+    return _get(getattr(model, ad.base), ad.final_norm)

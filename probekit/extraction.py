@@ -1,0 +1,290 @@
+"""Extraction: one forward pass per batch, hooks on every block, pooling on the device.
+
+For every layer ``l`` we capture, at the pooled positions,
+
+* ``resid_pre``  — the input of block ``l`` (block 0: the scaled embeddings);
+* ``attn_out``   — what the attention sublayer of block ``l`` adds to the stream;
+* ``mlp_out``    — what the MLP sublayer of block ``l`` adds.
+
+Pooling happens inside the hooks (a ``[batch, tokens]`` weight matrix times the
+``[batch, tokens, d_model]`` activation), so no per-position tensor outlives its
+hook: stored bytes = stimuli x layers x 3 x d_model x 4.
+
+``pooling="target_mean"``: mean over the tokens of each target word (tokens
+whose character offsets overlap the word's first whole-word occurrence), then
+mean over the target words. ``pooling="last_token"``: the last non-padding token.
+Padding (right side) never enters a pooled vector: its weight is zero.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .activations import COMPONENTS, ActivationSet
+from .adapters import adapter_for, blocks, base_model, final_norm, sublayer
+from .hashing import frame_hash
+from .store import ActivationStore, StoreCorruptError, StoreMismatchError
+from .text import TargetNotFoundError, as_targets, target_spans
+
+POOLINGS = ("target_mean", "last_token")
+
+
+class ExtractionError(ValueError):
+    """Bad input to extraction: names the stimulus, the word and what to do."""
+
+
+@dataclass
+class _Encoded:
+    input_ids: list[list[int]]
+    weights: list[np.ndarray]        # per stimulus: pooling weight per token (sums to 1)
+    n_target_tokens: np.ndarray
+
+
+def stimulus_key_hash(stimuli: pd.DataFrame) -> str:
+    """What the activations depend on: texts and targets, in row order."""
+    cols = ["text"] + (["target"] if "target" in stimuli.columns else [])
+    return frame_hash(stimuli, cols)
+
+
+def _describe(i: int, stimuli: pd.DataFrame) -> str:
+    return f"stimulus {i} ({stimuli['text'].iloc[i]!r}): "
+
+
+def encode(tokenizer, stimuli: pd.DataFrame, pooling: str, model_name: str = "", max_length: int | None = None) -> _Encoded:
+    """Tokenize every text and compute its pooling weights; all input errors are raised here."""
+    if pooling not in POOLINGS:
+        raise ExtractionError(f"unknown pooling {pooling!r}; use one of {POOLINGS}")
+    if "text" not in stimuli.columns:
+        raise ExtractionError("stimuli need a 'text' column (and 'target' for pooling='target_mean')")
+    if pooling == "target_mean" and "target" not in stimuli.columns:
+        raise ExtractionError("pooling='target_mean' needs a 'target' column (the word or words to pool over)")
+    if len(stimuli) == 0:
+        raise ExtractionError("no stimuli to extract")
+    texts = stimuli["text"].tolist()
+    for i, t in enumerate(texts):
+        if not isinstance(t, str) or not t.strip():
+            raise ExtractionError(f"stimulus {i}: empty text (every stimulus needs a non-empty text)")
+    if not getattr(tokenizer, "is_fast", False):
+        raise ExtractionError(f"model {model_name}: pooling needs a fast tokenizer (character offsets); "
+                              f"got {type(tokenizer).__name__}")
+    enc = tokenizer(texts, add_special_tokens=True, return_offsets_mapping=True)
+    special = set(tokenizer.all_special_ids)
+    ids_out, weights, ntok = [], [], np.zeros(len(texts), dtype=np.int32)
+    for i, (ids, offsets) in enumerate(zip(enc["input_ids"], enc["offset_mapping"])):
+        if max_length and len(ids) > max_length:
+            raise ExtractionError(f"{_describe(i, stimuli)}{len(ids)} tokens exceed model {model_name}'s "
+                                  f"context of {max_length}; shorten the text")
+        w = np.zeros(len(ids), dtype=np.float32)
+        if pooling == "last_token":
+            w[-1] = 1.0
+            try:
+                words = as_targets(stimuli["target"].iloc[i]) if "target" in stimuli.columns else []
+                if words:
+                    spans = target_spans(texts[i], words)
+                    ntok[i] = sum(_tokens_in_span(offsets, ids, special, s, e).size for s, e in spans)
+            except TargetNotFoundError:
+                ntok[i] = 0
+        else:
+            try:
+                spans = target_spans(texts[i], stimuli["target"].iloc[i], where=f"stimulus {i}: ")
+            except TargetNotFoundError as exc:
+                raise ExtractionError(f"{exc} (model {model_name})") from None
+            for word, (s, e) in zip(as_targets(stimuli["target"].iloc[i]), spans):
+                toks = _tokens_in_span(offsets, ids, special, s, e)
+                if toks.size == 0:
+                    raise ExtractionError(f"{_describe(i, stimuli)}target word {word!r} maps to no token of "
+                                          f"model {model_name} (was the text truncated?)")
+                w[toks] += 1.0 / toks.size
+                ntok[i] += toks.size
+            w /= len(spans)
+        ids_out.append(list(ids))
+        weights.append(w)
+    return _Encoded(ids_out, weights, ntok)
+
+
+def _tokens_in_span(offsets, ids, special, s: int, e: int) -> np.ndarray:
+    return np.array([j for j, ((a, b), tid) in enumerate(zip(offsets, ids))
+                     if b > a and a < e and b > s and tid not in special], dtype=np.int64)
+
+
+def plan_chunks(lengths: list[int], batch_size: int, batches_per_chunk: int = 8) -> list[list[list[int]]]:
+    """Batches of stimulus rows sorted by token length (less padding), grouped into resumable chunks."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    batches = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+    return [batches[k:k + batches_per_chunk] for k in range(0, len(batches), batches_per_chunk)]
+
+
+class _Hooks:
+    """Registers pooling hooks on every block; each writes into ``self.out[(layer, component)]``."""
+
+    def __init__(self, model, with_final: bool = False):
+        self.model = model
+        self.weights = None           # torch [B, T] on the device, set per batch
+        self.out: dict = {}
+        self.handles = []
+        self.with_final = with_final
+        adapter = adapter_for(model)
+        for l, block in enumerate(blocks(model)):
+            self.handles.append(block.register_forward_pre_hook(self._pre(l), with_kwargs=True))
+            self.handles.append(sublayer(block, adapter.attn).register_forward_hook(self._post(l, "attn_out")))
+            self.handles.append(sublayer(block, adapter.mlp).register_forward_hook(self._post(l, "mlp_out")))
+        if with_final:
+            last = blocks(model)[-1]
+            self.handles.append(last.register_forward_hook(self._post(len(blocks(model)) - 1, "resid_post")))
+
+    def _pool(self, key, h):
+        import torch
+        if isinstance(h, (tuple, list)):
+            h = h[0]
+        w = self.weights.to(h.dtype)
+        pooled = torch.bmm(w.unsqueeze(1), h).squeeze(1).float()
+        self.out[key] = pooled
+
+    def _pre(self, layer):
+        def hook(module, args, kwargs):
+            h = args[0] if args else kwargs["hidden_states"]
+            self._pool((layer, "resid_pre"), h)
+        return hook
+
+    def _post(self, layer, comp):
+        def hook(module, args, output):
+            self._pool((layer, comp), output)
+        return hook
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+
+def _forward(model, hooks: _Hooks, ids: list[list[int]], weights: list[np.ndarray], pad_id: int):
+    """One padded forward pass of the base model (no LM head, no KV cache)."""
+    import torch
+    device = next(model.parameters()).device
+    if hasattr(model, "hf_device_map"):
+        device = base_model(model).get_input_embeddings().weight.device
+    T = max(len(x) for x in ids)
+    B = len(ids)
+    input_ids = torch.full((B, T), pad_id, dtype=torch.long)
+    mask = torch.zeros((B, T), dtype=torch.long)
+    W = torch.zeros((B, T), dtype=torch.float32)
+    for b, (x, w) in enumerate(zip(ids, weights)):
+        input_ids[b, :len(x)] = torch.tensor(x)
+        mask[b, :len(x)] = 1
+        W[b, :len(x)] = torch.from_numpy(w)
+    hooks.weights = W.to(device)
+    hooks.out = {}
+    with torch.inference_mode():
+        base_model(model)(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False)
+    return hooks.out
+
+
+def _check_finite(out: dict, rows: list[int], stimuli: pd.DataFrame, model_name: str) -> None:
+    import torch
+    for (l, c), t in out.items():
+        bad = ~torch.isfinite(t).all(dim=1)
+        if bool(bad.any()):
+            i = rows[int(bad.nonzero()[0, 0])]
+            raise ExtractionError(f"model {model_name}: non-finite activations (NaN/inf) at layer {l} {c} for "
+                                  f"{_describe(i, stimuli)}usually fp16 overflow; load the model with "
+                                  f"dtype='bfloat16' or 'float32'")
+
+
+def extract(model, stimuli: pd.DataFrame, pooling: str | None = None, *, batch_size: int = 32,
+            store: ActivationStore | str | bool | None = None, progress: bool | None = None) -> ActivationSet:
+    """Pooled per-layer activations of ``stimuli`` (a DataFrame with ``text`` and ``target``).
+
+    ``model`` is a :class:`probekit.models.LoadedModel`. ``pooling`` defaults to
+    ``stimuli.attrs['pooling']`` or ``'target_mean'``. ``store``: ``None`` keeps
+    everything in memory; ``True`` uses the default on-disk store; a path or
+    :class:`ActivationStore` uses that one (resumable, verified, memory-mapped).
+    """
+    pooling = pooling or stimuli.attrs.get("pooling") or "target_mean"
+    stimuli = stimuli.reset_index(drop=True)
+    tok = model.tokenizer
+    max_len = getattr(model.config, "max_position_embeddings", None)
+    enc = encode(tok, stimuli, pooling, model.name, max_length=max_len)
+    chunks = plan_chunks([len(x) for x in enc.input_ids], batch_size)
+    meta = {"probekit_version": __version__, "model_fingerprint": model.fingerprint,
+            "stimulus_set": stimuli.attrs.get("name"), "stimulus_version": stimuli.attrs.get("version"),
+            "stimulus_hash": stimuli.attrs.get("hash")}
+    stim_out = stimuli.copy()
+    stim_out.attrs = dict(stimuli.attrs)
+
+    if store is None or store is False:
+        arrays = {(l, c): np.zeros((len(stimuli), model.d_model), np.float32)
+                  for l in range(model.n_layers) for c in COMPONENTS}
+        _run(model, enc, chunks, stimuli, arrays, done=set(), on_chunk=None, progress=progress)
+        stim_out["n_target_tokens"] = enc.n_target_tokens
+        return ActivationSet.from_arrays(arrays, stim_out, model_name=model.name, pooling=pooling, meta=meta)
+
+    if not isinstance(store, ActivationStore):
+        store = ActivationStore(None if store is True else store)
+    identity = {"model_fingerprint": model.fingerprint, "model_name": model.name,
+                "stimulus_hash": stimulus_key_hash(stimuli), "pooling": pooling,
+                "probekit_version": __version__, "n_stimuli": len(stimuli),
+                "n_layers": model.n_layers, "d_model": model.d_model, "dtype": "float32"}
+    entry = store.entry(identity)
+    with entry.lock():
+        if entry.is_complete():
+            try:
+                entry.verify()
+            except (StoreCorruptError, StoreMismatchError) as exc:
+                warnings.warn(f"activation store: rebuilding {entry.path}: {exc}")
+                entry.wipe()
+        if not entry.is_complete():
+            batch_plan = [[list(b) for b in chunk] for chunk in chunks]
+            done = entry.begin(batch_plan)
+            writers = entry.open_writers()
+            writers["n_target_tokens"][:] = enc.n_target_tokens
+            _run(model, enc, chunks, stimuli, writers, done=done,
+                 on_chunk=lambda k: entry.mark_done(writers, k), progress=progress)
+            del writers
+            entry.finish()
+    stim_out["n_target_tokens"] = entry.n_target_tokens()
+    return ActivationSet(stimuli=stim_out, n_layers=model.n_layers, d_model=model.d_model,
+                         model_name=model.name, pooling=pooling, meta=dict(meta, store=str(entry.path)),
+                         _loader=entry.load)
+
+
+def _run(model, enc: _Encoded, chunks, stimuli, arrays, done: set, on_chunk, progress) -> None:
+    from tqdm.auto import tqdm
+    todo = [(k, chunk) for k, chunk in enumerate(chunks) if k not in done]
+    n_batches = sum(len(c) for _, c in todo)
+    if n_batches == 0:
+        return
+    pad_id = model.tokenizer.pad_token_id
+    hooks = _Hooks(model.model)
+    try:
+        with tqdm(total=n_batches, desc=f"extract {model.name}", unit="batch",
+                  disable=(not progress) if progress is not None else (n_batches < 4 or None)) as bar:
+            for k, chunk in todo:
+                for rows in chunk:
+                    out = _forward(model.model, hooks, [enc.input_ids[i] for i in rows],
+                                   [enc.weights[i] for i in rows], pad_id)
+                    _check_finite(out, rows, stimuli, model.name)
+                    idx = np.asarray(rows)
+                    for key, t in out.items():
+                        arrays[key][idx] = t.cpu().numpy()
+                    bar.update(1)
+                if on_chunk is not None:
+                    on_chunk(k)
+    finally:
+        hooks.remove()
+
+
+@contextlib.contextmanager
+def capture(model, with_final: bool = True):
+    """Low-level access for oracles: yields a function ``run(ids, weights) -> {(l, comp): tensor}``
+    that also returns ``(L-1, 'resid_post')``, the last block's output before the final norm."""
+    hooks = _Hooks(model.model, with_final=with_final)
+    try:
+        yield lambda ids, weights: _forward(model.model, hooks, ids, weights, model.tokenizer.pad_token_id)
+    finally:
+        hooks.remove()

@@ -1,0 +1,82 @@
+"""Tiny random-initialised models for tests: one per family of the adapter table.
+
+They use a byte-level BPE tokenizer trained on the fly (offsets included), so
+they exercise the same code paths as real checkpoints without any download.
+These produce random activations: they are for checking plumbing (hooks,
+pooling, residual identities, the store), never for claims.
+"""
+from __future__ import annotations
+
+import functools
+
+FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "gpt2")
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_tokenizer(bos: bool = True):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<pad>", "<bos>", "<eos>", "<unk>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    corpus = ["An apple and a church and organ", "A cat is to a kitten as a dog is to a puppy",
+              "The weather was mild and the meeting ran late into the afternoon"] * 20
+    tok.train_from_iterator(corpus, trainer)
+    if bos:
+        tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>",
+                                   eos_token="<eos>", unk_token="<unk>")
+
+
+def tiny_config(family: str, n_layers: int = 3, d_model: int = 32, vocab_size: int = 320):
+    import transformers as tf
+
+    common = dict(vocab_size=vocab_size, hidden_size=d_model, intermediate_size=2 * d_model,
+                  num_hidden_layers=n_layers, num_attention_heads=4, num_key_value_heads=2,
+                  max_position_embeddings=256, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    if family == "llama":
+        return tf.LlamaConfig(**common)
+    if family == "mistral":
+        return tf.MistralConfig(**common, sliding_window=None)
+    if family == "qwen2":
+        return tf.Qwen2Config(**common)
+    if family == "qwen3":
+        return tf.Qwen3Config(**common, head_dim=8)
+    if family == "gemma2":
+        return tf.Gemma2Config(**common, head_dim=8)
+    if family == "gemma3_text":
+        return tf.Gemma3TextConfig(**common, head_dim=8, sliding_window=4)
+    if family == "gpt2":
+        return tf.GPT2Config(vocab_size=vocab_size, n_embd=d_model, n_layer=n_layers, n_head=4,
+                             n_positions=256, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    if family == "gpt_neox":       # deliberately absent from the adapter table
+        return tf.GPTNeoXConfig(vocab_size=vocab_size, hidden_size=d_model, intermediate_size=2 * d_model,
+                                num_hidden_layers=n_layers, num_attention_heads=4, max_position_embeddings=256)
+    raise KeyError(family)
+
+
+def tiny_model(family: str, n_layers: int = 3, d_model: int = 32, seed: int = 0, check_adapter: bool = True):
+    """A :class:`probekit.models.LoadedModel` with random weights of the given family."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from .models import LoadedModel
+
+    torch.manual_seed(seed)
+    cfg = tiny_config(family, n_layers, d_model)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
+    # random init leaves some norms at exactly 1 / 0: perturb them so a swapped hook would show
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or "ln_" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    if check_adapter:
+        from .adapters import adapter_for
+        adapter_for(model)
+    tok = tiny_tokenizer(bos=family != "gpt2")
+    tok.padding_side = "right"
+    return LoadedModel(model=model, tokenizer=tok, name=f"tiny-{family}", fingerprint=f"tiny-{family}-{seed}",
+                       source="random", dtype="float32")
