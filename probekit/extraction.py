@@ -163,21 +163,34 @@ class _Hooks:
         self.handles = []
 
 
-def _forward(model, hooks: _Hooks, ids: list[list[int]], weights: list[np.ndarray], pad_id: int):
-    """One padded forward pass of the base model (no LM head, no KV cache)."""
+def pad_batch(ids: list[list[int]], pad_id: int, weights: list[np.ndarray] | None = None):
+    """Right-padded ``input_ids``, ``attention_mask`` and pooling weights (zero on padding)."""
     import torch
-    device = next(model.parameters()).device
-    if hasattr(model, "hf_device_map"):
-        device = base_model(model).get_input_embeddings().weight.device
     T = max(len(x) for x in ids)
     B = len(ids)
     input_ids = torch.full((B, T), pad_id, dtype=torch.long)
     mask = torch.zeros((B, T), dtype=torch.long)
     W = torch.zeros((B, T), dtype=torch.float32)
-    for b, (x, w) in enumerate(zip(ids, weights)):
+    for b, x in enumerate(ids):
         input_ids[b, :len(x)] = torch.tensor(x)
         mask[b, :len(x)] = 1
-        W[b, :len(x)] = torch.from_numpy(w)
+        if weights is not None:
+            W[b, :len(x)] = torch.from_numpy(weights[b])
+    return input_ids, mask, W
+
+
+def input_device(model):
+    """Where the input ids must go (the embedding's device under a device_map)."""
+    if hasattr(model, "hf_device_map"):
+        return base_model(model).get_input_embeddings().weight.device
+    return next(model.parameters()).device
+
+
+def _forward(model, hooks: _Hooks, ids: list[list[int]], weights: list[np.ndarray], pad_id: int):
+    """One padded forward pass of the base model (no LM head, no KV cache)."""
+    import torch
+    device = input_device(model)
+    input_ids, mask, W = pad_batch(ids, pad_id, weights)
     hooks.weights = W.to(device)
     hooks.out = {}
     with torch.inference_mode():

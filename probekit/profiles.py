@@ -177,12 +177,18 @@ def anti_persistence(values) -> float:
 
 
 def smooth_trend(values, window: int | None = None, polyorder: int = 2) -> np.ndarray:
-    """Savitzky-Golay trend (window: odd, default ~ a third of the profile, >= polyorder + 2)."""
+    """Savitzky-Golay trend (window: odd, default ~ a third of the profile, at least ``2 * polyorder + 3``).
+
+    The lower bound matters for short segments (e.g. the back half of an
+    18-layer model): a window of ``polyorder + 1`` points fits them exactly,
+    leaving zero residuals and a degenerate surrogate null."""
     from scipy.signal import savgol_filter
     v = np.asarray(values, dtype=float)
     n = len(v)
     if window is None:
-        window = max(polyorder + 2, n // 3)
+        window = max(2 * polyorder + 3, n // 3)
+        if window > n:            # too short for a quadratic SG fit with real smoothing: a straight line
+            return np.polyval(np.polyfit(np.arange(n), v, 1), np.arange(n))
     window = min(window, n if n % 2 else n - 1)
     if window % 2 == 0:
         window -= 1

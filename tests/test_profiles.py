@@ -162,3 +162,14 @@ def test_double_peak_min_separation():
     hw = np.full(7, 0.02)
     assert P.double_peak(v, v - hw, v + hw).found
     assert not P.double_peak(v, v - hw, v + hw, min_separation=3).found
+
+
+def test_short_profiles_get_a_real_surrogate_null():
+    """9 layers (the back half of an 18-layer model): the trend must not interpolate the data."""
+    rng = np.random.default_rng(3)
+    for n in (5, 7, 9, 12):
+        v = np.linspace(0.5, 0.8, n) + 0.03 * rng.standard_normal(n)
+        resid = v - P.smooth_trend(v)
+        assert np.abs(resid).max() > 1e-6, n
+        t = P.anti_persistence_test(v, n_surrogates=500)
+        assert t.null_sd > 0 and t.p_value < 1.0, (n, t)

@@ -39,40 +39,24 @@ def _batches(model, df, batch_size, pooling):
     return enc, [b for c in chunks for b in c]
 
 
-def _bare(model, enc, batches):
+def _bare(model, enc, batches, **kw):
+    """The base model's forward on the same padded batches, nothing captured (unless kw asks)."""
     import torch
     from probekit.adapters import base_model
-    pad = model.tokenizer.pad_token_id
+    from probekit.extraction import pad_batch
+    outs = []
     for rows in batches:
-        ids = [enc.input_ids[i] for i in rows]
-        T = max(map(len, ids))
-        x = torch.full((len(ids), T), pad)
-        m = torch.zeros((len(ids), T), dtype=torch.long)
-        for b, s in enumerate(ids):
-            x[b, :len(s)] = torch.tensor(s)
-            m[b, :len(s)] = 1
+        x, m, _ = pad_batch([enc.input_ids[i] for i in rows], model.tokenizer.pad_token_id)
         with torch.inference_mode():
-            base_model(model.model)(input_ids=x, attention_mask=m, use_cache=False)
+            out = base_model(model.model)(input_ids=x, attention_mask=m, use_cache=False, **kw)
+        if kw:
+            outs.append([h.clone() for h in out.hidden_states])
+    return outs
 
 
 def _hidden_states(model, enc, batches):
-    """Without hooks: keep every position of every layer, then pool on the host."""
-    import torch
-    from probekit.adapters import base_model
-    pad = model.tokenizer.pad_token_id
-    kept = []
-    for rows in batches:
-        ids = [enc.input_ids[i] for i in rows]
-        T = max(map(len, ids))
-        x = torch.full((len(ids), T), pad)
-        m = torch.zeros((len(ids), T), dtype=torch.long)
-        for b, s in enumerate(ids):
-            x[b, :len(s)] = torch.tensor(s)
-            m[b, :len(s)] = 1
-        with torch.inference_mode():
-            out = base_model(model.model)(input_ids=x, attention_mask=m, use_cache=False, output_hidden_states=True)
-        kept.append([h.clone() for h in out.hidden_states])
-    return kept
+    """Without hooks: keep every position of every layer (residual stream only)."""
+    return _bare(model, enc, batches, output_hidden_states=True)
 
 
 def _all_positions(model, enc, batches):

@@ -1,0 +1,47 @@
+"""Root conftest: the model axis of the claim benchmarks.
+
+* ``--model NAME_OR_PATH`` (repeatable) or ``PROBEKIT_MODEL=a,b`` adds models
+  (hub ids, local directories, .gguf files) to the claim tests, marked ``newmodel``.
+* ``--claims-out DIR`` (default ``results/claims``): where the verdicts, the
+  audit of the paper's claims and the claims table are written at the end.
+* ``--update-expected``: rewrite the ``measured`` rows of ``expected/`` for the
+  models that ran (the embedded references), then judge against them.
+
+Every registry model is a parameter with its markers (``smollm2``, ``gemma3``,
+``embedded``, ``3b``, ``70b``), so ``pytest benchmarks -m 3b`` selects the
+paper's small model; a model whose weights cannot be obtained is skipped with
+the reason and the way to supply it (shown by ``-rs``).
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def pytest_addoption(parser):
+    g = parser.getgroup("probekit")
+    g.addoption("--model", action="append", default=[], metavar="NAME_OR_PATH",
+                help="add a model (hub id, local dir, .gguf) to the claim benchmarks; repeatable")
+    g.addoption("--claims-out", default="results/claims", help="where verdicts and the claims table go")
+    g.addoption("--update-expected", action="store_true",
+                help="rewrite expected/measured.parquet rows of the models that ran")
+
+
+def extra_models(config) -> list[str]:
+    env = [m.strip() for m in os.environ.get("PROBEKIT_MODEL", "").split(",") if m.strip()]
+    return list(dict.fromkeys(config.getoption("--model") + env))
+
+
+def pytest_generate_tests(metafunc):
+    if "model_name" not in metafunc.fixturenames:
+        return
+    from probekit.models import MODELS
+    params = []
+    for name, spec in MODELS.items():
+        params.append(pytest.param(name, marks=[getattr(pytest.mark, m) for m in spec.markers], id=name))
+    for name in extra_models(metafunc.config):
+        if name in MODELS:
+            continue
+        params.append(pytest.param(name, marks=[pytest.mark.newmodel], id=name))
+    metafunc.parametrize("model_name", params)

@@ -1,0 +1,278 @@
+"""``probekit`` command line: run replications, regenerate reports, audit claims, list models.
+
+    probekit run [--model smollm2-135m ...] [--experiments items,relations] [--out results]
+    probekit report --from results/<model> [--out DIR]
+    probekit audit [--results results] [--out results/audit.md]
+    probekit models
+    probekit expected --write-paper | --update-measured --model X
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_MODEL = "smollm2-135m"
+EXIT_UNAVAILABLE = 2
+
+
+def _err(msg: str) -> None:
+    print(f"probekit: error: {msg}", file=sys.stderr)
+
+
+def _parse_experiments(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    from .experiments import EXPERIMENTS
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in EXPERIMENTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown experiment(s) {', '.join(unknown)}; known: "
+                                         f"{', '.join(EXPERIMENTS)}")
+    return names
+
+
+def _replicate(args, model: str):
+    from .pipeline import replicate
+    probe_kw = {"n_permutations": args.permutations, "n_bootstrap": args.bootstrap}
+    return replicate(model, args.experiments, store=not args.no_store, probe_kw=probe_kw,
+                     batch_size=args.batch_size, dtype=args.dtype, device=args.device,
+                     log=lambda m: print(m, flush=True))
+
+
+def _summary_lines(verdicts) -> list[str]:
+    from .report import claim_rows
+    if verdicts is None or len(verdicts) == 0:
+        return ["  (no claims measured)"]
+    cr = claim_rows(verdicts)
+    w = max(len(c) for c in cr.claim)
+    out = []
+    for r in cr.itertuples():
+        from .report import NULL_RANGE_METRICS
+        lo_hi = "" if r.ci_low != r.ci_low else \
+            f" {'null ' if r.key_metric in NULL_RANGE_METRICS else ''}[{r.ci_low:.3g}, {r.ci_high:.3g}]"
+        val = "n/a" if r.value != r.value else f"{r.value:.3g}"
+        line = f"  {'PASS' if r.passed else 'FAIL'}  {r.basis:<16} {r.claim:<{w}}  {r.key_metric} = {val}{lo_hi}"
+        if not r.passed:
+            line += f"\n        {r.reason[:300]}"
+        out.append(line)
+    return out
+
+
+# ----------------------------------------------------------------------------- subcommands
+
+def cmd_run(args) -> int:
+    from .models import ModelUnavailableError, UnsupportedArchitectureError
+    from .report import write_report
+    models = args.model or [DEFAULT_MODEL]
+    status = 0
+    for model in models:
+        try:
+            rep = _replicate(args, model)
+        except (ModelUnavailableError, UnsupportedArchitectureError) as exc:
+            _err(str(exc))
+            status = EXIT_UNAVAILABLE
+            continue
+        out = Path(args.out) / rep.model
+        paths = write_report(rep, out)
+        t = rep.timings
+        print(f"\n[{rep.model}] {rep.n_layers} layers, d_model {rep.d_model}; load {t.get('load_model_s')} s, "
+              f"total {t.get('total_s')} s")
+        for name, v in t.items():
+            if isinstance(v, dict):
+                print(f"  {name:<15} {v.get('n_stimuli')} stimuli, extract {v.get('extract_s')} s, "
+                      f"probes {v.get('probe_s')} s")
+        print("claims:")
+        print("\n".join(_summary_lines(paths["verdicts_df"])))
+        print(f"wrote {out}/: report.md, claims.md, verdicts.parquet, measurements.parquet, scores.parquet, "
+              f"replication.json, probes/, figures/ ({len(paths['figures'])} PNGs)")
+        print(f"  report: {paths['report']}")
+    return status
+
+
+def cmd_report(args) -> int:
+    from .pipeline import Replication
+    from .report import write_report
+    src = Path(args.from_dir)
+    if not (src / "replication.json").exists():
+        _err(f"{src} has no replication.json (expected a directory written by `probekit run` or Replication.save)")
+        return 1
+    rep = Replication.load(src)
+    out = Path(args.out) if args.out else src
+    paths = write_report(rep, out)
+    print("\n".join(_summary_lines(paths["verdicts_df"])))
+    print(f"wrote {out}/: report.md, claims.md, verdicts.parquet, measurements.parquet, figures/ "
+          f"({len(paths['figures'])} PNGs)")
+    return 0
+
+
+def _measurements_for(run_dir: Path):
+    """A saved run's measurements: ``measurements.parquet`` if it is not older than the run, else re-measured."""
+    import pandas as pd
+    from .claims import measure
+    from .pipeline import Replication
+    mp, rj = run_dir / "measurements.parquet", run_dir / "replication.json"
+    if mp.exists() and mp.stat().st_mtime >= rj.stat().st_mtime:
+        return pd.read_parquet(mp)
+    return measure(Replication.load(run_dir))
+
+
+def cmd_audit(args) -> int:
+    import pandas as pd
+    from .report import (all_verdicts, atomic_write_parquet, atomic_write_text, claims_markdown,
+                         load_expected)
+    root = Path(args.results)
+    runs = sorted(p.parent for p in root.glob("*/replication.json"))
+    if not runs:
+        _err(f"no runs under {root} (looked for {root}/<model>/replication.json)")
+        return 1
+    expected = load_expected()
+    parts = []
+    for run_dir in runs:
+        meas = _measurements_for(run_dir)
+        if len(meas) == 0:
+            print(f"  {run_dir.name}: nothing measured, skipped")
+            continue
+        parts.append(all_verdicts(meas, expected))
+    verdicts = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    out = Path(args.out) if args.out else root / "audit.md"
+    atomic_write_text(out, claims_markdown(verdicts, title=f"Claims audit: {len(runs)} model(s) under {root}"))
+    pq = out.with_name(out.stem + "_verdicts.parquet")
+    if len(verdicts):
+        atomic_write_parquet(verdicts, pq)
+    print("\n".join(_summary_lines(verdicts)))
+    print(f"wrote {out}" + (f" and {pq}" if len(verdicts) else ""))
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .models import MODELS, ModelUnavailableError, resolve
+    rows = []
+    for alias, spec in MODELS.items():
+        try:
+            resolve(alias)
+            avail, why = "yes", ""
+        except ModelUnavailableError as exc:
+            avail, why = "no", str(exc)
+        except Exception as exc:                     # a broken install should not hide the other models
+            avail, why = "no", f"{type(exc).__name__}: {exc}"
+        rows.append((alias, spec, avail, why))
+    for alias, spec, avail, why in rows:
+        print(f"{alias}  [{', '.join(spec.markers)}]  layers={spec.n_layers}  available={avail}")
+        print(f"    {spec.description}")
+        if why and args.verbose:
+            print(f"    not available: {why}")
+        elif why:
+            print("    weights not found here (-v: the reason and how to supply them)")
+    return 0
+
+
+def cmd_expected(args) -> int:
+    from . import expected as E
+    if not args.write_paper and not args.update_measured:
+        _err("nothing to do: give --write-paper and/or --update-measured --model X")
+        return 1
+    if args.write_paper:
+        print(f"wrote {E.write_paper(args.dir)}")
+    if args.update_measured:
+        from .claims import measure
+        from .models import ModelUnavailableError, UnsupportedArchitectureError
+        if not args.model:
+            _err("--update-measured needs --model")
+            return 1
+        for model in args.model:
+            try:
+                rep = _replicate(args, model)
+            except (ModelUnavailableError, UnsupportedArchitectureError) as exc:
+                _err(str(exc))
+                return EXIT_UNAVAILABLE
+            print(f"wrote measured rows of {rep.model} to {E.write_measured(measure(rep), args.dir)}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+def _add_run_options(p: argparse.ArgumentParser, default_model: bool = True) -> None:
+    p.add_argument("--model", action="append", metavar="NAME_OR_PATH",
+                   help="registry alias, local directory, .gguf file or hub id; repeatable"
+                        + (f" (default {DEFAULT_MODEL})" if default_model else ""))
+    p.add_argument("--experiments", type=_parse_experiments, default=None, metavar="A,B,...",
+                   help="comma-separated experiments (default: all)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--dtype", default="float32", help="model dtype (default float32)")
+    p.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
+    from .pipeline import DEFAULT_PROBE
+    p.add_argument("--permutations", type=int, default=DEFAULT_PROBE["n_permutations"],
+                   help=f"permutations per label (default {DEFAULT_PROBE['n_permutations']})")
+    p.add_argument("--bootstrap", type=int, default=DEFAULT_PROBE["n_bootstrap"],
+                   help=f"group-bootstrap replicates (default {DEFAULT_PROBE['n_bootstrap']})")
+    p.add_argument("--no-store", action="store_true", help="do not read or write the activation/result cache")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    p = argparse.ArgumentParser(
+        prog="probekit", description="Layer-by-layer linear probes of decoder LMs, reproducing the claims of "
+                                     "arXiv 2501.07359 (Bogdan 2025).")
+    p.add_argument("--version", action="version", version=f"probekit {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    r = sub.add_parser("run", help="replicate the experiments on a model and write its report",
+                       description="Run the replication (stimuli -> activations -> probe grid) for each --model and "
+                                   "write into <out>/<model>/: replication.json, scores.parquet and probes/ (the "
+                                   "saved Replication), measurements.parquet, verdicts.parquet, claims.md, "
+                                   "figures/*.png and report.md. Exit code 2 if a model's weights are not "
+                                   "available here.")
+    _add_run_options(r)
+    r.add_argument("--out", default="results", help="results root (default: results)")
+    r.set_defaults(func=cmd_run)
+
+    rp = sub.add_parser("report", help="regenerate figures and tables from a saved run (no model needed)",
+                        description="Load a saved Replication (a directory with replication.json) and rewrite "
+                                    "measurements.parquet, verdicts.parquet, claims.md, figures/*.png and report.md "
+                                    "(and the saved Replication) in --out (default: the same directory).")
+    rp.add_argument("--from", dest="from_dir", required=True, metavar="DIR", help="results/<model> of a saved run")
+    rp.add_argument("--out", default=None, metavar="DIR", help="where to write (default: --from)")
+    rp.set_defaults(func=cmd_report)
+
+    a = sub.add_parser("audit", help="claims table across every saved run, both bases",
+                       description="Judge every run found under --results (<results>/<model>/replication.json) "
+                                   "against expected/*.parquet with both bases (own rows and the paper-normalised "
+                                   "audit); write the markdown claims table to --out and the verdicts next to it "
+                                   "as <stem>_verdicts.parquet.")
+    a.add_argument("--results", default="results", metavar="DIR", help="results root (default: results)")
+    a.add_argument("--out", default=None, metavar="FILE", help="markdown file (default: <results>/audit.md)")
+    a.set_defaults(func=cmd_audit)
+
+    m = sub.add_parser("models", help="list the model registry and whether weights are available here",
+                       description="List the registry aliases with description, markers, layer count and whether "
+                                   "their weights are available here (no model is loaded). Writes nothing.")
+    m.add_argument("-v", "--verbose", action="store_true", help="show how to supply unavailable weights")
+    m.set_defaults(func=cmd_models)
+
+    e = sub.add_parser("expected", help="write the expected tables (paper rows, measured regression rows)",
+                       description="--write-paper writes expected/paper.parquet (the paper's numbers); "
+                                   "--update-measured --model X runs the replication for X and replaces X's rows "
+                                   "in expected/measured.parquet.")
+    e.add_argument("--write-paper", action="store_true", help="write expected/paper.parquet")
+    e.add_argument("--update-measured", action="store_true",
+                   help="run --model and write its measured rows to expected/measured.parquet")
+    e.add_argument("--dir", default=None, metavar="DIR",
+                   help="expected directory (default: PROBEKIT_EXPECTED_DIR or the repository's expected/)")
+    _add_run_options(e, default_model=False)
+    e.set_defaults(func=cmd_expected)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

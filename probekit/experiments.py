@@ -1,0 +1,73 @@
+"""Experiments as data: which stimulus set, which rows, which labels make its profile.
+
+An experiment's *profile* is the mean, over its primary labels, of the
+balanced-accuracy profile of each label (binary semantic labels of the set,
+unless listed explicitly). Its bootstrap replicates are the same mean over the
+labels' group-bootstrap replicates; all primary labels of an experiment share
+their rows and CV groups, so the replicates resample the same groups.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    stimulus_set: str
+    description: str
+    paper: str                                  # which experiment of the paper this is
+    query: str | None = None                    # pandas query selecting rows of the set
+    primary: tuple[str, ...] | None = None      # labels whose mean makes the profile
+    metric: str = "balanced_accuracy"
+    extra_labels: tuple[str, ...] = field(default_factory=tuple)  # also probed (ratings, surface)
+
+    def stimuli(self) -> pd.DataFrame:
+        from . import stimuli as S
+        df = S.load(self.stimulus_set)
+        attrs = dict(df.attrs)
+        if self.query:
+            df = df.query(self.query).reset_index(drop=True)
+            df.attrs = attrs
+            df.attrs["name"] = f"{self.stimulus_set}[{self.query}]"
+        return df
+
+    def primary_labels(self, stimuli: pd.DataFrame) -> list[str]:
+        if self.primary:
+            return list(self.primary)
+        specs = stimuli.attrs.get("labels", {})
+        return [k for k, v in specs.items() if v.get("kind") == "binary" and v.get("role") == "semantic"]
+
+
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
+    Experiment("items", "items", "single concrete nouns, 'An apple': binary semantic features, mean over features",
+               paper="Exp 1 (item-level semantics)"),
+    Experiment("relations", "relations", "'A church and organ': related vs unrelated pairs (2A)",
+               paper="Exp 2A (two-item relations)", primary=("related",)),
+    Experiment("relations_eats", "relations_eats", "'A cat and fish': does the animal eat the food (2C), "
+               "folds grouped by animal", paper="Exp 2C (relation with group-structured folds)", primary=("eats",)),
+    Experiment("analogies", "analogies", "four-item analogies, valid vs invalid, folds by word family",
+               paper="Exp 3 (four-item analogies)", primary=("valid",)),
+    Experiment("buried", "buried", "a concept early in ~100 words of filler, read from the last token",
+               paper="Exp 4 (buried concepts)", query="placement == 'early'"),
+    Experiment("buried_end", "buried", "control: the same concepts at the end of the same filler",
+               paper="Exp 4 control (concept at the end)", query="placement == 'end'"),
+]}
+
+
+def experiment_profile(res, exp: Experiment, component: str, labels: list[str] | None = None):
+    """``(values[L], replicates[B, L])`` of an experiment's mean profile on one component."""
+    labels = labels or [l for l in res.labels if l in set(exp.primary or res.meta.get("primary", []))] \
+        or list(res.meta.get("primary", []))
+    if not labels:
+        raise KeyError(f"experiment {exp.name}: no primary labels in the results")
+    rows = [res.predictions[l].rows for l in labels]
+    if any(len(r) != len(rows[0]) or (r != rows[0]).any() for r in rows[1:]):
+        raise ValueError(f"experiment {exp.name}: primary labels {labels} cover different rows; "
+                         f"their bootstrap replicates cannot be averaged")
+    values = np.mean([res.profile(l, component, exp.metric).value.to_numpy() for l in labels], axis=0)
+    reps = np.mean([res.bootstrap_profiles(l, component, exp.metric) for l in labels], axis=0)
+    return values, reps

@@ -1,0 +1,448 @@
+"""Figures, claims tables and per-model reports from a :class:`~probekit.pipeline.Replication`.
+
+* :func:`plot_profiles` -- one PNG per experiment x component, plus a per-model
+  overview (every experiment's ``resid_pre`` profile in normalised depth);
+* :func:`claims_markdown` / :func:`write_claims_table` -- the claims table
+  (one row per model x claim, PASS/FAIL, key metric with its CI, the reason
+  on failure), separately for ``own`` judgements and the ``paper-normalised``
+  audit; written as ``claims.md`` + ``verdicts.parquet``;
+* :func:`write_report` -- everything for one model in one directory.
+
+Every file is written atomically (temporary file in the same directory, then
+``os.replace``), so an interrupted run never leaves a half-written result.
+Figures are drawn on a bare :class:`matplotlib.figure.Figure` (Agg canvas):
+no display and no pyplot global state.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .experiments import EXPERIMENTS, Experiment, experiment_profile
+
+CHANCE = 0.5
+OVERVIEW_COMPONENT = "resid_pre"
+
+# the metric that stands for a claim in the one-row-per-claim table (first one present wins)
+KEY_METRICS = {
+    "item_peak_early": ("items.peak_layer", "items.peak_depth"),
+    "relations_deeper": ("relations_minus_items.peak_depth", "relations.peak_layer", "relations.peak_depth"),
+    "analogies_deeper": ("analogies_minus_relations.peak_depth", "analogies.peak_layer", "analogies.peak_depth"),
+    "double_peak": ("relations.double_peak_found", "analogies.double_peak_found"),
+    "anti_persistence": ("mean_rho_attn_back_half", "p_vs_null"),
+    "buried_decodable": ("buried.deep_value", "buried.deep_min_p_fwer"),
+    "shuffled_at_chance": ("shuffled_fwer_positive_rate", "max_abs_null_minus_chance"),
+}
+# metrics whose ci_low/ci_high hold a null distribution's 95% range, not a CI of the estimate
+NULL_RANGE_METRICS = {"mean_rho_attn_back_half"}
+BASIS_TITLES = {
+    "own": ("Own expected rows",
+            "Each model judged against rows of its own: the paper's numbers for Llama-3.2-3B / Llama-3.3-70B "
+            "(layer for layer), measured regression rows (`expected/measured.parquet`) for the embedded models."),
+    "paper-normalised": ("Paper-normalised audit",
+                         "Each model judged against the paper's rows re-expressed in normalised depth "
+                         "(layer / n_layers; 3B rows where the paper gives them, else 70B rows). An audit of how "
+                         "the paper's claims transfer to this model, not a regression test."),
+}
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def _atomic(path: Path, write) -> Path:
+    """Call ``write(tmp_path)`` then move the file onto ``path`` (same directory, so ``os.replace`` is atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)      # mkstemp makes 0600; results are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def atomic_write_text(path, text: str) -> Path:
+    def w(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+    return _atomic(Path(path), w)
+
+
+def atomic_write_parquet(df: pd.DataFrame, path) -> Path:
+    return _atomic(Path(path), lambda tmp: df.to_parquet(tmp, index=False))
+
+
+def _save_fig(fig, path) -> Path:
+    return _atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+
+
+# ----------------------------------------------------------------------------- profiles
+
+def _experiment(name: str) -> Experiment:
+    return EXPERIMENTS.get(name) or Experiment(name, name, "", "")
+
+
+def _primary(res, exp: Experiment) -> list[str]:
+    return [l for l in res.labels if l in set(exp.primary or res.meta.get("primary", []))] \
+        or list(res.meta.get("primary", []))
+
+
+def paper_ranges(expected: pd.DataFrame | None = None) -> dict[str, list[dict]]:
+    """The paper's layer ranges per experiment, from the ``unit == 'layer'`` rows of the paper table.
+
+    ``{experiment: [{"low", "high", "n_layers", "model", "metric"}]}``; the
+    experiment is the part of the metric name before the dot."""
+    from . import expected as E
+    rows = E.paper_rows() if expected is None else expected
+    rows = rows[(rows.provenance == "paper") & (rows.unit == "layer") & (rows.direction == "range")]
+    out: dict[str, list[dict]] = {}
+    for _, r in rows.iterrows():
+        exp = r.metric.split(".")[0]
+        out.setdefault(exp, []).append({"low": float(r.low), "high": float(r.high), "n_layers": int(r.n_layers),
+                                        "model": r.model, "metric": r.metric})
+    return out
+
+
+def _range_in_layers(rng: dict, n_layers: int) -> tuple[float, float]:
+    """A paper range on this model's layer axis: layers ``l`` of an ``L``-layer model cover depths
+    ``[l/L, (l+1)/L)`` (the convention :func:`probekit.claims.normalised_paper_rows` judges with)."""
+    f = n_layers / rng["n_layers"]
+    return rng["low"] * f, (rng["high"] + 1) * f
+
+
+def _range_label(rng: dict) -> str:
+    size = rng["model"].split("-")[-1].upper()
+    what = rng["metric"].split(".", 1)[1].replace("_layer", "").replace("_", " ")
+    return f"paper {size} {what}: layers {rng['low']:.0f}-{rng['high']:.0f} of {rng['n_layers']}"
+
+
+def profile_summary(res, exp: Experiment, component: str) -> dict:
+    """Peak layer with bootstrap CI, peak value, layer-0 baseline, surface baseline and selectivity."""
+    v, reps = experiment_profile(res, exp, component)
+    L = len(v)
+    layer = int(np.nanargmax(v))
+    boot = np.nanargmax(np.where(np.isnan(reps), -np.inf, reps), axis=1) if len(reps) else np.array([layer])
+    lo, hi = np.quantile(boot, [0.025, 0.975])
+    s = res.scores
+    d = s[s.label.isin(_primary(res, exp)) & (s.component == component) & (s.metric == exp.metric)]
+    at_peak = d[d.layer == layer]
+    return {"peak_layer": layer, "peak_ci_low": float(lo), "peak_ci_high": float(hi),
+            "peak_depth": layer / res.n_layers, "peak_value": float(v[layer]),
+            "peak_value_ci": tuple(np.quantile(reps[:, layer], [0.025, 0.975])) if len(reps) else (np.nan, np.nan),
+            "layer0_value": float(v[0]),
+            "surface_baseline": float(d.surface_baseline.mean()) if "surface_baseline" in d and len(d) else np.nan,
+            "selectivity_at_peak": float(at_peak.selectivity.mean()) if "selectivity" in d and len(at_peak) else np.nan,
+            "n_layers": L}
+
+
+def _fig(width=9.5, height=4.5):
+    from matplotlib.figure import Figure
+    return Figure(figsize=(width, height))
+
+
+def plot_experiment(rep, name: str, component: str, expected: pd.DataFrame | None = None):
+    """The figure of one experiment x component (see :func:`plot_profiles`)."""
+    res = rep.results[name]
+    exp = _experiment(name)
+    v, reps = experiment_profile(res, exp, component)
+    L = rep.n_layers
+    x = np.arange(len(v))
+    fig = _fig()
+    ax = fig.add_subplot(111)
+    colors = ["#d9d9d9", "#f0d9b5", "#cfe3c6", "#e3cfe0"]
+    for i, rng in enumerate(paper_ranges(expected).get(name, [])):
+        a, b = _range_in_layers(rng, L)
+        ax.axvspan(a, b, color=colors[i % len(colors)], alpha=0.6, lw=0, label=_range_label(rng))
+    for lab in _primary(res, exp):
+        p = res.profile(lab, component, exp.metric)
+        ax.plot(p.layer, p.value, lw=0.7, alpha=0.45, color="0.35")
+    if len(_primary(res, exp)) > 1:
+        ax.plot([], [], lw=0.7, alpha=0.45, color="0.35", label="single primary labels")
+    if len(reps):
+        lo, hi = np.quantile(reps, [0.025, 0.975], axis=0)
+        ax.fill_between(x, lo, hi, color="C0", alpha=0.25, lw=0, label="95% group-bootstrap CI")
+    ax.plot(x, v, color="C0", lw=2.2, marker="o", ms=3.5, label=f"mean of {len(_primary(res, exp))} primary label(s)")
+    ax.axhline(CHANCE, color="k", ls="--", lw=1, label="chance (0.5)")
+    ax.plot([0], [v[0]], marker="s", ms=8, mfc="none", mec="C3", mew=1.8, ls="none",
+            label=f"layer-0 baseline (embeddings) {v[0]:.3f}")
+    sm = profile_summary(res, exp, component)
+    ax.errorbar([sm["peak_layer"]], [sm["peak_value"]],
+                xerr=[[sm["peak_layer"] - sm["peak_ci_low"]], [sm["peak_ci_high"] - sm["peak_layer"]]],
+                fmt="v", color="C1", ms=8, capsize=4,
+                label=f"peak layer {sm['peak_layer']} (95% CI {sm['peak_ci_low']:.0f}-{sm['peak_ci_high']:.0f})")
+    ax.set_xlim(-0.6, len(v) - 0.4)
+    ax.set_xlabel("layer")
+    ax.set_ylabel(exp.metric.replace("_", " "))
+    sec = ax.secondary_xaxis("top", functions=(lambda l: l / L, lambda d: d * L))
+    sec.set_xlabel("normalised depth (layer / n_layers)", fontsize=8)
+    sec.tick_params(labelsize=7)
+    ax.set_title(f"{rep.model}: {name} ({component})", fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.9)
+    return fig
+
+
+def plot_overview(rep, expected: pd.DataFrame | None = None, component: str = OVERVIEW_COMPONENT):
+    """Every experiment's profile on ``component`` against normalised depth; the paper's peak ranges
+    (in depth) as bars in a strip under the plot."""
+    ranges = paper_ranges(expected)
+    names = [n for n in rep.results if component in rep.results[n].components]
+    bars = [(i, name, rng) for i, name in enumerate(names) for rng in ranges.get(name, [])]
+    fig = _fig(10, 5.5 if bars else 5)
+    if bars:
+        gs = fig.add_gridspec(2, 1, height_ratios=[5, 0.25 + 0.28 * len(bars)], hspace=0.08)
+        ax, axb = fig.add_subplot(gs[0]), fig.add_subplot(gs[1])
+        axb.sharex(ax)
+    else:
+        ax, axb = fig.add_subplot(111), None
+    for i, name in enumerate(names):
+        res = rep.results[name]
+        exp = _experiment(name)
+        v, reps = experiment_profile(res, exp, component)
+        d = np.arange(len(v)) / rep.n_layers
+        c = f"C{i % 10}"
+        if len(reps):
+            lo, hi = np.quantile(reps, [0.025, 0.975], axis=0)
+            ax.fill_between(d, lo, hi, color=c, alpha=0.15, lw=0)
+        ax.plot(d, v, color=c, lw=2, marker="o", ms=2.5, label=name)
+    ax.axhline(CHANCE, color="k", ls="--", lw=1, label="chance (0.5)")
+    ax.set_ylabel("balanced accuracy (mean of primary labels)")
+    ax.set_xlim(-0.02, 1.0)
+    ax.set_title(f"{rep.model} ({rep.n_layers} layers): {component} profiles, shaded 95% CIs", fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.9)
+    xlabel = "normalised depth (layer / n_layers); depth 0 = layer-0 baseline (embeddings)"
+    if axb is None:
+        ax.set_xlabel(xlabel)
+        return fig
+    ax.tick_params(labelbottom=False)
+    for k, (i, name, rng) in enumerate(bars):
+        a, b = rng["low"] / rng["n_layers"], (rng["high"] + 1) / rng["n_layers"]
+        y = len(bars) - k
+        axb.plot([a, b], [y, y], color=f"C{i % 10}", lw=5, solid_capstyle="butt")
+        axb.text(b + 0.006, y, f"{name}: paper {rng['model'].split('-')[-1].upper()} "
+                                f"{rng['metric'].split('.', 1)[1].replace('_layer', '').replace('_', ' ')}",
+                 fontsize=6.5, va="center", color=f"C{i % 10}")
+    axb.set_ylim(0.3, len(bars) + 0.7)
+    axb.set_yticks([])
+    axb.set_ylabel("paper", fontsize=7)
+    axb.grid(axis="x", alpha=0.3)
+    axb.set_xlabel(xlabel)
+    return fig
+
+
+def plot_profiles(rep, out_dir, expected: pd.DataFrame | None = None) -> list[Path]:
+    """``<model>_<experiment>_<component>.png`` for every experiment x component and ``<model>_overview.png``.
+
+    ``expected``: the table whose paper rows give the shaded ranges (default
+    :func:`probekit.expected.paper_rows`)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, res in rep.results.items():
+        for comp in res.components:
+            fig = plot_experiment(rep, name, comp, expected)
+            paths.append(_save_fig(fig, out / f"{rep.model}_{name}_{comp}.png"))
+    if rep.results:
+        paths.append(_save_fig(plot_overview(rep, expected), out / f"{rep.model}_overview.png"))
+    return paths
+
+
+# ----------------------------------------------------------------------------- claims table
+
+def _fmt(x, unit: str = "") -> str:
+    if x is None or (isinstance(x, float) and np.isnan(x)):
+        return "—"
+    if unit == "bool":
+        return "yes" if x >= 0.5 else "no"
+    if unit == "layer" and float(x).is_integer():
+        return f"{x:.0f}"
+    if unit == "p":
+        return f"{x:.3g}"
+    return f"{x:.3f}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2g}"
+
+
+def _ci(lo, hi, unit="", metric="") -> str:
+    if pd.isna(lo) or pd.isna(hi):
+        return "—"
+    text = f"[{_fmt(lo, unit)}, {_fmt(hi, unit)}]"
+    return f"null {text}" if metric in NULL_RANGE_METRICS else text
+
+
+def _claim_order(claim: str) -> int:
+    from .claims import CLAIMS
+    ids = list(CLAIMS)
+    return ids.index(claim) if claim in ids else len(ids)
+
+
+def _md_cell(s) -> str:
+    return str(s).replace("|", "\\|").replace("\n", " ")
+
+
+def claim_rows(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """One row per (basis, model, claim): verdict, key metric with value and CI, reasons of the failed metrics."""
+    rows = []
+    for (basis, model, claim), g in verdicts.groupby(["basis", "model", "claim"], sort=False):
+        key = next((m for m in KEY_METRICS.get(claim, ()) if m in set(g.metric)), g.metric.iloc[0])
+        k = g[g.metric == key].iloc[0]
+        failed = g[~g.passed.astype(bool)]
+        rows.append({"basis": basis, "model": model, "claim": claim, "passed": bool(len(failed) == 0),
+                     "n_passed": int(len(g) - len(failed)), "n_metrics": int(len(g)), "key_metric": key,
+                     "unit": k.unit, "value": k.value, "ci_low": k.ci_low, "ci_high": k.ci_high,
+                     "provenance": k.provenance,
+                     "reason": "; ".join(f"{r.metric}: {r.reason}" for r in failed.itertuples())})
+    out = pd.DataFrame(rows)
+    if len(out):
+        out = out.assign(_o=out.claim.map(_claim_order)).sort_values(["basis", "model", "_o"]).drop(columns="_o")
+    return out.reset_index(drop=True)
+
+
+def claims_markdown(verdicts: pd.DataFrame, title: str = "Claims of arXiv 2501.07359", level: int = 1) -> str:
+    """The claims table as markdown: a section per basis (``own``, ``paper-normalised``), one row per
+    model x claim with PASS/FAIL, the key metric with its 95% CI and, on failure, the failed metrics' reasons;
+    then every judged metric in a details block."""
+    h = "#" * level
+    lines = [f"{h} {title}", ""]
+    if verdicts is None or verdicts.empty:
+        return "\n".join(lines + ["No verdicts.", ""])
+    from .claims import CLAIMS
+    cr = claim_rows(verdicts)
+    for basis in [b for b in ("own", "paper-normalised") if b in set(cr.basis)] + \
+            sorted(set(cr.basis) - {"own", "paper-normalised"}):
+        part = cr[cr.basis == basis]
+        head, blurb = BASIS_TITLES.get(basis, (basis, ""))
+        n_pass = int(part.passed.sum())
+        lines += [f"{h}# {head} (basis `{basis}`)", "", blurb, "",
+                  f"{n_pass} of {len(part)} model x claim rows pass.", "",
+                  "| model | claim | verdict | key metric | value | 95% CI (null: the calibrated null's 95% range) | against "
+                  "| metrics passed | reason |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in part.itertuples():
+            title_ = CLAIMS[r.claim].title if r.claim in CLAIMS else r.claim
+            lines.append("| " + " | ".join(_md_cell(c) for c in [
+                r.model, f"`{r.claim}` {title_}", "PASS" if r.passed else "**FAIL**", f"`{r.key_metric}`",
+                _fmt(r.value, r.unit), _ci(r.ci_low, r.ci_high, r.unit, r.key_metric), r.provenance,
+                f"{r.n_passed}/{r.n_metrics}", "" if r.passed else r.reason]) + " |")
+        lines += ["", "<details><summary>every judged metric</summary>", "",
+                  "| model | claim | metric | value | 95% CI | judged on | verdict | reason |",
+                  "|---|---|---|---|---|---|---|---|"]
+        v = verdicts[verdicts.basis == basis]
+        v = v.assign(_o=v.claim.map(_claim_order)).sort_values(["model", "_o"], kind="stable")
+        for r in v.itertuples():
+            lines.append("| " + " | ".join(_md_cell(c) for c in [
+                r.model, r.claim, f"`{r.metric}`", _fmt(r.value, r.unit), _ci(r.ci_low, r.ci_high, r.unit, r.metric),
+                r.judged, "PASS" if r.passed else "FAIL", r.reason]) + " |")
+        lines += ["", "</details>", ""]
+    return "\n".join(lines)
+
+
+def write_claims_table(verdicts: pd.DataFrame, out_dir) -> dict[str, Path]:
+    """``claims.md`` and ``verdicts.parquet`` in ``out_dir`` (atomic writes)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return {"verdicts": atomic_write_parquet(verdicts.reset_index(drop=True), out / "verdicts.parquet"),
+            "claims": atomic_write_text(out / "claims.md", claims_markdown(verdicts))}
+
+
+def all_verdicts(measurements: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
+    """``judge`` with basis auto (own rows if the model has any) plus the paper-normalised audit."""
+    from .claims import judge
+    auto = judge(measurements, expected, "auto")
+    parts = [auto]
+    if auto.empty or (auto.basis != "paper-normalised").any():
+        parts.append(judge(measurements, expected, "paper-normalised"))
+    return pd.concat([p for p in parts if len(p)], ignore_index=True)
+
+
+def load_expected(expected: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``expected`` if given, else ``expected/*.parquet``, else (none written yet) the paper's rows."""
+    if expected is not None:
+        return expected
+    from . import expected as E
+    table = E.load()
+    return table if len(table) else E.paper_rows()
+
+
+# ----------------------------------------------------------------------------- per-model report
+
+def write_report(rep, out_dir, expected: pd.DataFrame | None = None, measurements: pd.DataFrame | None = None
+                 ) -> dict[str, object]:
+    """Everything for one model in ``out_dir``: the saved Replication (``scores.parquet``,
+    ``replication.json``, ``probes/``), ``measurements.parquet``, ``verdicts.parquet`` + ``claims.md``
+    (basis auto and the paper-normalised audit), ``figures/*.png`` and ``report.md``."""
+    from .claims import measure
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    expected = load_expected(expected)
+    rep.save(out)
+    meas = measure(rep) if measurements is None else measurements
+    paths: dict[str, object] = {"replication": out / "replication.json", "scores": out / "scores.parquet",
+                                "measurements": atomic_write_parquet(meas, out / "measurements.parquet")}
+    verdicts = all_verdicts(meas, expected) if len(meas) else pd.DataFrame()
+    if len(verdicts):
+        paths.update(write_claims_table(verdicts, out))
+    figs = plot_profiles(rep, out / "figures", expected)
+    paths["figures"] = figs
+    paths["report"] = atomic_write_text(out / "report.md", report_markdown(rep, verdicts, figs, out))
+    paths["verdicts_df"] = verdicts
+    return paths
+
+
+def report_markdown(rep, verdicts: pd.DataFrame, figures: list[Path], out_dir: Path) -> str:
+    from . import __version__
+    rel = {Path(p).name: os.path.relpath(p, out_dir) for p in figures}
+    lines = [f"# probekit report: {rep.model}", "",
+             f"{rep.n_layers} layers, d_model {rep.d_model}, markers {', '.join(rep.markers) or '—'}, "
+             f"fingerprint `{rep.fingerprint}`, probekit {__version__}.", ""]
+    t = rep.timings or {}
+    if t:
+        bits = [f"load {t.get('load_model_s', '—')} s"] + [
+            f"{k} {v.get('n_stimuli', '?')} stimuli / extract {v.get('extract_s', '—')} s / probes {v.get('probe_s', '—')} s"
+            for k, v in t.items() if isinstance(v, dict)] + [f"total {t.get('total_s', '—')} s"]
+        lines += ["Timings: " + "; ".join(bits) + ".", ""]
+    ov = f"{rep.model}_overview.png"
+    if ov in rel:
+        lines += [f"![overview]({rel[ov]})", ""]
+    lines += ["## Profiles", "",
+              "Experiment profile = mean balanced accuracy of the experiment's primary labels. Peak CI: "
+              "2.5-97.5% of the group-bootstrap replicates' peak layers. Layer 0 = the embeddings (baseline). "
+              "Surface baseline: the same CV from surface features only (letters, frequency, tokens). "
+              "Selectivity: value minus the control-task value (Hewitt & Liang), at the peak layer.", "",
+              "| experiment | component | peak layer | peak 95% CI | peak depth | peak value [95% CI] | layer 0 | "
+              "surface baseline | selectivity at peak | figure |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, res in rep.results.items():
+        exp = _experiment(name)
+        for comp in res.components:
+            try:
+                s = profile_summary(res, exp, comp)
+            except (KeyError, ValueError) as exc:
+                lines.append(f"| {name} | {comp} | — | — | — | — | — | — | — | ({_md_cell(exc)}) |")
+                continue
+            fn = f"{rep.model}_{name}_{comp}.png"
+            lo, hi = s["peak_value_ci"]
+            lines.append("| " + " | ".join([
+                name, comp, str(s["peak_layer"]), f"{s['peak_ci_low']:.0f}-{s['peak_ci_high']:.0f}",
+                f"{s['peak_depth']:.2f}", f"{s['peak_value']:.3f} [{_fmt(lo)}, {_fmt(hi)}]",
+                _fmt(s["layer0_value"]), _fmt(s["surface_baseline"]), _fmt(s["selectivity_at_peak"]),
+                f"[png]({rel[fn]})" if fn in rel else "—"]) + " |")
+    lines += [""]
+    if verdicts is not None and len(verdicts):
+        lines += [claims_markdown(verdicts, title="Claims", level=2)]
+    else:
+        lines += ["## Claims", "", "No claim could be measured (experiments missing).", ""]
+    return "\n".join(lines)

@@ -1,0 +1,94 @@
+"""The ``probekit`` command line: help texts, report --from a saved run, audit, models, unavailable models."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from probekit import cli
+from probekit.models import MODELS
+
+SUBCOMMANDS = ["run", "report", "audit", "models", "expected"]
+
+
+def test_python_m_probekit_help():
+    r = subprocess.run([sys.executable, "-m", "probekit", "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    for sub in SUBCOMMANDS:
+        assert sub in r.stdout
+
+
+@pytest.mark.parametrize("sub", SUBCOMMANDS)
+def test_subcommand_help(sub, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main([sub, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: probekit " + sub in out
+    assert "write" in out.lower()                      # every help text says what it writes (or that it doesn't)
+
+
+def test_unknown_experiment_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["run", "--experiments", "items,nope"])
+    assert e.value.code == 2 and "nope" in capsys.readouterr().err
+
+
+def test_models_lists_the_registry(capsys):
+    assert cli.main(["models"]) == 0
+    out = capsys.readouterr().out
+    for alias in ("smollm2-135m", "gemma3-270m", "llama-3.2-3b", "llama-3.3-70b"):
+        assert alias in out
+    assert len(MODELS) == 4 and out.count("available=") == 4
+
+
+def test_unavailable_model_exits_2_with_message(tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), PROBEKIT_CACHE=str(tmp_path / "cache"))
+    env.pop("PROBEKIT_LLAMA_3_3_70B", None)
+    env.pop("PROBEKIT_ALLOW_DOWNLOAD", None)
+    r = subprocess.run([sys.executable, "-m", "probekit", "run", "--model", "llama-3.3-70b", "--out",
+                        str(tmp_path / "results")], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    assert "llama-3.3-70b" in r.stderr.lower() and "not available" in r.stderr
+    assert "PROBEKIT_LLAMA_3_3_70B" in r.stderr                  # says how to supply the weights
+
+
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory):
+    from test_report import cached_replication
+    d = tmp_path_factory.mktemp("results") / "synth-10l"
+    cached_replication().save(d)
+    return d
+
+
+def test_report_from_saved_run_and_audit(saved_run, tmp_path, capsys):
+    out = tmp_path / "rebuilt"
+    assert cli.main(["report", "--from", str(saved_run), "--out", str(out)]) == 0
+    assert (out / "report.md").exists() and (out / "claims.md").exists()
+    assert (out / "figures" / "synth-10l_overview.png").stat().st_size > 0
+    assert "FAIL" in capsys.readouterr().out                # buried is missing from the synthetic run
+
+    # audit over a results root with the rebuilt run in it
+    root = tmp_path / "root"
+    root.mkdir()
+    os.symlink(out, root / "synth-10l")
+    assert cli.main(["audit", "--results", str(root)]) == 0
+    md = (root / "audit.md").read_text()
+    assert "Paper-normalised audit" in md and "synth-10l" in md
+    v = pd.read_parquet(root / "audit_verdicts.parquet")
+    assert set(v.model) == {"synth-10l"}
+
+
+def test_report_from_a_directory_without_a_run(tmp_path, capsys):
+    assert cli.main(["report", "--from", str(tmp_path)]) == 1
+    assert "replication.json" in capsys.readouterr().err
+
+
+def test_expected_write_paper(tmp_path):
+    assert cli.main(["expected", "--write-paper", "--dir", str(tmp_path)]) == 0
+    from probekit import expected as E
+    assert len(E.load(tmp_path)) == len(E.paper_rows())
