@@ -57,3 +57,22 @@ def pytest_sessionfinish(session, exitstatus):
     out = Path(session.config.getoption("--claims-out"))
     allv = pd.concat(_VERDICTS, ignore_index=True)
     write_claims_table(allv, out)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Wall time of each model's replication in this session (cold = the store was empty)."""
+    lines = []
+    for name, run in _RUNS.items():
+        if isinstance(run, str):
+            continue
+        rep, _ = run
+        t = rep.timings
+        ex = sum(v["extract_s"] for v in t.values() if isinstance(v, dict))
+        pr = sum(v["probe_s"] for v in t.values() if isinstance(v, dict))
+        lines.append(f"{rep.model}: total {t.get('total_s')} s (load {t.get('load_model_s')} s, "
+                     f"extraction {ex:.1f} s, probes {pr:.1f} s)")
+    if lines:
+        terminalreporter.section("probekit replication wall time")
+        for line in lines:
+            terminalreporter.write_line(line)
+        terminalreporter.write_line(f"claims table: {config.getoption('--claims-out')}/claims.md")

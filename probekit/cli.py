@@ -87,6 +87,9 @@ def cmd_run(args) -> int:
         print(f"wrote {out}/: report.md, claims.md, verdicts.parquet, measurements.parquet, scores.parquet, "
               f"replication.json, probes/, figures/ ({len(paths['figures'])} PNGs)")
         print(f"  report: {paths['report']}")
+    if len(models) > 1 and status == 0:
+        # the claims table across the models of this run (and any earlier ones under --out)
+        cmd_audit(argparse.Namespace(results=args.out, out=None))
     return status
 
 

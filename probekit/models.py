@@ -330,7 +330,8 @@ def _hub(hub_id: str, spec: ModelSpec | None) -> dict:
                                   allow_patterns=["*.json", "*.safetensors", "tokenizer*", "*.model"])
     except Exception as exc:  # offline, gated, not downloaded
         raise ModelUnavailableError(
-            f"model {hub_id!r} is not in the local Hugging Face cache ({type(exc).__name__}). "
+            f"model {(spec.alias + ' (' + hub_id + ')') if spec else repr(hub_id)} is not available here: "
+            f"not in the local Hugging Face cache ({type(exc).__name__}). "
             f"To supply it: {how}. Set PROBEKIT_ALLOW_DOWNLOAD=1 to let probekit download it.") from None
     return {"path": local, "fingerprint": f"dir:{_dir_fingerprint(Path(local))}",
             "markers": spec.markers if spec else ()}

