@@ -224,3 +224,35 @@ def test_real_smollm2_oracles(smollm2):
     for l in (0, 7, 29):
         ref = (w[:, None] * hs[l][0]).sum(0)
         torch.testing.assert_close(out[(l, "resid_pre")][2], ref, rtol=1e-4, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- other load paths
+
+def test_bfloat16_model_pools_to_float32_close_to_fp32():
+    m32 = tiny_model("llama")
+    m16 = tiny_model("llama")
+    m16.model.to(torch.bfloat16)
+    a = probekit.extract(m32, STIMULI)
+    b = probekit.extract(m16, STIMULI)
+    for l in range(m32.n_layers):
+        for c in COMPONENTS:
+            x, y = a.get(l, c), b.get(l, c)
+            assert y.dtype == np.float32
+            assert np.abs(x - y).max() <= 0.05 * np.abs(x).max() + 1e-3
+
+
+def test_local_checkpoint_directory_with_device_map_auto(tmp_path):
+    """The path a user's Llama takes: a saved checkpoint directory, loaded through accelerate."""
+    from probekit.models import load_model
+    src = tiny_model("llama")
+    src.model.save_pretrained(tmp_path)
+    src.tokenizer.save_pretrained(tmp_path)
+    loaded = load_model(str(tmp_path), device="auto")
+    assert loaded.name == tmp_path.name and loaded.fingerprint.startswith("dir:")
+    a = probekit.extract(src, STIMULI)
+    b = probekit.extract(loaded, STIMULI)
+    for c in COMPONENTS:
+        np.testing.assert_allclose(a.get(2, c), b.get(2, c), rtol=1e-5, atol=1e-6)
+    # the fingerprint follows the weights: another checkpoint in the same place is another model
+    tiny_model("llama", seed=5).model.save_pretrained(tmp_path)
+    assert load_model(str(tmp_path)).fingerprint != loaded.fingerprint
