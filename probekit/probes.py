@@ -336,49 +336,6 @@ def _eigh(K, precise: bool):
     return lam.clamp_min(0), U
 
 
-def _ridge_oof_torch(grams, folds, Y: np.ndarray, alphas=DEFAULT_ALPHAS,
-                     max_chunk_bytes: float = 6.4e7, precise: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Torch version of :func:`ridge_oof`. Out-of-fold ridge predictions for every column of ``Y [n, m]``.
-
-    ``grams`` from :func:`fold_grams`. Alpha per (fold, column) by exact LOO on
-    the training fold (first of the minimisers). Returns ``(oof [n, m] float64,
-    alpha_index [n_folds, m])``.
-    """
-    torch = _torch()
-    dev = grams[0][0].device
-    Yt = torch.as_tensor(np.asarray(Y, dtype=np.float64), device=dev)
-    if Yt.ndim == 1:
-        Yt = Yt[:, None]
-    n, m = Yt.shape
-    al = torch.as_tensor(np.asarray(alphas, dtype=np.float64).ravel(), device=dev)
-    A = al.numel()
-    oof = torch.empty((n, m), dtype=torch.float64, device=dev)
-    best_all = np.zeros((len(folds), m), dtype=np.int64)
-    for k, ((K, Kte), (tr, te)) in enumerate(zip(grams, folds)):
-        ntr = K.shape[0]
-        lam, U = _eigh(K, precise)
-        Ytr = Yt[torch.as_tensor(tr, device=dev)]
-        ymean = Ytr.mean(0)
-        B = U.T @ (Ytr - ymean)                       # [ntr, m]
-        W = 1.0 / (lam[None, :] + al[:, None])        # [A, ntr]
-        if A > 1:
-            diag = W @ (U * U).T - (1.0 / (ntr * al))[:, None]    # [A, ntr]
-            chunk = max(1, int(max_chunk_bytes // (8 * A * ntr)))
-            best = torch.empty(m, dtype=torch.long, device=dev)
-            for s in range(0, m, chunk):
-                Bc = B[:, s:s + chunk]
-                num = torch.matmul(U, W[:, :, None] * Bc[None])         # [A, ntr, c]
-                err = ((num / diag[:, :, None]) ** 2).mean(1)           # [A, c]
-                best[s:s + chunk] = torch.argmin(err, 0)
-        else:
-            best = torch.zeros(m, dtype=torch.long, device=dev)
-        coef = W[best].T * B                          # [ntr, m]
-        P = Kte @ U
-        oof[torch.as_tensor(te, device=dev)] = ymean + P @ coef
-        best_all[k] = best.cpu().numpy()
-    return oof.cpu().numpy(), best_all
-
-
 def _resolve_backend(device, backend):
     if backend == "auto":
         return "numpy" if str(device) == "cpu" else "torch"
@@ -444,42 +401,47 @@ def ridge_oof(grams, folds, Y: np.ndarray, alphas=DEFAULT_ALPHAS, max_chunk_byte
               precise: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold ridge predictions for every column of ``Y [n, m]``.
 
-    ``grams`` from :func:`fold_grams` (numpy or torch). Alpha per (fold,
-    column) by exact LOO on the training fold (first of the minimisers).
-    ``precise``: float64 instead of float32 eigendecomposition (see
-    :func:`_eigh`). Returns ``(oof [n, m] float64, alpha_index [n_folds, m])``.
+    ``grams`` from :func:`fold_grams` (numpy arrays, or torch tensors on any
+    device: the same code runs on either). Alpha per (fold, column) by exact
+    LOO on the training fold (first of the minimisers). ``precise``: float64
+    instead of float32 eigendecomposition (see :func:`_eigh`). Returns
+    ``(oof [n, m] float64, alpha_index [n_folds, m])``.
     """
-    if not isinstance(grams[0][0], np.ndarray):
-        return _ridge_oof_torch(grams, folds, Y, alphas, max_chunk_bytes, precise)
-    Y = np.asarray(Y, dtype=np.float64)
-    if Y.ndim == 1:
-        Y = Y[:, None]
-    n, m = Y.shape
-    al = np.asarray(alphas, dtype=np.float64).ravel()
+    if isinstance(grams[0][0], np.ndarray):
+        asarr = lambda a, dt=np.float64: np.asarray(a, dtype=dt)        # noqa: E731
+        eigh, matmul, tonp = _eigh_np, np.matmul, np.asarray
+        argmin = lambda e: np.argmin(e, 0)                              # noqa: E731
+    else:
+        torch = _torch()
+        dev = grams[0][0].device
+        asarr = lambda a, dt=np.float64: torch.as_tensor(np.asarray(a, dtype=dt), device=dev)  # noqa: E731
+        eigh, matmul = _eigh, torch.matmul
+        tonp = lambda t: t.cpu().numpy()                                # noqa: E731
+        argmin = lambda e: torch.argmin(e, 0)                           # noqa: E731
+    Yx = asarr(Y)
+    if Yx.ndim == 1:
+        Yx = Yx[:, None]
+    n, m = Yx.shape
+    al = asarr(np.ravel(alphas))
     A = len(al)
     oof = np.empty((n, m))
     best_all = np.zeros((len(folds), m), dtype=np.int64)
     for k, ((K, Kte), (tr, te)) in enumerate(zip(grams, folds)):
         ntr = K.shape[0]
-        lam, U = _eigh_np(K, precise)
-        Ytr = Y[tr]
+        lam, U = eigh(K, precise)
+        Ytr = Yx[asarr(tr, np.int64)]
         ymean = Ytr.mean(0)
         B = U.T @ (Ytr - ymean)                        # [ntr, m]
         W = 1.0 / (lam[None, :] + al[:, None])         # [A, ntr]
+        best = np.zeros(m, dtype=np.int64)
         if A > 1:
             diag = W @ (U * U).T - (1.0 / (ntr * al))[:, None]     # [A, ntr]
             chunk = max(1, int(max_chunk_bytes // (8 * A * ntr)))
-            best = np.empty(m, dtype=np.int64)
             for s in range(0, m, chunk):
-                Bc = B[:, s:s + chunk]
-                num = np.matmul(U, W[:, :, None] * Bc[None])          # [A, ntr, c]
-                num /= diag[:, :, None]
-                err = np.einsum("aic,aic->ac", num, num)               # sum of squared LOO residuals
-                best[s:s + chunk] = np.argmin(err, 0)
-        else:
-            best = np.zeros(m, dtype=np.int64)
-        coef = W[best].T * B                           # [ntr, m]
-        oof[te] = ymean + (Kte @ U) @ coef
+                num = matmul(U, W[:, :, None] * B[None, :, s:s + chunk]) / diag[:, :, None]   # [A, ntr, c]
+                best[s:s + chunk] = tonp(argmin((num * num).sum(1)))   # sum of squared LOO residuals
+        coef = W[asarr(best, np.int64)].T * B          # [ntr, m]
+        oof[te] = tonp(ymean + (Kte @ U) @ coef)
         best_all[k] = best
     return oof, best_all
 
