@@ -12,7 +12,11 @@ Layout of one entry (a directory named by its key)::
 
 * The key is a hash of the identity, so another model, stimulus set, pooling or
   probekit version never reads this entry; a manifest that disagrees with the
-  key (a copied or edited directory) is detected and the entry rebuilt.
+  key (a copied or edited directory) is detected and the entry rebuilt. The
+  stimulus part of the identity is the hash of the texts and targets in row
+  order (what activations depend on): a corrected label reuses the activations,
+  while the probe-results cache (:mod:`probekit.pipeline`) keys on the set's
+  full content hash, labels included.
 * Writes go to preallocated memmaps; a chunk is marked done in
   ``progress.json`` (atomic replace) only after its rows are flushed, so a run
   killed halfway resumes at the first chunk not done.
