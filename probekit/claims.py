@@ -165,10 +165,8 @@ def measure(rep) -> pd.DataFrame:
             rows.append(_row(rep, "buried_decodable", f"{e}.deep_value", "balanced_accuracy",
                              v[list(deep)].mean(), *np.quantile(m, [0.025, 0.975]),
                              f"{RESID}, last token, layers {deep.start}-{deep.stop - 1}"))
-            labels = EXPERIMENTS[e].primary_labels(res.stimuli if hasattr(res, "stimuli") else pd.DataFrame()) \
-                or res.meta.get("primary", [])
             s = res.scores
-            pf = s[(s.label.isin(res.meta.get("primary", labels))) & (s.component == RESID)
+            pf = s[(s.label.isin(res.meta.get("primary", []))) & (s.component == RESID)
                    & (s.metric == EXPERIMENTS[e].metric) & (s.layer.isin(list(deep)))]
             rows.append(_row(rep, "buried_decodable", f"{e}.deep_min_p_fwer", "p",
                              pf.p_fwer.min() if len(pf) else np.nan,

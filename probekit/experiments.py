@@ -60,8 +60,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
 
 def experiment_profile(res, exp: Experiment, component: str, labels: list[str] | None = None):
     """``(values[L], replicates[B, L])`` of an experiment's mean profile on one component."""
-    labels = labels or [l for l in res.labels if l in set(exp.primary or res.meta.get("primary", []))] \
-        or list(res.meta.get("primary", []))
+    labels = list(labels or res.meta.get("primary") or exp.primary or [])
     if not labels:
         raise KeyError(f"experiment {exp.name}: no primary labels in the results")
     rows = [res.predictions[l].rows for l in labels]
