@@ -129,9 +129,9 @@ def measure(rep) -> pd.DataFrame:
                          detail=f"not computable: the back half has {back[1] - back[0]} layers (< 5)"))
     elif ap_exps:
         rhos, nulls = [], []
+        attn = {e: experiment_profile(rep.results[e], EXPERIMENTS[e], "attn_out")[0] for e in ap_exps}
         for e in ap_exps:
-            v, _ = experiment_profile(rep.results[e], EXPERIMENTS[e], "attn_out")
-            t = P.anti_persistence_test(v, layers=back, n_surrogates=2000, seed=0)
+            t = P.anti_persistence_test(attn[e], layers=back, n_surrogates=2000, seed=0)
             rhos.append(t.rho)
             nulls.append(t.null_mean)
             rows.append(_row(rep, "anti_persistence", f"{e}.rho_attn_back_half", "rho", t.rho,
@@ -140,8 +140,7 @@ def measure(rep) -> pd.DataFrame:
         rng = np.random.default_rng(0)
         null_means = []
         for e in ap_exps:
-            v, _ = experiment_profile(rep.results[e], EXPERIMENTS[e], "attn_out")
-            seg = v[back[0]:back[1]]
+            seg = attn[e][back[0]:back[1]]
             trend = P.smooth_trend(seg)
             resid = seg - trend
             null_means.append([P.anti_persistence(trend + rng.permutation(resid)) for _ in range(2000)])
