@@ -8,6 +8,7 @@ import pytest
 
 from probekit import claims as C
 from probekit import expected as E
+from probekit.atomic import atomic_write_parquet
 
 _RUNS: dict[str, object] = {}          # model -> (Replication, measurements) or the skip reason
 _VERDICTS: list[pd.DataFrame] = []
@@ -27,7 +28,7 @@ def _run(model_name: str, config):
                 E.write_measured(meas)
             out = Path(config.getoption("--claims-out")) / rep.model
             rep.save(out)
-            meas.to_parquet(out / "measurements.parquet", index=False)
+            atomic_write_parquet(meas, out / "measurements.parquet")
             _RUNS[model_name] = (rep, meas)
     run = _RUNS[model_name]
     if isinstance(run, str):

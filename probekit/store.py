@@ -32,13 +32,13 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .activations import COMPONENTS
+from .atomic import atomic_write_json
 from .hashing import file_sha256
 
 FORMAT_VERSION = 1
@@ -50,15 +50,6 @@ class StoreMismatchError(RuntimeError):
 
 class StoreCorruptError(RuntimeError):
     """A store entry failed its integrity checks."""
-
-
-def _atomic_json(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def array_name(layer: int, component: str) -> str:
@@ -135,7 +126,7 @@ class StoreEntry:
             warnings.warn(f"activation store: discarding an unusable partial entry at {self.path}")
         self.wipe()
         self.path.mkdir(parents=True, exist_ok=True)
-        _atomic_json(self.path / "manifest.json", self.identity)
+        atomic_write_json(self.path / "manifest.json", self.identity, fsync=True)
         shape = (self.n, self.d_model)
         for l in range(self.n_layers):
             for c in COMPONENTS:
@@ -143,7 +134,7 @@ class StoreEntry:
                                           shape=shape).flush()
         np.lib.format.open_memmap(self.path / "n_target_tokens.npy", mode="w+", dtype=np.int32,
                                   shape=(self.n,)).flush()
-        _atomic_json(self.path / "progress.json", {"chunks": chunks, "done": []})
+        atomic_write_json(self.path / "progress.json", {"chunks": chunks, "done": []}, fsync=True)
         return set()
 
     def open_writers(self) -> dict:
@@ -157,11 +148,11 @@ class StoreEntry:
             arr.flush()
         prog = self.progress() or {"chunks": [], "done": []}
         prog["done"] = sorted(set(prog["done"]) | {chunk_id})
-        _atomic_json(self.path / "progress.json", prog)
+        atomic_write_json(self.path / "progress.json", prog, fsync=True)
 
     def finish(self) -> None:
         sums = {p.name: file_sha256(p) for p in sorted(self.path.glob("*.npy"))}
-        _atomic_json(self.path / "complete.json", {"sha256": sums})
+        atomic_write_json(self.path / "complete.json", {"sha256": sums}, fsync=True)
         (self.path / "progress.json").unlink(missing_ok=True)
 
     def wipe(self) -> None:
