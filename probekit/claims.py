@@ -72,7 +72,7 @@ def _peak_rows(rep, claim, exp_name, component=RESID):
     v, reps = experiment_profile(res, exp, component)
     L = rep.n_layers
     layer = P.peak_layer(v)
-    boot = np.nanargmax(np.where(np.isnan(reps), -np.inf, reps), axis=1)
+    boot = P.bootstrap_peak_layers(reps)
     lo, hi = np.quantile(boot, [0.025, 0.975])
     gain = reps[:, layer] - reps[:, 0]
     g_lo, g_hi = np.quantile(gain, [0.025, 0.975])
@@ -138,13 +138,7 @@ def measure(rep) -> pd.DataFrame:
                              detail=f"layers {back[0]}-{back[1] - 1}; null mean {t.null_mean:.2f}, p = {t.p_value:.3f}"))
         # the mean over experiments against the mean of independent surrogate nulls
         rng = np.random.default_rng(0)
-        null_means = []
-        for e in ap_exps:
-            seg = attn[e][back[0]:back[1]]
-            trend = P.smooth_trend(seg)
-            resid = seg - trend
-            null_means.append([P.anti_persistence(trend + rng.permutation(resid)) for _ in range(2000)])
-        null = np.nanmean(np.array(null_means), axis=0)
+        null = np.nanmean([P.surrogate_rhos(attn[e][back[0]:back[1]], 2000, rng) for e in ap_exps], axis=0)
         obs = float(np.mean(rhos))
         p = (1 + np.sum(null <= obs + 1e-12)) / (1 + len(null))
         rows.append(_row(rep, "anti_persistence", "mean_rho_attn_back_half", "rho", obs,
@@ -257,12 +251,12 @@ def normalised_paper_rows(expected: pd.DataFrame, n_layers: int, model: str) -> 
                 if r.metric.endswith(".peak_layer"):
                     r.metric = r.metric.replace(".peak_layer", ".peak_depth")
                     r.unit = "depth"
-                    r.low, r.high = r.low / L, (r.high + 1) / L - 1e-9
                     r.expected = r.expected / L if not pd.isna(r.expected) else r.expected
                 else:     # double-peak layers: judged as depths on the layer the model reports
                     r.metric = r.metric + "@depth"
                     r.unit = "depth"
-                    r.low, r.high = r.low / L, (r.high + 1) / L - 1e-9
+                lo, hi = P.layer_range_depths(r.low, r.high, L)
+                r.low, r.high = lo, hi - 1e-9          # half-open: the next layer's start is outside
             r.note = f"normalised from {src_model} ({r.n_layers} layers) to {n_layers} layers"
             r.model = model
             r.n_layers = n_layers

@@ -18,7 +18,6 @@ Padding (right side) never enters a pooled vector: its weight is zero.
 from __future__ import annotations
 
 import contextlib
-import math
 import warnings
 from dataclasses import dataclass
 
@@ -27,7 +26,7 @@ import pandas as pd
 
 from . import __version__
 from .activations import COMPONENTS, ActivationSet
-from .adapters import adapter_for, blocks, base_model, final_norm, sublayer
+from .adapters import adapter_for, base_model, blocks, sublayer
 from .hashing import frame_hash
 from .store import ActivationStore, StoreCorruptError, StoreMismatchError
 from .text import TargetNotFoundError, as_targets, target_spans

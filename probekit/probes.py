@@ -357,7 +357,6 @@ def fold_grams(X, folds, device="cpu", backend: str = "auto"):
     if _resolve_backend(device, backend) == "torch":
         return _fold_grams_torch(X, folds, device)
     X = np.ascontiguousarray(X, dtype=np.float32)
-    n = X.shape[0]
     # centre once on all rows (float32), keep float64 column sums for the fold statistics
     Xc = X - X.mean(0, dtype=np.float64).astype(np.float32)
     s1 = Xc.sum(0, dtype=np.float64)

@@ -49,6 +49,18 @@ def peak_layer(values) -> int:
     return int(np.nanargmax(v))
 
 
+def layer_range_depths(low: float, high: float, n_layers: int) -> tuple[float, float]:
+    """Depth interval ``[low/L, (high+1)/L)`` covered by layers ``low..high`` of an ``L``-layer model
+    (layer ``l`` spans ``[l/L, (l+1)/L)``): how a paper's layer range is compared across depths."""
+    return low / n_layers, (high + 1) / n_layers
+
+
+def bootstrap_peak_layers(replicates) -> np.ndarray:
+    """Peak layer (first argmax, NaNs ignored) of each bootstrap replicate profile ``[B, L]``."""
+    r = np.asarray(replicates, dtype=float)
+    return np.nanargmax(np.where(np.isnan(r), -np.inf, r), axis=1)
+
+
 def normalized_depth(layer, n_layers: int):
     """``layer / n_layers``."""
     if n_layers <= 0:
@@ -197,6 +209,16 @@ def smooth_trend(values, window: int | None = None, polyorder: int = 2) -> np.nd
     return savgol_filter(v, window, polyorder, mode="interp")
 
 
+def surrogate_rhos(values, n_surrogates: int, rng: np.random.Generator, window: int | None = None,
+                   polyorder: int = 2) -> np.ndarray:
+    """``rho`` of ``n_surrogates`` surrogate profiles: the smooth trend of ``values``
+    plus its residuals shuffled across layers (the calibrated null)."""
+    v = np.asarray(values, dtype=float)
+    trend = smooth_trend(v, window, polyorder)
+    resid = v - trend
+    return np.array([anti_persistence(trend + rng.permutation(resid)) for _ in range(n_surrogates)])
+
+
 @dataclass(frozen=True)
 class AntiPersistence:
     rho: float
@@ -227,10 +249,7 @@ def anti_persistence_test(values, n_surrogates: int = 2000, seed: int = 0, layer
     if len(v) < 5:
         raise ValueError(f"need at least 5 layers for anti-persistence, got {len(v)}")
     rho = anti_persistence(v)
-    trend = smooth_trend(v, window, polyorder)
-    resid = v - trend
-    rng = np.random.default_rng(seed)
-    null = np.array([anti_persistence(trend + rng.permutation(resid)) for _ in range(n_surrogates)])
+    null = surrogate_rhos(v, n_surrogates, np.random.default_rng(seed), window, polyorder)
     null = null[np.isfinite(null)]
     if alternative == "less":
         k = np.sum(null <= rho + 1e-12)
@@ -265,8 +284,8 @@ def peak_order(boot_a: np.ndarray, n_layers_a: int, boot_b: np.ndarray, n_layers
     bb = np.asarray(boot_b, float)
     if ba.shape[0] != bb.shape[0]:
         raise ValueError("use the same number of bootstrap replicates for both experiments")
-    da = np.nanargmax(np.where(np.isnan(ba), -np.inf, ba), axis=1) / n_layers_a
-    db = np.nanargmax(np.where(np.isnan(bb), -np.inf, bb), axis=1) / n_layers_b
+    da = bootstrap_peak_layers(ba) / n_layers_a
+    db = bootstrap_peak_layers(bb) / n_layers_b
     va = np.nanmean(ba, 0) if values_a is None else np.asarray(values_a, float)
     vb = np.nanmean(bb, 0) if values_b is None else np.asarray(values_b, float)
     diff = peak_layer(va) / n_layers_a - peak_layer(vb) / n_layers_b

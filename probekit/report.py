@@ -16,13 +16,13 @@ no display and no pyplot global state.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .experiments import EXPERIMENTS, Experiment, experiment_profile
+from .profiles import bootstrap_peak_layers, layer_range_depths
 
 CHANCE = 0.5
 OVERVIEW_COMPONENT = "resid_pre"
@@ -52,38 +52,8 @@ BASIS_TITLES = {
 
 # ----------------------------------------------------------------------------- atomic writes
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def _atomic(path: Path, write) -> Path:
-    """Call ``write(tmp_path)`` then move the file onto ``path`` (same directory, so ``os.replace`` is atomic)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)      # mkstemp makes 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
-
-
-def atomic_write_text(path, text: str) -> Path:
-    def w(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-    return _atomic(Path(path), w)
-
-
-def atomic_write_parquet(df: pd.DataFrame, path) -> Path:
-    return _atomic(Path(path), lambda tmp: df.to_parquet(tmp, index=False))
+from .atomic import atomic_file as _atomic  # noqa: E402
+from .atomic import atomic_write_parquet, atomic_write_text  # noqa: E402,F401  (re-exported for the CLI)
 
 
 def _save_fig(fig, path) -> Path:
@@ -120,8 +90,8 @@ def paper_ranges(expected: pd.DataFrame | None = None) -> dict[str, list[dict]]:
 def _range_in_layers(rng: dict, n_layers: int) -> tuple[float, float]:
     """A paper range on this model's layer axis: layers ``l`` of an ``L``-layer model cover depths
     ``[l/L, (l+1)/L)`` (the convention :func:`probekit.claims.normalised_paper_rows` judges with)."""
-    f = n_layers / rng["n_layers"]
-    return rng["low"] * f, (rng["high"] + 1) * f
+    lo, hi = layer_range_depths(rng["low"], rng["high"], rng["n_layers"])
+    return lo * n_layers, hi * n_layers
 
 
 def _range_label(rng: dict) -> str:
@@ -130,12 +100,14 @@ def _range_label(rng: dict) -> str:
     return f"paper {size} {what}: layers {rng['low']:.0f}-{rng['high']:.0f} of {rng['n_layers']}"
 
 
-def profile_summary(res, exp: Experiment, component: str) -> dict:
-    """Peak layer with bootstrap CI, peak value, layer-0 baseline, surface baseline and selectivity."""
-    v, reps = experiment_profile(res, exp, component)
+def profile_summary(res, exp: Experiment, component: str, profile=None) -> dict:
+    """Peak layer with bootstrap CI, peak value, layer-0 baseline, surface baseline and selectivity.
+
+    ``profile``: ``(values, replicates)`` from :func:`experiment_profile` when the caller has them."""
+    v, reps = profile if profile is not None else experiment_profile(res, exp, component)
     L = len(v)
     layer = int(np.nanargmax(v))
-    boot = np.nanargmax(np.where(np.isnan(reps), -np.inf, reps), axis=1) if len(reps) else np.array([layer])
+    boot = bootstrap_peak_layers(reps) if len(reps) else np.array([layer])
     lo, hi = np.quantile(boot, [0.025, 0.975])
     s = res.scores
     d = s[s.label.isin(_primary(res, exp)) & (s.component == component) & (s.metric == exp.metric)]
@@ -179,7 +151,7 @@ def plot_experiment(rep, name: str, component: str, expected: pd.DataFrame | Non
     ax.axhline(CHANCE, color="k", ls="--", lw=1, label="chance (0.5)")
     ax.plot([0], [v[0]], marker="s", ms=8, mfc="none", mec="C3", mew=1.8, ls="none",
             label=f"layer-0 baseline (embeddings) {v[0]:.3f}")
-    sm = profile_summary(res, exp, component)
+    sm = profile_summary(res, exp, component, (v, reps))
     ax.errorbar([sm["peak_layer"]], [sm["peak_value"]],
                 xerr=[[sm["peak_layer"] - sm["peak_ci_low"]], [sm["peak_ci_high"] - sm["peak_layer"]]],
                 fmt="v", color="C1", ms=8, capsize=4,
@@ -231,7 +203,7 @@ def plot_overview(rep, expected: pd.DataFrame | None = None, component: str = OV
         return fig
     ax.tick_params(labelbottom=False)
     for k, (i, name, rng) in enumerate(bars):
-        a, b = rng["low"] / rng["n_layers"], (rng["high"] + 1) / rng["n_layers"]
+        a, b = layer_range_depths(rng["low"], rng["high"], rng["n_layers"])
         y = len(bars) - k
         axb.plot([a, b], [y, y], color=f"C{i % 10}", lw=5, solid_capstyle="butt")
         axb.text(b + 0.006, y, f"{name}: paper {rng['model'].split('-')[-1].upper()} "

@@ -101,7 +101,7 @@ def test_measured_rows_round_trip(tmp_path):
         "p_vs_null": ("anti_persistence", "p", 0.003, np.nan, np.nan),
         "mean_rho_attn_back_half": ("anti_persistence", "rho", -0.57, -0.5, -0.09),
         "shuffled_fwer_positive_rate": ("shuffled_at_chance", "fraction", 0.11, 0.006, 0.4)})
-    path = E.write_measured(m, tmp_path)
+    assert E.write_measured(m, tmp_path).name == E.MEASURED_FILE
     rows = E.load(tmp_path)
     assert set(rows.provenance) == {"measured"} and len(rows) == 5
     assert C.judge(m, rows).passed.all()

@@ -248,10 +248,7 @@ def test_unknown_estimator():
 # -------------------------------------------------------------- calibration ---
 
 def _real_acts(request):
-    try:
-        return request.getfixturevalue("smollm2_acts")
-    except pytest.FixtureLookupError:
-        pytest.skip("fixture smollm2_acts (real SmolLM2 activations) not available yet")
+    return request.getfixturevalue("smollm2_acts")
 
 
 @pytest.mark.slow

@@ -148,7 +148,7 @@ def test_items_design(sets):
 
 
 def test_items_zipf_matches_wordfreq(sets):
-    wordfreq = pytest.importorskip("wordfreq")
+    import wordfreq
     df = sets["items"].sample(40, random_state=0)
     for w, z in zip(df.target, df.zipf):
         assert round(wordfreq.zipf_frequency(w, "en"), 2) == pytest.approx(z)
@@ -225,9 +225,9 @@ def test_analogies_design(sets):
 
 
 def test_group_kfold_six_folds(sets):
-    sk = pytest.importorskip("sklearn.model_selection")
+    from sklearn.model_selection import GroupKFold
     for name, df in sets.items():
-        folds = list(sk.GroupKFold(n_splits=6).split(df, groups=df.group))
+        folds = list(GroupKFold(n_splits=6).split(df, groups=df.group))
         for tr, te in folds:
             assert not set(df.group.iloc[tr]) & set(df.group.iloc[te])
             for col, spec in df.attrs["labels"].items():
@@ -277,7 +277,6 @@ def test_buried_design(sets):
 
 def test_buried_filler_alone_is_at_chance(sets):
     """A bag-of-words probe on the filler alone (concept sentence removed) stays at chance."""
-    sk = pytest.importorskip("sklearn")
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score
@@ -387,8 +386,6 @@ def test_validate_missing_columns():
 @pytest.mark.parametrize("name", SHIPPED)
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_load_file_round_trip(sets, tmp_path, name, suffix):
-    if suffix == ".parquet":
-        pytest.importorskip("pyarrow")
     df = sets[name]
     p = S.save(df, tmp_path / f"{name}{suffix}")
     back = S.load_file(p)
@@ -429,7 +426,6 @@ def test_sidecar_matches(name):
 
 
 def test_committed_data_equal_build_output(tmp_path):
-    pytest.importorskip("wordfreq")
     subprocess.run([sys.executable, str(STIM / "build.py"), "--out", str(tmp_path)], check=True,
                    capture_output=True, text=True)
     for name in SHIPPED:

@@ -89,7 +89,7 @@ def test_killed_run_resumes_where_it_stopped(model, tmp_path, monkeypatch):
 
 
 def test_corrupt_entry_is_detected_and_rebuilt(model, tmp_path, monkeypatch):
-    first = probekit.extract(model, STIMULI, store=tmp_path)
+    probekit.extract(model, STIMULI, store=tmp_path)
     entry = next(p for p in tmp_path.iterdir() if p.is_dir())
     victim = entry / "L001_mlp_out.npy"
     raw = bytearray(victim.read_bytes())
