@@ -41,14 +41,13 @@ def _replicate(args, model: str):
 
 
 def _summary_lines(verdicts) -> list[str]:
-    from .report import claim_rows
+    from .report import NULL_RANGE_METRICS, claim_rows
     if verdicts is None or len(verdicts) == 0:
         return ["  (no claims measured)"]
     cr = claim_rows(verdicts)
     w = max(len(c) for c in cr.claim)
     out = []
     for r in cr.itertuples():
-        from .report import NULL_RANGE_METRICS
         lo_hi = "" if r.ci_low != r.ci_low else \
             f" {'null ' if r.key_metric in NULL_RANGE_METRICS else ''}[{r.ci_low:.3g}, {r.ci_high:.3g}]"
         val = "n/a" if r.value != r.value else f"{r.value:.3g}"
