@@ -1,17 +1,33 @@
-"""Benchmark: fast dual-ridge probe grid vs plain scikit-learn loops, same data and folds.
+"""Benchmark: the fast probe grid vs scikit-learn loops on the same data, folds and label columns.
 
-    .venv/bin/python benchmarks/perf/bench_probes.py            # 30 layers x 3 comps x 8 labels, n=240, d=576
-    .venv/bin/python benchmarks/perf/bench_probes.py --quick    # 6 layers
-    .venv/bin/python benchmarks/perf/bench_probes.py --npz /tmp/probekit_real_acts.npz   # real activations
+    .venv/bin/python benchmarks/perf/bench_probes.py                   # real SmolLM2-135M activations, items set
+    .venv/bin/python benchmarks/perf/bench_probes.py --data synthetic  # n=240, d=576, 30 layers, 8 binary labels
+    .venv/bin/python benchmarks/perf/bench_probes.py --quick           # fewer cells and permutations
 
-Prints, side by side from one run: wall time of
-  * fast      probe_grid(estimator="fast"): dual ridge / LS-SVM, LOO alpha selection over 9 alphas,
-              no permutations/bootstrap/controls (fitting only), and the full default run;
-  * ridgecv   loop of Pipeline(StandardScaler, RidgeClassifierCV(same alphas)) per cell x label x fold;
-  * linsvc    loop of Pipeline(StandardScaler, LinearSVC(C=1)) per cell x label x fold (hinge, fixed C);
-  * svm       probe_grid(estimator="svm") (SVC on the precomputed Gram, C by inner CV) on --svm-layers layers;
-and the agreement of per-cell accuracies (max / mean |diff| in percentage points, profile correlation).
-Target: fast >= 20x faster than the linsvc loop. Speed targets live here, never in unit tests.
+Two workloads, each timed side by side in one run on the same cells (layer x component):
+
+  A  labels only: every label of the set, fitting and scoring only.
+  B  the grid as ``replicate()`` runs it: every label plus ``--perms`` group-aware permutations and
+     ``--controls`` Hewitt & Liang control-task draws per label (the columns are rebuilt with
+     ``probekit.probes.label_columns`` from the same seed, so every loop fits exactly the grid's columns),
+     fitting, scoring and permutation p-values (no bootstrap: the loops have none).
+
+Estimators:
+
+  fast    ``probe_grid``: dual ridge / LS-SVM, one eigendecomposition per cell x fold shared by all
+          columns and all 9 alphas (LOO alpha per column).
+  oracle  a loop of ``Pipeline(StandardScaler, RidgeClassifierCV(alphas))`` (binary) /
+          ``RidgeCV(alphas)`` (continuous), one fit per column x fold: the same estimator, so it must
+          agree (the issue's tolerance: accuracy within 1 pp, r within 0.01 per cell).
+  multi   ``Pipeline(StandardScaler, RidgeCV(alphas, alpha_per_target=True))``, one multi-target fit per
+          cell x fold for all columns (binary as +-1): scikit-learn's own sharing of the decomposition.
+  plain   a loop of ``LinearSVC(C=1)`` (binary) / ``Ridge(alpha=1)`` (continuous), one fit per
+          column x fold (workload A only). A hinge SVM is not the same estimator: agreement is shown,
+          not required.
+
+Everything runs on one thread (``probe_grid(n_threads=1)``, ``threadpool_limits(1)`` for the loops).
+Target (issue 4): the fast grid >= 20x faster than the plain per-column loops at the agreement above.
+Speed targets live here, never in unit tests.
 """
 from __future__ import annotations
 
@@ -25,145 +41,195 @@ import numpy as np
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 
-from probekit.probes import DEFAULT_ALPHAS, make_synthetic_acts, probe_grid  # noqa: E402
+from probekit import stats as S  # noqa: E402
+from probekit.probes import (DEFAULT_ALPHAS, label_columns, make_plans, make_synthetic_acts,  # noqa: E402
+                             probe_grid, resolve_labels)
+
+SEED = 0
+N_SPLITS = 6
 
 
-def load_npz(path, n_binary, seed):
-    """Real activations from an npz with keys ``layer{l}_{component}``; random
-    group-level binary labels (the point is speed and agreement, not signal)
-    plus any planted word signal is absent -> use --labels-from-synthetic."""
-    import pandas as pd
-    from probekit.activations import ActivationSet
-    z = np.load(path, allow_pickle=True)
-    arrays = {}
-    for k in z.files:
-        if k.startswith("layer"):
-            l, c = k[5:].split("_", 1)
-            arrays[(int(l), c)] = z[k].astype(np.float32)
-    n = next(iter(arrays.values())).shape[0]
-    groups = z["group"] if "group" in z.files else np.arange(n) // max(1, n // 40)
-    rng = np.random.default_rng(seed)
-    ug, inv = np.unique(groups, return_inverse=True)
-    stim = pd.DataFrame({"group": groups, "target": groups.astype(str)})
-    labels = {}
-    for i in range(n_binary):
-        stim[f"bin{i}"] = rng.permutation(np.arange(len(ug)) % 2)[inv]
-        labels[f"bin{i}"] = {"kind": "binary", "role": "semantic", "group": "group"}
-    stim.attrs["labels"] = labels
-    return ActivationSet.from_arrays(arrays, stim)
+def load_acts(data: str):
+    if data == "synthetic":
+        L = 30
+        sig = 0.35 * np.exp(-0.5 * ((np.arange(L) - L / 3) / (L / 5)) ** 2) + 0.05
+        return make_synthetic_acts(n_groups=40, per_group=6, d=576, n_layers=L, n_binary=8, n_continuous=0,
+                                   signal=sig, word_noise=1.0, seed=0)
+    import probekit
+    import probekit.stimuli as St
+    model = probekit.load_model("smollm2-135m")
+    return probekit.extract(model, St.load(data), store=True, progress=False)
 
 
-def sk_loop(acts, res, make_est, layers):
+def grid_columns(acts, n_perm: int, n_control: int):
+    """The plans and label columns ``probe_grid(seed=SEED)`` fits."""
+    stim = acts.stimuli.reset_index(drop=True)
+    specs, Yall = resolve_labels(stim, None)
+    specd = {s.name: s for s in specs}
+    plans = make_plans(stim, specs, Yall, N_SPLITS, SEED)
+    plan_cols, _ = label_columns(stim, plans, specd, Yall, n_permutations=n_perm, control_task=n_control > 0,
+                                 n_control=n_control, control_column="target", rng=np.random.default_rng(SEED))
+    return specd, plans, plan_cols
+
+
+def loop(acts, cells, plans, plan_cols, how: str):
+    """Out-of-fold scores of every column on every cell, one scikit-learn fit at a time
+    (``how="multi"``: one multi-target fit per cell x fold). Returns (seconds, {plan index: [cells, n, cols]})."""
     from sklearn.base import clone
+    from sklearn.linear_model import Ridge, RidgeClassifierCV, RidgeCV
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
     from threadpoolctl import threadpool_limits
+
+    def est(binary: bool):
+        if how == "oracle":
+            return RidgeClassifierCV(alphas=DEFAULT_ALPHAS) if binary else RidgeCV(alphas=DEFAULT_ALPHAS)
+        return LinearSVC(C=1.0, max_iter=5000) if binary else Ridge(alpha=1.0)
+
     out = {}
-    limit = threadpool_limits(1)      # same thread budget as probe_grid(n_threads=1): a fair fight
-    t0 = time.perf_counter()
-    for name, p in res.predictions.items():
-        y = p.y.astype(int)
-        acc = np.full((acts.n_layers, len(acts.components)), np.nan)
-        for l in layers:
-            for ci, comp in enumerate(acts.components):
-                X = np.asarray(acts.get(l, comp))[p.rows]
-                pred = np.empty(len(y), dtype=int)
-                for k in np.unique(p.folds):
-                    tr, te = p.folds != k, p.folds == k
-                    m = make_pipeline(StandardScaler(), clone(make_est())).fit(X[tr], y[tr])
-                    pred[te] = m.predict(X[te])
-                acc[l, ci] = np.mean(pred == y)
-        out[name] = acc
-    dt = time.perf_counter() - t0
-    limit.restore_original_limits()
-    return out, dt
+    with threadpool_limits(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore")             # LinearSVC convergence warnings on real activations
+        t0 = time.perf_counter()
+        for pi, (plan, (Y01, Yfit, is_bin, _)) in enumerate(zip(plans, plan_cols)):
+            oof = np.empty((len(cells), len(plan.rows), Y01.shape[1]))
+            for c, (layer, comp) in enumerate(cells):
+                X = np.asarray(acts.get(layer, comp), dtype=np.float32)[plan.rows]
+                for tr, te in plan.folds:
+                    if how == "multi":
+                        m = make_pipeline(StandardScaler(), RidgeCV(alphas=DEFAULT_ALPHAS, alpha_per_target=True))
+                        oof[c, te] = m.fit(X[tr], Yfit[tr]).predict(X[te])
+                        continue
+                    for j in range(Y01.shape[1]):
+                        m = make_pipeline(StandardScaler(), clone(est(bool(is_bin[j]))))
+                        if is_bin[j]:
+                            m.fit(X[tr], Y01[tr, j].astype(int))
+                            oof[c, te, j] = m.decision_function(X[te])
+                        else:
+                            oof[c, te, j] = m.fit(X[tr], Y01[tr, j]).predict(X[te])
+            out[pi] = oof
+        dt = time.perf_counter() - t0
+    return dt, out
 
 
-def acc_table(res, layers):
-    s = res.scores[res.scores.metric == "accuracy"]
+def loop_scores(specd, cells, plans, plan_cols, oofs):
+    """{(label, metric): (observed [cells], null [n_perm, cells])} from a loop's OOF scores."""
+    res = {}
+    for pi, (plan, (Y01, _, _, layout)) in enumerate(zip(plans, plan_cols)):
+        for name, (c0, npm, _) in layout.items():
+            kind = specd[name].kind
+            metric = "accuracy" if kind == "binary" else "r"
+            v = np.stack([S.column_metrics(kind, Y01[:, c0:c0 + 1 + npm], oofs[pi][c, :, c0:c0 + 1 + npm])[metric]
+                          for c in range(len(cells))])                      # [cells, 1 + npm]
+            res[(name, metric)] = (v[:, 0], v[:, 1:].T)
+    return res
+
+
+def fast_scores(res, cells):
     out = {}
-    for name in res.predictions:
-        a = np.full((res.n_layers, len(res.components)), np.nan)
-        d = s[s.label == name]
-        for r in d.itertuples():
-            a[r.layer, res.components.index(r.component)] = r.value
-        out[name] = a
+    s = res.scores.set_index(["label", "metric", "layer", "component"])
+    for name, spec in res.labels.items():
+        metric = "accuracy" if spec.kind == "binary" else "r"
+        rows = s.loc[[(name, metric, l, c) for l, c in cells]]
+        out[(name, metric)] = (rows.value.to_numpy(), rows.p_value.to_numpy())
     return out
 
 
-def agreement(a, b, layers):
-    da = np.concatenate([a[k][layers].ravel() for k in a])
-    db = np.concatenate([b[k][layers].ravel() for k in a])
-    diff = np.abs(da - db) * 100
-    return f"max |diff| {diff.max():5.2f} pp, mean |diff| {diff.mean():5.2f} pp, r = {np.corrcoef(da, db)[0, 1]:.3f}"
+def agreement(fast, other, with_p: bool):
+    acc = [np.abs(fast[k][0] - other[k][0]) for k in fast if k[1] == "accuracy"]
+    rr = [np.abs(fast[k][0] - other[k][0]) for k in fast if k[1] == "r"]
+    parts = []
+    if acc:
+        parts.append(f"accuracy max |diff| {100 * np.max(acc):.2f} pp (mean {100 * np.mean(acc):.2f})")
+    if rr:
+        parts.append(f"r max |diff| {np.max(rr):.4f}")
+    if with_p:
+        dp = [np.abs(fast[k][1] - S.perm_pvalue(other[k][0], other[k][1])) for k in fast]
+        parts.append(f"p-value max |diff| {np.max(dp):.3f}")
+    ok_acc = not acc or 100 * np.max(acc) <= 1.0
+    ok_r = not rr or np.max(rr) <= 0.01
+    return ", ".join(parts), ok_acc and ok_r
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--npz", default=None)
-    ap.add_argument("--n-labels", type=int, default=8)
-    ap.add_argument("--svm-layers", type=int, default=3)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--skip-linsvc", action="store_true")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default="items", help="'synthetic' or a stimulus set (SmolLM2-135M activations)")
+    ap.add_argument("--quick", action="store_true", help="2 layers for A, 20 permutations for B")
+    ap.add_argument("--a-layers", type=int, default=6, help="layers (evenly spaced) for workload A's loops")
+    ap.add_argument("--b-layers", type=int, default=1, help="layers for workload B")
+    ap.add_argument("--perms", type=int, default=100, help="permutations per label in workload B")
+    ap.add_argument("--controls", type=int, default=5, help="control-task draws per label in workload B")
+    ap.add_argument("--skip-plain", action="store_true", help="skip the LinearSVC loop (slow on real activations)")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.a_layers, args.perms = 2, 20
+    import sklearn
     import torch
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, device {args.device}")
 
-    L = 6 if args.quick else 30
-    if args.npz:
-        acts = load_npz(args.npz, args.n_labels, 0)
-    else:
-        sig = 0.35 * np.exp(-0.5 * ((np.arange(L) - L / 3) / (L / 5)) ** 2) + 0.05
-        acts = make_synthetic_acts(n_groups=40, per_group=6, d=576, n_layers=L, n_binary=args.n_labels,
-                                   n_continuous=0, signal=sig, word_noise=1.0, seed=0)
-    layers = list(acts.layers)
-    n, d = len(acts), acts.d_model
-    print(f"data: n={n}, d={d}, layers={acts.n_layers}, components={len(acts.components)}, "
-          f"labels={args.n_labels}, folds=6 -> {acts.n_layers * 3 * args.n_labels * 6} fits per estimator")
+    acts = load_acts(args.data)
+    comps = list(acts.components)
+    L = acts.n_layers
+    pick = lambda k: sorted({int(round(x)) for x in np.linspace(0, L - 1, k)}) if k > 1 else [L // 2]  # noqa: E731
+    a_layers, b_layers = pick(args.a_layers), pick(args.b_layers)
+    print(f"probekit probe benchmark: data={args.data} (n={len(acts)}, d={acts.d_model}, {L} layers x "
+          f"{len(comps)} components), {N_SPLITS}-fold group CV, 1 thread, torch {torch.__version__}, "
+          f"scikit-learn {sklearn.__version__}, {os.cpu_count()} cpus")
 
-    kw = dict(n_permutations=0, n_bootstrap=0, control_task=False, surface_baseline=False, device=args.device)
-    probe_grid(acts, layers=[0], components=["resid_pre"], **kw)     # warm-up (imports, threads)
+    fit_only = dict(n_bootstrap=0, surface_baseline=False, seed=SEED, n_splits=N_SPLITS)
+    probe_grid(acts, layers=[0], components=comps[:1], n_permutations=0, control_task=False, **fit_only)  # warm-up
+    rows = []
+
+    # --- A: labels only ------------------------------------------------------
+    specd, plans, cols = grid_columns(acts, 0, 0)
+    n_cols = sum(c[0].shape[1] for c in cols)
+    cells = [(l, c) for l in a_layers for c in comps]
     t0 = time.perf_counter()
-    fast = probe_grid(acts, **kw)
-    t_fast = time.perf_counter() - t0
+    fastA = probe_grid(acts, layers=a_layers, n_permutations=0, control_task=False, **fit_only)
+    tA = time.perf_counter() - t0
     t0 = time.perf_counter()
-    probe_grid(acts, n_permutations=100, n_bootstrap=1000, device=args.device)
-    t_full = time.perf_counter() - t0
-    fast_acc = acc_table(fast, layers)
+    full_grid = probe_grid(acts, n_permutations=0, control_task=False, **fit_only)
+    t_all = time.perf_counter() - t0
+    fA = fast_scores(fastA, cells)
+    print(f"\nA  labels only: {n_cols} columns x {len(cells)} cells (layers {a_layers}) x {N_SPLITS} folds "
+          f"= {n_cols * len(cells) * N_SPLITS} fits per loop")
+    print(f"   (fast grid over all {L * len(comps)} cells: {t_all:.2f} s)")
+    hows = ["oracle", "multi"] + ([] if args.skip_plain else ["plain"])
+    rows.append(("A", "fast", tA, "", True))
+    for how in hows:
+        dt, oofs = loop(acts, cells, plans, cols, how)
+        txt, ok = agreement(fA, loop_scores(specd, cells, plans, cols, oofs), with_p=False)
+        rows.append(("A", how, dt, txt, ok))
 
-    from sklearn.linear_model import RidgeClassifierCV
-    from sklearn.svm import LinearSVC
-    ridge_acc, t_ridge = sk_loop(acts, fast, lambda: RidgeClassifierCV(alphas=DEFAULT_ALPHAS), layers)
-    if not args.skip_linsvc:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            svc_acc, t_svc = sk_loop(acts, fast, lambda: LinearSVC(C=1.0, max_iter=5000), layers)
-    sub = layers[:: max(1, len(layers) // args.svm_layers)][: args.svm_layers]
+    # --- B: labels + permutations + control task ------------------------------
+    specd, plans, cols = grid_columns(acts, args.perms, args.controls)
+    n_cols = sum(c[0].shape[1] for c in cols)
+    cells = [(l, c) for l in b_layers for c in comps]
     t0 = time.perf_counter()
-    svm = probe_grid(acts, estimator="svm", layers=sub, **kw)
-    t_svm = time.perf_counter() - t0
-    svm_acc = acc_table(svm, sub)
+    fastB = probe_grid(acts, layers=b_layers, n_permutations=args.perms, control_task=args.controls > 0,
+                       n_control=args.controls, **fit_only)
+    tB = time.perf_counter() - t0
+    fB = fast_scores(fastB, cells)
+    print(f"B  labels + {args.perms} permutations + {args.controls} control draws each: {n_cols} columns x "
+          f"{len(cells)} cells (layers {b_layers}) x {N_SPLITS} folds = {n_cols * len(cells) * N_SPLITS} fits per loop")
+    rows.append(("B", "fast", tB, "", True))
+    for how in ("oracle", "multi"):
+        dt, oofs = loop(acts, cells, plans, cols, how)
+        txt, ok = agreement(fB, loop_scores(specd, cells, plans, cols, oofs), with_p=True)
+        rows.append(("B", how, dt, txt, ok))
 
-    print()
-    print(f"{'method':<52}{'seconds':>10}{'x slower than fast':>20}")
-    print(f"{'fast grid (dual ridge/LS-SVM, LOO alpha)':<52}{t_fast:>10.2f}{1.0:>20.1f}")
-    print(f"{'fast grid + 100 perms + 1000 boots + control + surf':<52}{t_full:>10.2f}{t_full / t_fast:>20.1f}")
-    print(f"{'sklearn loop RidgeClassifierCV (same alphas)':<52}{t_ridge:>10.2f}{t_ridge / t_fast:>20.1f}")
-    if not args.skip_linsvc:
-        print(f"{'sklearn loop LinearSVC(C=1)':<52}{t_svc:>10.2f}{t_svc / t_fast:>20.1f}")
-    est_svm = t_svm * len(layers) / len(sub)
-    print(f"{'svm estimator (SVC precomputed, inner-CV C), est.':<52}{est_svm:>10.2f}{est_svm / t_fast:>20.1f}"
-          f"   (measured {t_svm:.1f}s on {len(sub)} layers)")
-    print()
-    print("agreement of per-cell accuracy:")
-    print(f"  fast vs sklearn RidgeClassifierCV : {agreement(fast_acc, ridge_acc, layers)}")
-    if not args.skip_linsvc:
-        print(f"  fast vs sklearn LinearSVC(C=1)    : {agreement(fast_acc, svc_acc, layers)}")
-    print(f"  fast vs svm estimator (hinge SVC) : {agreement(fast_acc, svm_acc, sub)}  [{len(sub)} layers]")
-    if not args.skip_linsvc:
-        print(f"\nspeed ratio linsvc-loop / fast = {t_svc / t_fast:.1f}x (target >= 20x)")
-    print(f"speed ratio ridgecv-loop / fast = {t_ridge / t_fast:.1f}x")
+    names = {"fast": "fast grid (probe_grid)", "oracle": "loop RidgeClassifierCV / RidgeCV",
+             "multi": "RidgeCV multi-target per cell x fold", "plain": "loop LinearSVC(C=1) / Ridge(1)"}
+    print(f"\n{'':3}{'method':<38}{'seconds':>9}{'  x fast':>9}   agreement with fast (same folds)")
+    for wl, how, dt, txt, ok in rows:
+        t_fast = tA if wl == "A" else tB
+        flag = "" if how in ("fast", "plain") else ("  [within 1 pp / 0.01]" if ok else "  [OUTSIDE 1 pp / 0.01]")
+        print(f"{wl:<3}{names[how]:<38}{dt:>9.2f}{dt / t_fast:>9.1f}   {txt}{flag}")
+    print("\nspeed ratios (plain per-column loops / fast, target >= 20x):")
+    for wl, how, dt, _, ok in rows:
+        if how in ("oracle", "plain"):
+            t_fast = tA if wl == "A" else tB
+            print(f"  {wl} {names[how]:<36} {dt / t_fast:6.1f}x")
+    del full_grid
 
 
 if __name__ == "__main__":
