@@ -371,17 +371,17 @@ def fold_grams(X, folds, device="cpu", backend: str = "auto"):
         sd[sd < 10 * np.finfo(np.float32).eps * np.maximum(np.abs(mu), 1.0)] = 1.0
         # Z = (Xc - mu) / sd; the shift by mu is a rank-one term that the float64
         # double-centring below removes exactly, so only the scaling is applied here
-        Z = Xc * (1.0 / sd).astype(np.float32)
-        # all-rows Gram Z Z^T: numpy hands A @ A.T to BLAS syrk (half the flops of
-        # Z @ Z[tr].T, and ~1.5x faster on the dev box even though it also forms test x test)
-        G = (Z @ Z.T).astype(np.float64)                                 # [n, n]
-        K = G[np.ix_(tr, tr)]
-        Kte = G[np.ix_(te, tr)]
-        cm = K.mean(0)
+        # rows in [train | test] order, so both Grams are contiguous blocks of one product
+        Z = Xc[np.concatenate([tr, te])] * (1.0 / sd).astype(np.float32)
+        # Z Z^T: numpy hands A @ A.T to BLAS syrk (half the flops of a general product;
+        # ~1.5x faster than Z @ Z[tr].T on the dev box although it also forms test x test)
+        G = Z @ Z.T                                                      # [n, n], exactly symmetric
+        K = G[:ntr, :ntr].astype(np.float64)
+        Kte = G[ntr:, :ntr].astype(np.float64)
+        cm = K.mean(0)                                   # = row means (K symmetric)
         g = cm.mean()
-        Kte = Kte - Kte.mean(1, keepdims=True) - cm[None, :] + g
-        K = K - cm[None, :] - K.mean(1, keepdims=True) + g
-        K = 0.5 * (K + K.T)
+        Kte -= Kte.mean(1, keepdims=True) + (cm[None, :] - g)
+        K -= (cm[None, :] + cm[:, None]) - g             # symmetric to the last bit
         out.append((K, Kte))
     return out
 
@@ -419,13 +419,13 @@ def ridge_oof(grams, folds, Y: np.ndarray, alphas=DEFAULT_ALPHAS, max_chunk_byte
     """
     if isinstance(grams[0][0], np.ndarray):
         asarr = lambda a, dt=np.float64: np.asarray(a, dtype=dt)        # noqa: E731
-        eigh, matmul, tonp = _eigh_np, np.matmul, np.asarray
+        eigh, tonp = _eigh_np, np.asarray
         argmin = lambda e: np.argmin(e, 0)                              # noqa: E731
     else:
         torch = _torch()
         dev = grams[0][0].device
         asarr = lambda a, dt=np.float64: torch.as_tensor(np.asarray(a, dtype=dt), device=dev)  # noqa: E731
-        eigh, matmul = _eigh, torch.matmul
+        eigh = _eigh
         tonp = lambda t: t.cpu().numpy()                                # noqa: E731
         argmin = lambda e: torch.argmin(e, 0)                           # noqa: E731
     Yx = asarr(Y)
