@@ -373,5 +373,6 @@ def test_fast_grid_matches_sklearn_on_real_activations(request):
             for comp in acts.components:
                 sk = _sk_oof(np.asarray(acts.get(layer, comp))[p.rows], y, p.folds, est)
                 ref = np.mean(sk == y) if spec.kind == "binary" else np.corrcoef(sk, y)[0, 1]
-                got = r.scores.query("label==@name and layer==@layer and component==@comp and metric==@metric")
+                s = r.scores
+                got = s[(s.label == name) & (s.layer == layer) & (s.component == comp) & (s.metric == metric)]
                 assert abs(got.value.iloc[0] - ref) <= 0.01, (name, layer, comp)   # 1 pp or 0.01 r
