@@ -79,10 +79,12 @@ class Replication:
 
 def _results_key(acts, stimuli: pd.DataFrame, probe_kw: dict, primary: list[str]) -> str:
     from .hashing import frame_hash
+    from .probes import SOLVER_VERSION
     blob = json.dumps({"activations": acts.meta.get("store") and Path(acts.meta["store"]).name,
                        "fingerprint": acts.meta.get("model_fingerprint"), "pooling": acts.pooling,
                        "stimuli": frame_hash(stimuli, sorted(stimuli.columns)), "probe": probe_kw,
-                       "primary": primary, "version": __version__}, sort_keys=True, default=str)
+                       "primary": primary, "version": __version__, "solver": SOLVER_VERSION},
+                      sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 

@@ -84,6 +84,9 @@ import pandas as pd
 
 from . import stats as S
 
+# Bump when the solver's numbers can change (cached probe results are keyed on it).
+# 2: float32 LOO residuals, Rayleigh correction only for small eigenvalues.
+SOLVER_VERSION = 2
 DEFAULT_ALPHAS: np.ndarray = np.logspace(-2, 6, 9)
 DEFAULT_C_GRID: np.ndarray = np.logspace(-5, 0, 6)
 SURFACE_COLUMNS: tuple[str, ...] = ("n_letters", "zipf", "n_target_tokens")
@@ -418,13 +421,17 @@ def ridge_oof(grams, folds, Y: np.ndarray, alphas=DEFAULT_ALPHAS, max_chunk_byte
     ``grams`` from :func:`fold_grams` (numpy arrays, or torch tensors on any
     device: the same code runs on either). Alpha per (fold, column) by exact
     LOO on the training fold (first of the minimisers). ``precise``: float64
-    instead of float32 eigendecomposition (see :func:`_eigh`). Returns
+    instead of float32 eigendecomposition (see :func:`_eigh`) and LOO
+    residuals (float32 changed no observed score or p-value on SmolLM2/items,
+    4 layers x 12 labels x 100 permutations; 2 of 288 control/null means moved
+    by <= 7e-4, and the grid ran 1.7x faster). Returns
     ``(oof [n, m] float64, alpha_index [n_folds, m])``.
     """
     if isinstance(grams[0][0], np.ndarray):
         asarr = lambda a, dt=np.float64: np.asarray(a, dtype=dt)        # noqa: E731
         eigh, tonp = _eigh_np, np.asarray
         argmin = lambda e: np.argmin(e, 0)                              # noqa: E731
+        lo = (lambda a: a) if precise else (lambda a: a.astype(np.float32))  # noqa: E731
     else:
         torch = _torch()
         dev = grams[0][0].device
@@ -432,6 +439,7 @@ def ridge_oof(grams, folds, Y: np.ndarray, alphas=DEFAULT_ALPHAS, max_chunk_byte
         eigh = _eigh
         tonp = lambda t: t.cpu().numpy()                                # noqa: E731
         argmin = lambda e: torch.argmin(e, 0)                           # noqa: E731
+        lo = (lambda a: a) if precise else (lambda a: a.float())        # noqa: E731
     Yx = asarr(Y)
     if Yx.ndim == 1:
         Yx = Yx[:, None]
@@ -449,12 +457,17 @@ def ridge_oof(grams, folds, Y: np.ndarray, alphas=DEFAULT_ALPHAS, max_chunk_byte
         W = 1.0 / (lam[None, :] + al[:, None])         # [A, ntr]
         best = np.zeros(m, dtype=np.int64)
         if A > 1:
-            diag = ((U * U) @ W.T - (1.0 / (ntr * al))[None, :])[:, :, None]    # [ntr, A, 1]
+            # diag(G_alpha) in float64 (a difference of nearly equal terms at small alpha); the
+            # residuals G_alpha y in float32 unless precise: with permutations this GEMM is
+            # n_train^2 x alphas x columns (~2 GFLOP per fold on SmolLM2/items), the bulk of the grid
+            diag = lo(((U * U) @ W.T - (1.0 / (ntr * al))[None, :])[:, :, None])   # [ntr, A, 1]
+            Ul, Wl, Bl = lo(U), lo(W.T)[:, :, None], lo(B)
             chunk = max(1, int(max_chunk_bytes // (8 * A * ntr)))
             for s in range(0, m, chunk):
-                WB = W.T[:, :, None] * B[:, None, s:s + chunk]                  # [ntr, A, c]
+                WB = Wl * Bl[:, None, s:s + chunk]                              # [ntr, A, c]
                 # one GEMM for every alpha and column: G_alpha y = U diag(w_alpha) U^T y
-                num = (U @ WB.reshape(ntr, -1)).reshape(WB.shape) / diag       # LOO residuals
+                num = (Ul @ WB.reshape(ntr, -1)).reshape(WB.shape)
+                num /= diag                                                     # LOO residuals
                 best[s:s + chunk] = tonp(argmin((num * num).sum(0)))          # [A, c] -> first minimiser
         coef = W[asarr(best, np.int64)].T * B          # [ntr, m]
         # cheaper association first: few columns -> U @ coef, many (permutations) -> Kte @ U
@@ -778,9 +791,9 @@ def probe_grid(acts, labels=None, *, n_splits: int = 6, estimator: str = "fast",
         ``"torch"``. On the 2-core dev box numpy was faster on CPU (Gram +
         standardisation 0.74 vs 1.7 ms per 240 x 576 fold, float32 ``eigh``
         of 200 x 200 ~1.8 ms both).
-    precise : float64 eigendecompositions (default float32 + float64
-        Rayleigh-quotient eigenvalues; identical accuracies in the sklearn
-        agreement tests).
+    precise : float64 eigendecompositions and LOO residuals (default float32
+        + float64 Rayleigh-quotient eigenvalues for the small ones; identical
+        accuracies in the sklearn agreement tests, see :func:`ridge_oof`).
     n_threads : CPU threads for torch and BLAS during the call (restored
         afterwards; None leaves them alone). The matrices are small (n_train x
         n_train eigendecompositions); on the shared 2-core dev box, 2 threads
@@ -944,7 +957,7 @@ def _probe_grid(acts, labels, *, n_splits, estimator, n_permutations, n_bootstra
                                          ch, p[i, ci], pf[i, ci], cv, val - cv, nmean[i, ci],
                                          surface_val.get((name, mt), np.nan), len(y)))
     scores = pd.DataFrame(rows_out, columns=SCORE_COLUMNS)
-    meta = dict(seed=seed, n_splits=n_splits, estimator=estimator, n_permutations=n_permutations,
+    meta = dict(seed=seed, n_splits=n_splits, estimator=estimator, solver_version=SOLVER_VERSION, n_permutations=n_permutations,
                 n_bootstrap=n_bootstrap, n_control=n_control if control_task else 0,
                 alphas=np.asarray(alphas).tolist(), C_grid=np.asarray(C_grid).tolist(), stratify=stratify,
                 perm_scheme=schemes, alpha_first_cell=alpha_used, level=level,
