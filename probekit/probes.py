@@ -457,8 +457,8 @@ def ridge_oof(grams, folds, Y: np.ndarray, alphas=DEFAULT_ALPHAS, max_chunk_byte
         W = 1.0 / (lam[None, :] + al[:, None])         # [A, ntr]
         best = np.zeros(m, dtype=np.int64)
         if A > 1:
-            # diag(G_alpha) in float64 (a difference of nearly equal terms at small alpha); the
-            # residuals G_alpha y in float32 unless precise: with permutations this GEMM is
+            # diag(G_alpha) is computed in float64 (a difference of nearly equal terms at small
+            # alpha) and only then rounded; the residuals G_alpha y are float32 unless precise: with permutations this GEMM is
             # n_train^2 x alphas x columns (~2 GFLOP per fold on SmolLM2/items), the bulk of the grid
             diag = lo(((U * U) @ W.T - (1.0 / (ntr * al))[None, :])[:, :, None])   # [ntr, A, 1]
             Ul, Wl, Bl = lo(U), lo(W.T)[:, :, None], lo(B)
