@@ -43,11 +43,11 @@ grid's own label columns; guarded by the sklearn tests in ``tests/test_probes.py
 * fast vs sklearn ``Pipeline(StandardScaler, RidgeClassifierCV(DEFAULT_ALPHAS))``
   / ``RidgeCV``: 0.00 pp accuracy and 0.0000 r difference on real SmolLM2-135M
   activations (``items``, 12 labels x 18 cells), and identical permutation
-  p-values over 1272 columns (labels + permutations + control draws); on
-  synthetic data (n=240, d=576, 720 cells) at most one stimulus flipped in one
-  cell (0.42 pp);
+  p-values over 1272 columns (labels + permutations + control draws); 0.00 pp
+  on synthetic data too (n=240, d=576, 8 labels x 18 cells, 848 columns);
 * fast (LS-SVM) vs sklearn ``LinearSVC(C=1)`` (hinge, fixed C): mean |diff|
-  2.2-2.6 pp, max 9-10 pp per cell, profile correlation r = 0.96 (synthetic);
+  2.6 pp, max 9.9 pp per cell (real, 7 binary labels x 18 cells); 2.4 / 9.2 pp
+  (synthetic);
 * fast vs ``estimator="svm"`` (hinge, C by inner CV): mean |diff| 4.0 pp,
   max 17 pp, r = 0.87 (72 cells, synthetic). On real SmolLM2-135M
   activations (``items``, n=354; 4 binary labels x 5 layers x 3 components)
@@ -715,19 +715,10 @@ def _surface_matrix(stimuli: pd.DataFrame, exclude: str) -> tuple[np.ndarray | N
     return X.astype(np.float32), cols
 
 
-def label_columns(stim: pd.DataFrame, plans: Sequence[SplitPlan], specd: Mapping[str, LabelSpec],
+def _label_columns(stim: pd.DataFrame, plans: Sequence[SplitPlan], specd: Mapping[str, LabelSpec],
                   Yall: pd.DataFrame, *, n_permutations: int, control_task: bool, n_control: int,
                   control_column: str, rng: np.random.Generator):
-    """The label columns the grid fits, per plan: for each label ``[real | permutations | control draws]``.
-
-    Returns ``(plan_cols, schemes)``; ``plan_cols[i] = (Y01, Yfit, is_bin, layout)`` for
-    ``plans[i]``: ``Y01 [rows, cols]`` the 0/1 or continuous values, ``Yfit`` the
-    regression targets (binary as -1/+1), ``is_bin`` per column, ``layout[name] =
-    (first column, n_permutations, n_control)``. ``schemes[name]`` is the
-    permutation scheme (see :func:`probekit.stats.group_permutations`). Drawn from
-    ``rng`` in plan and label order, so the same seed rebuilds the same columns
-    (the benchmark's scikit-learn loops fit exactly these).
-    """
+    """Per plan, for each label ``[real | permutations | control draws]``; see :func:`grid_columns`."""
     plan_cols, schemes = [], {}
     for plan in plans:
         blocks, layout = [], {}
@@ -755,6 +746,42 @@ def label_columns(stim: pd.DataFrame, plans: Sequence[SplitPlan], specd: Mapping
         Yfit = np.where(is_bin[None, :], 2 * Y01 - 1, Y01)
         plan_cols.append((Y01, Yfit, is_bin, layout))
     return plan_cols, schemes
+
+
+@dataclass
+class GridColumns:
+    """Everything :func:`probe_grid` fits, before any activation is read.
+
+    ``plans[i]`` holds rows, groups and folds; ``cols[i] = (Y01, Yfit, is_bin,
+    layout)`` its label columns: ``Y01 [rows, cols]`` the 0/1 or continuous values,
+    ``Yfit`` the regression targets (binary as -1/+1), ``is_bin`` per column and
+    ``layout[name] = (first column, n_permutations, n_control)``, each label's block
+    being ``[real | permutations | control draws]``. ``schemes[name]`` is the
+    permutation scheme (:func:`probekit.stats.group_permutations`).
+    """
+    stimuli: pd.DataFrame
+    specs: dict[str, LabelSpec]
+    Y: pd.DataFrame
+    plans: list[SplitPlan]
+    cols: list[tuple]
+    schemes: dict[str, str]
+
+
+def grid_columns(stimuli: pd.DataFrame, labels=None, *, n_splits: int = 6, seed: int = 0,
+                 stratify: str = "joint", n_permutations: int = 200, control_task: bool = True,
+                 n_control: int = 5, control_column: str = "target") -> GridColumns:
+    """Labels, split plans and every label column (real, permuted, control task)
+    exactly as :func:`probe_grid` with the same arguments builds them: the grid
+    calls this, so a scikit-learn loop over ``grid_columns(...)`` refits the
+    grid's own columns (the benchmark and the oracle tests do)."""
+    stim = stimuli.reset_index(drop=True)
+    specs, Y = resolve_labels(stim, labels)
+    specd = {s.name: s for s in specs}
+    plans = make_plans(stim, specs, Y, n_splits, seed, stratify)
+    cols, schemes = _label_columns(stim, plans, specd, Y, n_permutations=n_permutations,
+                                   control_task=control_task, n_control=n_control,
+                                   control_column=control_column, rng=np.random.default_rng(seed))
+    return GridColumns(stim, specd, Y, plans, cols, schemes)
 
 
 def probe_grid(acts, labels=None, *, n_splits: int = 6, estimator: str = "fast",
@@ -838,20 +865,15 @@ def _probe_grid(acts, labels, *, n_splits, estimator, n_permutations, n_bootstra
                 level, backend, precise) -> ProbeResults:
     if estimator not in ("fast", "svm"):
         raise ProbeInputError(f"estimator must be 'fast' or 'svm', got {estimator!r}")
-    stim = acts.stimuli.reset_index(drop=True)
+    gc = grid_columns(acts.stimuli, labels, n_splits=n_splits, seed=seed, stratify=stratify,
+                      n_permutations=n_permutations, control_task=control_task, n_control=n_control,
+                      control_column=control_column)
+    stim, specd, Yall, plans, plan_cols, schemes = gc.stimuli, gc.specs, gc.Y, gc.plans, gc.cols, gc.schemes
     n = len(stim)
-    specs, Yall = resolve_labels(stim, labels)
-    specd = {s.name: s for s in specs}
-    plans = make_plans(stim, specs, Yall, n_splits, seed, stratify)
     layers = list(acts.layers if layers is None else layers)
     comps = tuple(acts.components if components is None else components)
     L, C = acts.n_layers, len(comps)
     dev = _resolve_device(device)
-    rng = np.random.default_rng(seed)
-
-    plan_cols, schemes = label_columns(stim, plans, specd, Yall, n_permutations=n_permutations,
-                                       control_task=control_task, n_control=n_control,
-                                       control_column=control_column, rng=rng)
 
     metric_names = {nm: S.metrics_for(specd[nm].kind) for nm in specd}
     obs = {nm: {mt: np.full((L, C), np.nan) for mt in metric_names[nm]} for nm in specd}

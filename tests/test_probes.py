@@ -319,33 +319,29 @@ def test_stratified_labels_are_permuted_within_folds(res):
 
 def test_null_and_control_match_sklearn_on_the_grids_own_columns(res, acts):
     """The permutation null, p-values and control task go through the fast solver
-    too: refit the grid's exact columns (rebuilt by ``label_columns`` from the same
-    seed) with scikit-learn's RidgeCV and compare what the grid reports."""
+    too: refit the grid's exact columns (``grid_columns`` with the grid's arguments)
+    with scikit-learn's RidgeCV and compare what the grid reports."""
     from sklearn.linear_model import RidgeCV
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-    from probekit.probes import label_columns, make_plans, resolve_labels
+    from probekit.probes import grid_columns
 
-    stim = acts.stimuli.reset_index(drop=True)
-    specs, Y = resolve_labels(stim, None)
-    specd = {s.name: s for s in specs}
-    plans = make_plans(stim, specs, Y, 6, 3)
-    cols, _ = label_columns(stim, plans, specd, Y, n_permutations=40, control_task=True, n_control=5,
-                            control_column="target", rng=np.random.default_rng(3))
-    assert sum(c[0].shape[1] for c in cols) == 3 * (1 + 40 + 5)
+    gc = grid_columns(acts.stimuli, seed=3, n_permutations=40, control_task=True, n_control=5)
+    assert sum(c[0].shape[1] for c in gc.cols) == 3 * (1 + 40 + 5)
     layer, comp = 2, "mlp_out"
-    for plan, (Y01, Yfit, _, layout) in zip(plans, cols):
+    s = res.scores
+    for plan, (Y01, Yfit, _, layout) in zip(gc.plans, gc.cols):
         X = acts.get(layer, comp)[plan.rows]
         oof = np.empty_like(Yfit)
         for tr, te in plan.folds:
             m = make_pipeline(StandardScaler(), RidgeCV(alphas=DEFAULT_ALPHAS, alpha_per_target=True))
             oof[te] = m.fit(X[tr], Yfit[tr]).predict(X[te])
         for name, (c0, npm, nct) in layout.items():
-            kind = specd[name].kind
-            metric = "accuracy" if kind == "binary" else "r"
-            v = S.column_metrics(kind, Y01[:, c0:c0 + 1 + npm + nct], oof[:, c0:c0 + 1 + npm + nct])[metric]
-            row = res.scores.query("label==@name and layer==@layer and component==@comp and metric==@metric").iloc[0]
-            tol = 1.01 / len(plan.rows) if kind == "binary" else 1e-6      # at most one stimulus flipped
+            metric = res.default_metric(name)
+            v = S.column_metrics(gc.specs[name].kind, Y01[:, c0:c0 + 1 + npm + nct],
+                                 oof[:, c0:c0 + 1 + npm + nct])[metric]
+            row = s[(s.label == name) & (s.layer == layer) & (s.component == comp) & (s.metric == metric)].iloc[0]
+            tol = 1.01 / len(plan.rows) if metric == "accuracy" else 1e-6      # at most one stimulus flipped
             assert abs(row.value - v[0]) <= tol
             assert abs(row.null_mean - v[1:1 + npm].mean()) <= tol
             assert abs(row.control_value - v[1 + npm:].mean()) <= tol
@@ -366,7 +362,7 @@ def test_fast_grid_matches_sklearn_on_real_activations(request):
     assert {s.kind for s in r.labels.values()} == {"binary", "continuous"}
     for name, spec in r.labels.items():
         p = r.predictions[name]
-        metric = "accuracy" if spec.kind == "binary" else "r"
+        metric = r.default_metric(name)
         est = RidgeClassifierCV(alphas=DEFAULT_ALPHAS) if spec.kind == "binary" else RidgeCV(alphas=DEFAULT_ALPHAS)
         y = p.y.astype(int) if spec.kind == "binary" else p.y
         for layer in layers:

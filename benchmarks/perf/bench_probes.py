@@ -8,8 +8,8 @@ Two workloads, each timed side by side in one run on the same cells (layer x com
 
   A  labels only: every label of the set, fitting and scoring only.
   B  the grid as ``replicate()`` runs it: every label plus ``--perms`` group-aware permutations and
-     ``--controls`` Hewitt & Liang control-task draws per label (the columns are rebuilt with
-     ``probekit.probes.label_columns`` from the same seed, so every loop fits exactly the grid's columns),
+     ``--controls`` Hewitt & Liang control-task draws per label (the columns come from
+     ``probekit.probes.grid_columns``, which the grid itself calls, so every loop fits the grid's columns),
      fitting, scoring and permutation p-values (no bootstrap: the loops have none).
 
 Estimators:
@@ -42,8 +42,7 @@ import numpy as np
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 
 from probekit import stats as S  # noqa: E402
-from probekit.probes import (DEFAULT_ALPHAS, label_columns, make_plans, make_synthetic_acts,  # noqa: E402
-                             probe_grid, resolve_labels)
+from probekit.probes import DEFAULT_ALPHAS, grid_columns, make_synthetic_acts, probe_grid  # noqa: E402
 
 SEED = 0
 N_SPLITS = 6
@@ -72,18 +71,7 @@ def timed(repeat: int, fn):
     return out, float(np.median(times))
 
 
-def grid_columns(acts, n_perm: int, n_control: int):
-    """The plans and label columns ``probe_grid(seed=SEED)`` fits."""
-    stim = acts.stimuli.reset_index(drop=True)
-    specs, Yall = resolve_labels(stim, None)
-    specd = {s.name: s for s in specs}
-    plans = make_plans(stim, specs, Yall, N_SPLITS, SEED)
-    plan_cols, _ = label_columns(stim, plans, specd, Yall, n_permutations=n_perm, control_task=n_control > 0,
-                                 n_control=n_control, control_column="target", rng=np.random.default_rng(SEED))
-    return specd, plans, plan_cols
-
-
-def loop(acts, cells, plans, plan_cols, how: str):
+def loop(acts, cells, gc, how: str):
     """Out-of-fold scores of every column on every cell, one scikit-learn fit at a time
     (``how="multi"``: one multi-target fit per cell x fold). Returns (seconds, {plan index: [cells, n, cols]})."""
     from sklearn.base import clone
@@ -102,7 +90,7 @@ def loop(acts, cells, plans, plan_cols, how: str):
     with threadpool_limits(1), warnings.catch_warnings():
         warnings.simplefilter("ignore")             # LinearSVC convergence warnings on real activations
         t0 = time.perf_counter()
-        for pi, (plan, (Y01, Yfit, is_bin, _)) in enumerate(zip(plans, plan_cols)):
+        for pi, (plan, (Y01, Yfit, is_bin, _)) in enumerate(zip(gc.plans, gc.cols)):
             oof = np.empty((len(cells), len(plan.rows), Y01.shape[1]))
             for c, (layer, comp) in enumerate(cells):
                 X = np.asarray(acts.get(layer, comp), dtype=np.float32)[plan.rows]
@@ -123,13 +111,13 @@ def loop(acts, cells, plans, plan_cols, how: str):
     return dt, out
 
 
-def loop_scores(specd, cells, plans, plan_cols, oofs):
-    """{(label, metric): (observed [cells], null [n_perm, cells])} from a loop's OOF scores."""
+def loop_scores(gc, cells, oofs, fast):
+    """{(label, metric): (observed [cells], null [n_perm, cells])} from a loop's OOF scores,
+    in the metric the fast results report for each label."""
     res = {}
-    for pi, (plan, (Y01, _, _, layout)) in enumerate(zip(plans, plan_cols)):
+    for pi, (Y01, _, _, layout) in enumerate(gc.cols):
         for name, (c0, npm, _) in layout.items():
-            kind = specd[name].kind
-            metric = "accuracy" if kind == "binary" else "r"
+            kind, metric = gc.specs[name].kind, fast.default_metric(name)
             v = np.stack([S.column_metrics(kind, Y01[:, c0:c0 + 1 + npm], oofs[pi][c, :, c0:c0 + 1 + npm])[metric]
                           for c in range(len(cells))])                      # [cells, 1 + npm]
             res[(name, metric)] = (v[:, 0], v[:, 1:].T)
@@ -139,8 +127,8 @@ def loop_scores(specd, cells, plans, plan_cols, oofs):
 def fast_scores(res, cells):
     out = {}
     s = res.scores.set_index(["label", "metric", "layer", "component"])
-    for name, spec in res.labels.items():
-        metric = "accuracy" if spec.kind == "binary" else "r"
+    for name in res.labels:
+        metric = res.default_metric(name)
         rows = s.loc[[(name, metric, l, c) for l, c in cells]]
         out[(name, metric)] = (rows.value.to_numpy(), rows.p_value.to_numpy())
     return out
@@ -193,8 +181,8 @@ def main(argv=None):
     rows = []
 
     # --- A: labels only ------------------------------------------------------
-    specd, plans, cols = grid_columns(acts, 0, 0)
-    n_cols = sum(c[0].shape[1] for c in cols)
+    gc = grid_columns(acts.stimuli, n_splits=N_SPLITS, seed=SEED, n_permutations=0, control_task=False)
+    n_cols = sum(c[0].shape[1] for c in gc.cols)
     cells = [(l, c) for l in a_layers for c in comps]
     fastA, tA = timed(args.repeat, lambda: probe_grid(acts, layers=a_layers, n_permutations=0, control_task=False,
                                                       **fit_only))
@@ -206,15 +194,16 @@ def main(argv=None):
     hows = ["oracle", "multi"] + ([] if args.skip_plain else ["plain"])
     rows.append(("A", "fast", tA, "", True))
     for how in hows:
-        dt, oofs = loop(acts, cells, plans, cols, how)
-        txt, ok = agreement(fA, loop_scores(specd, cells, plans, cols, oofs), with_p=False)
+        dt, oofs = loop(acts, cells, gc, how)
+        txt, ok = agreement(fA, loop_scores(gc, cells, oofs, fastA), with_p=False)
         rows.append(("A", how, dt, txt, ok))
 
     # --- B: labels + permutations + control task ------------------------------
     if args.skip_b:
         return report(rows, tA, None)
-    specd, plans, cols = grid_columns(acts, args.perms, args.controls)
-    n_cols = sum(c[0].shape[1] for c in cols)
+    gc = grid_columns(acts.stimuli, n_splits=N_SPLITS, seed=SEED, n_permutations=args.perms,
+                      control_task=args.controls > 0, n_control=args.controls)
+    n_cols = sum(c[0].shape[1] for c in gc.cols)
     cells = [(l, c) for l in b_layers for c in comps]
     fastB, tB = timed(args.repeat, lambda: probe_grid(acts, layers=b_layers, n_permutations=args.perms,
                                                       control_task=args.controls > 0, n_control=args.controls,
@@ -224,8 +213,8 @@ def main(argv=None):
           f"{len(cells)} cells (layers {b_layers}) x {N_SPLITS} folds = {n_cols * len(cells) * N_SPLITS} fits per loop")
     rows.append(("B", "fast", tB, "", True))
     for how in ("oracle", "multi"):
-        dt, oofs = loop(acts, cells, plans, cols, how)
-        txt, ok = agreement(fB, loop_scores(specd, cells, plans, cols, oofs), with_p=True)
+        dt, oofs = loop(acts, cells, gc, how)
+        txt, ok = agreement(fB, loop_scores(gc, cells, oofs, fastB), with_p=True)
         rows.append(("B", how, dt, txt, ok))
 
     report(rows, tA, tB)
