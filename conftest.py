@@ -6,6 +6,8 @@
   audit of the paper's claims and the claims table are written at the end.
 * ``--update-expected``: rewrite the ``measured`` rows of ``expected/`` for the
   models that ran (the embedded references), then judge against them.
+* ``--study ID_OR_DIR``: whose claims ``benchmarks/test_claims.py`` parametrizes
+  (default ``bogdan2025``; a folder path runs a study that lives elsewhere).
 
 Every registry model is a parameter with its markers (``smollm2``, ``gemma3``,
 ``embedded``, ``3b``, ``70b``), so ``pytest benchmarks -m 3b`` selects the
@@ -26,6 +28,8 @@ def pytest_addoption(parser):
     g.addoption("--claims-out", default="results/claims", help="where verdicts and the claims table go")
     g.addoption("--update-expected", action="store_true",
                 help="rewrite expected/measured.parquet rows of the models that ran")
+    g.addoption("--study", default=None, metavar="ID_OR_DIR",
+                help="the study whose claims are tested: a shipped id (default bogdan2025) or a study folder")
 
 
 def extra_models(config) -> list[str]:
@@ -34,6 +38,10 @@ def extra_models(config) -> list[str]:
 
 
 def pytest_generate_tests(metafunc):
+    if "claim_id" in metafunc.fixturenames:
+        from probekit.studies import load_study
+        study = load_study(metafunc.config.getoption("--study"))
+        metafunc.parametrize("claim_id", [c.id for c in study.claims], ids=[c.id for c in study.claims])
     if "model_name" not in metafunc.fixturenames:
         return
     from probekit.models import MODELS

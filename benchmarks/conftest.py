@@ -6,45 +6,61 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from probekit import claims as C
 from probekit import expected as E
 from probekit.atomic import atomic_write_parquet
 
-_RUNS: dict[str, object] = {}          # model -> (Replication, measurements) or the skip reason
+_RUNS: dict[str, object] = {}          # model -> (Replication, measurements), a skip reason, or a load failure
 _VERDICTS: list[pd.DataFrame] = []
 
 
-def _run(model_name: str, config):
+class _Failed(str):
+    """A model that failed to load with something other than 'unavailable': remembered for the session, so
+    it is not loaded again for every claim (for a 70B that would be hours)."""
+
+
+def _run(model_name: str, config, study):
     if model_name not in _RUNS:
         from probekit.models import ModelUnavailableError
         from probekit.pipeline import replicate
+        from probekit.report import measure_run
         try:
-            rep = replicate(model_name, log=lambda msg: print(msg, flush=True))
+            rep = replicate(model_name, study=study, log=lambda msg: print(msg, flush=True))
         except ModelUnavailableError as exc:
             _RUNS[model_name] = f"{model_name}: weights not available here. {exc}"
+        except Exception as exc:                          # noqa: BLE001 - reported on every claim of the model
+            _RUNS[model_name] = _Failed(f"{model_name}: the replication failed ({type(exc).__name__}: {exc}); "
+                                        f"not retried in this session")
         else:
-            meas = C.measure(rep)
-            if config.getoption("--update-expected") and rep.model in ("smollm2-135m", "gemma3-270m"):
-                E.write_measured(meas)
+            meas = measure_run(rep)
+            if config.getoption("--update-expected") and "embedded" in rep.markers:
+                E.write_measured(meas, study.expected_dir)
             out = Path(config.getoption("--claims-out")) / rep.model
             rep.save(out)
             atomic_write_parquet(meas, out / "measurements.parquet")
             _RUNS[model_name] = (rep, meas)
     run = _RUNS[model_name]
+    if isinstance(run, _Failed):
+        pytest.fail(run)
     if isinstance(run, str):
         pytest.skip(run)
     return run
 
 
+@pytest.fixture(scope="session")
+def study(request):
+    from probekit.studies import load_study
+    return load_study(request.config.getoption("--study"))
+
+
 @pytest.fixture
-def run(model_name, request):
+def run(model_name, request, study):
     """(Replication, measurements) for the parametrized model, computed once per session."""
-    return _run(model_name, request.config)
+    return _run(model_name, request.config, study)
 
 
 @pytest.fixture(scope="session")
-def expected_table():
-    return E.load()
+def expected_table(study):
+    return study.expected()
 
 
 def record(verdicts: pd.DataFrame) -> None:

@@ -21,35 +21,50 @@ def _err(msg: str) -> None:
 
 
 def _parse_experiments(text: str | None) -> list[str] | None:
+    """Comma-separated experiment names (checked against the study once it is known: :func:`_check_args`)."""
     if not text:
         return None
-    from .experiments import EXPERIMENTS
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in EXPERIMENTS]
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def _study(args):
+    from .studies import StudyError, load_study
+    try:
+        return load_study(getattr(args, "study", None))
+    except StudyError as exc:
+        raise SystemExit(_usage(str(exc)))
+
+
+def _usage(msg: str) -> int:
+    _err(msg)
+    return 2
+
+
+def _check_experiments(args, study) -> None:
+    names = getattr(args, "experiments", None) or []
+    unknown = [n for n in names if n not in study.experiments]
     if unknown:
-        raise argparse.ArgumentTypeError(f"unknown experiment(s) {', '.join(unknown)}; known: "
-                                         f"{', '.join(EXPERIMENTS)}")
-    return names
+        raise SystemExit(_usage(f"unknown experiment(s) {', '.join(unknown)} in study {study.id}; known: "
+                                f"{', '.join(study.experiments)}"))
 
 
 def _replicate(args, model: str):
     from .pipeline import replicate
     probe_kw = {"n_permutations": args.permutations, "n_bootstrap": args.bootstrap}
-    return replicate(model, args.experiments, store=not args.no_store, probe_kw=probe_kw,
+    return replicate(model, args.experiments, study=_study(args), store=not args.no_store, probe_kw=probe_kw,
                      batch_size=args.batch_size, dtype=args.dtype, device=args.device,
                      log=lambda m: print(m, flush=True))
 
 
 def _summary_lines(verdicts) -> list[str]:
-    from .report import NULL_RANGE_METRICS, claim_rows
+    from .report import _ci, claim_rows
     if verdicts is None or len(verdicts) == 0:
         return ["  (no claims measured)"]
     cr = claim_rows(verdicts)
     w = max(len(c) for c in cr.claim)
     out = []
     for r in cr.itertuples():
-        lo_hi = "" if r.ci_low != r.ci_low else \
-            f" {'null ' if r.key_metric in NULL_RANGE_METRICS else ''}[{r.ci_low:.3g}, {r.ci_high:.3g}]"
+        lo_hi = "" if r.ci_low != r.ci_low else " " + _ci(r.ci_low, r.ci_high, "", r.interval)
         val = "n/a" if r.value != r.value else f"{r.value:.3g}"
         line = f"  {'PASS' if r.passed else 'FAIL'}  {r.basis:<16} {r.claim:<{w}}  {r.key_metric} = {val}{lo_hi}"
         if not r.passed:
@@ -64,6 +79,7 @@ def cmd_run(args) -> int:
     from .models import ModelUnavailableError, UnsupportedArchitectureError
     from .report import write_report
     models = args.model or [DEFAULT_MODEL]
+    _check_experiments(args, _study(args))
     status = 0
     for model in models:
         try:
@@ -109,42 +125,71 @@ def cmd_report(args) -> int:
 
 
 def _measurements_for(run_dir: Path):
-    """A saved run's measurements: ``measurements.parquet`` if it is not older than the run, else re-measured."""
+    """A saved run's measurements: ``measurements.parquet`` if it is not older than the run and has the
+    current columns, else re-measured."""
     import pandas as pd
-    from .claims import measure
+
+    from .claim import MEASUREMENT_COLUMNS
     from .pipeline import Replication
+    from .report import measure_run
     mp, rj = run_dir / "measurements.parquet", run_dir / "replication.json"
     if mp.exists() and mp.stat().st_mtime >= rj.stat().st_mtime:
-        return pd.read_parquet(mp)
-    return measure(Replication.load(run_dir))
+        m = pd.read_parquet(mp)
+        if list(m.columns) == MEASUREMENT_COLUMNS:
+            return m
+    return measure_run(Replication.load(run_dir))
 
 
 def cmd_audit(args) -> int:
+    import json
+
     import pandas as pd
-    from .report import (all_verdicts, atomic_write_parquet, atomic_write_text, claims_markdown,
-                         load_expected)
+
+    from .report import all_verdicts, atomic_write_parquet, atomic_write_text, claims_markdown, twin_markdown
+    from .studies import load_study
     root = Path(args.results)
     runs = sorted(p.parent for p in root.glob("*/replication.json"))
     if not runs:
         _err(f"no runs under {root} (looked for {root}/<model>/replication.json)")
         return 1
-    expected = load_expected()
     parts = []
     for run_dir in runs:
         meas = _measurements_for(run_dir)
         if len(meas) == 0:
             print(f"  {run_dir.name}: nothing measured, skipped")
             continue
-        parts.append(all_verdicts(meas, expected))
+        study = load_study(json.loads((run_dir / "replication.json").read_text()).get("study"))
+        parts.append(all_verdicts(meas, study))
     verdicts = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     out = Path(args.out) if args.out else root / "audit.md"
-    atomic_write_text(out, claims_markdown(verdicts, title=f"Claims audit: {len(runs)} model(s) under {root}"))
+    text = claims_markdown(verdicts, title=f"Claims audit: {len(runs)} model(s) under {root}")
+    twins = twin_markdown(verdicts) if len(verdicts) else ""
+    atomic_write_text(out, text + ("\n" + twins if twins else ""))
     pq = out.with_name(out.stem + "_verdicts.parquet")
     if len(verdicts):
         atomic_write_parquet(verdicts, pq)
     print("\n".join(_summary_lines(verdicts)))
+    if twins:
+        print(twins)
     print(f"wrote {out}" + (f" and {pq}" if len(verdicts) else ""))
     return 0
+
+
+def cmd_calibrate(args) -> int:
+    from . import calibration as Cal
+    study = _study(args)
+    depths = [int(x) for x in args.layers.split(",")]
+    if args.draws < 20 or any(L < 8 for L in depths):
+        return _usage("--draws must be >= 20 and every depth in --layers >= 8")
+    print(f"calibrating {study.id}: {args.draws} draws per cell, depths {depths}, {args.workers} worker(s)",
+          flush=True)
+    table = Cal.calibrate(study, n_draws=args.draws, depths=depths, claims=args.claims, workers=args.workers,
+                          log=lambda m: print(m, flush=True))
+    paths = Cal.write(table, args.out)
+    bad = Cal.exceeds(table)
+    print(f"wrote {paths['parquet']} and {paths['markdown']}; {len(bad)} null row(s) significantly above "
+          f"{Cal.ALPHA:.0%}")
+    return 1 if len(bad) else 0
 
 
 def cmd_models(args) -> int:
@@ -174,11 +219,12 @@ def cmd_expected(args) -> int:
     if not args.write_paper and not args.update_measured:
         _err("nothing to do: give --write-paper and/or --update-measured --model X")
         return 1
+    study = _study(args)
     if args.write_paper:
-        print(f"wrote {E.write_paper(args.dir)}")
+        print(f"wrote {E.write_paper(study, args.dir)}")
     if args.update_measured:
-        from .claims import measure
         from .models import ModelUnavailableError, UnsupportedArchitectureError
+        from .report import measure_run
         if not args.model:
             _err("--update-measured needs --model")
             return 1
@@ -188,7 +234,8 @@ def cmd_expected(args) -> int:
             except (ModelUnavailableError, UnsupportedArchitectureError) as exc:
                 _err(str(exc))
                 return EXIT_UNAVAILABLE
-            print(f"wrote measured rows of {rep.model} to {E.write_measured(measure(rep), args.dir)}")
+            print(f"wrote measured rows of {rep.model} to "
+                  f"{E.write_measured(measure_run(rep), args.dir or study.expected_dir)}")
     return 0
 
 
@@ -198,8 +245,10 @@ def _add_run_options(p: argparse.ArgumentParser, default_model: bool = True) -> 
     p.add_argument("--model", action="append", metavar="NAME_OR_PATH",
                    help="registry alias, local directory, .gguf file or hub id; repeatable"
                         + (f" (default {DEFAULT_MODEL})" if default_model else ""))
+    p.add_argument("--study", default=None, metavar="ID_OR_DIR",
+                   help="a shipped study (default bogdan2025) or a study folder")
     p.add_argument("--experiments", type=_parse_experiments, default=None, metavar="A,B,...",
-                   help="comma-separated experiments (default: all)")
+                   help="comma-separated experiments of the study (default: all)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--dtype", default="float32", help="model dtype (default float32)")
     p.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
@@ -264,6 +313,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="expected directory (default: PROBEKIT_EXPECTED_DIR or the repository's expected/)")
     _add_run_options(e, default_model=False)
     e.set_defaults(func=cmd_expected)
+
+    c = sub.add_parser("calibrate", help="measure every claim's decision rule under simulated nulls and planted "
+                                         "effects",
+                       description="Simulate every claim's decision rule (its own measure + the study's judge) under "
+                                   "its nulls and planted effects at each depth; write <out>/calibration.parquet and "
+                                   "calibration.md. Exit 1 if a null rate is significantly above 5%.")
+    c.add_argument("--out", default="results/calibration", metavar="DIR")
+    c.add_argument("--study", default=None, metavar="ID_OR_DIR")
+    c.add_argument("--draws", type=int, default=500, help="draws per cell (default 500)")
+    c.add_argument("--layers", default="18,28,30,80", help="depths, comma-separated (default 18,28,30,80)")
+    c.add_argument("--claims", type=_parse_experiments, default=None, metavar="A,B",
+                   help="restrict to these claims (ids or short names)")
+    c.add_argument("--workers", type=int, default=2, help="processes (default 2)")
+    c.set_defaults(func=cmd_calibrate)
     return p
 
 

@@ -1,5 +1,7 @@
 """Experiments as data: which stimulus set, which rows, which labels make its profile.
 
+A study (:mod:`probekit.studies`) registers its experiments; this module knows none by name.
+
 An experiment's *profile* is the mean, over its primary labels, of the
 balanced-accuracy profile of each label (binary semantic labels of the set,
 unless listed explicitly). Its bootstrap replicates are the same mean over the
@@ -26,8 +28,10 @@ class Experiment:
     extra_labels: tuple[str, ...] = field(default_factory=tuple)  # also probed (ratings, surface)
 
     def stimuli(self) -> pd.DataFrame:
+        """The stimulus set: a shipped set by name, or a CSV/parquet file by path (a study's own set)."""
         from . import stimuli as S
-        df = S.load(self.stimulus_set)
+        df = S.load_file(self.stimulus_set) if str(self.stimulus_set).endswith((".csv", ".parquet")) \
+            else S.load(self.stimulus_set)
         attrs = dict(df.attrs)
         if self.query:
             df = df.query(self.query).reset_index(drop=True)
@@ -40,22 +44,6 @@ class Experiment:
             return list(self.primary)
         specs = stimuli.attrs.get("labels", {})
         return [k for k, v in specs.items() if v.get("kind") == "binary" and v.get("role") == "semantic"]
-
-
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
-    Experiment("items", "items", "single concrete nouns, 'An apple': binary semantic features, mean over features",
-               paper="Exp 1 (item-level semantics)"),
-    Experiment("relations", "relations", "'A church and organ': related vs unrelated pairs (2A)",
-               paper="Exp 2A (two-item relations)", primary=("related",)),
-    Experiment("relations_eats", "relations_eats", "'A cat and fish': does the animal eat the food (2C), "
-               "folds grouped by animal", paper="Exp 2C (relation with group-structured folds)", primary=("eats",)),
-    Experiment("analogies", "analogies", "four-item analogies, valid vs invalid, folds by word family",
-               paper="Exp 3 (four-item analogies)", primary=("valid",)),
-    Experiment("buried", "buried", "a concept early in ~100 words of filler, read from the last token",
-               paper="Exp 4 (buried concepts)", query="placement == 'early'"),
-    Experiment("buried_end", "buried", "control: the same concepts at the end of the same filler",
-               paper="Exp 4 control (concept at the end)", query="placement == 'end'"),
-]}
 
 
 def experiment_profile(res, exp: Experiment, component: str, labels: list[str] | None = None):

@@ -22,7 +22,7 @@ import pandas as pd
 
 from . import __version__
 from .atomic import atomic_directory
-from .experiments import EXPERIMENTS, Experiment
+from .experiments import Experiment
 
 DEFAULT_PROBE = dict(n_splits=6, n_permutations=100, n_bootstrap=1000, control_task=True, seed=0)
 
@@ -36,6 +36,7 @@ class Replication:
     fingerprint: str
     results: dict = field(default_factory=dict)        # experiment name -> ProbeResults
     timings: dict = field(default_factory=dict)
+    study: str = "bogdan2025"                           # the study: a shipped id or a study folder
 
     def scores(self) -> pd.DataFrame:
         """One tidy table: every experiment's scores with model/experiment columns."""
@@ -61,7 +62,7 @@ class Replication:
             meta = {"model": self.model, "n_layers": self.n_layers, "d_model": self.d_model,
                     "markers": list(self.markers), "fingerprint": self.fingerprint,
                     "probekit_version": __version__, "timings": self.timings,
-                    "experiments": list(self.results)}
+                    "experiments": list(self.results), "study": self.study}
             (tmp / "replication.json").write_text(json.dumps(meta, indent=1))
         return out
 
@@ -71,7 +72,7 @@ class Replication:
         out = Path(out_dir)
         meta = json.loads((out / "replication.json").read_text())
         rep = cls(meta["model"], meta["n_layers"], meta["d_model"], tuple(meta["markers"]), meta["fingerprint"],
-                  timings=meta.get("timings", {}))
+                  timings=meta.get("timings", {}), study=meta.get("study", "bogdan2025"))
         for name in meta["experiments"]:
             rep.results[name] = ProbeResults.load(out / "probes" / name)
         return rep
@@ -143,22 +144,28 @@ def probe_experiment(acts, exp: Experiment, probe_kw: dict | None = None, cache:
     return res
 
 
-def replicate(model, experiments=None, *, store=True, probe_kw: dict | None = None, batch_size: int = 32,
+def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict | None = None, batch_size: int = 32,
               dtype="float32", device="cpu", progress: bool | None = None, log=print) -> Replication:
-    """Run ``experiments`` (default: all of :data:`EXPERIMENTS`) on ``model`` (an alias, path, or LoadedModel)."""
+    """Run ``experiments`` (default: all of the study's) on ``model`` (an alias, path, or LoadedModel).
+
+    ``study``: a :class:`~probekit.studies.Study`, a shipped study's id or a study folder (default
+    ``bogdan2025``)."""
     from .extraction import extract
     from .models import LoadedModel, load_model
+    from .studies import BUILTIN, Study, load_study
+    study = study if isinstance(study, Study) else load_study(study)
+    names = list(experiments or study.experiments)
+    unknown = [n for n in names if n not in study.experiments]
+    if unknown:
+        raise KeyError(f"unknown experiment(s) {unknown} in study {study.id}; known: {sorted(study.experiments)}")
     t0 = time.perf_counter()
     if not isinstance(model, LoadedModel):
         model = load_model(model, dtype=dtype, device=device)
     timings = {"load_model_s": round(time.perf_counter() - t0, 2)}
-    rep = Replication(model.name, model.n_layers, model.d_model, model.markers, model.fingerprint, timings=timings)
-    names = list(experiments or EXPERIMENTS)
-    unknown = [n for n in names if n not in EXPERIMENTS]
-    if unknown:
-        raise KeyError(f"unknown experiment(s) {unknown}; known: {sorted(EXPERIMENTS)}")
+    rep = Replication(model.name, model.n_layers, model.d_model, model.markers, model.fingerprint, timings=timings,
+                      study=study.id if study.id in BUILTIN or not study.folder else str(study.folder))
     for name in names:
-        exp = EXPERIMENTS[name]
+        exp = study.experiments[name]
         t = time.perf_counter()
         acts = extract(model, exp.stimuli(), batch_size=batch_size, store=store, progress=progress)
         t_ex = time.perf_counter() - t

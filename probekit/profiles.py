@@ -1,38 +1,51 @@
-"""Pure functions on layer profiles (one score per layer).
+"""Pure functions on layer profiles: the summaries and decision primitives every claim is built from.
 
-A *profile* is a 1-D array ``v[0..L-1]`` of a probe metric by layer, optionally
-with per-layer confidence bounds ``lo``/``hi`` (e.g. group-bootstrap percentile
-CIs from :class:`probekit.probes.ProbeResults`).
+A *profile* is ``values[L]`` (a probe metric by layer) with bootstrap
+replicates ``reps[B, L]`` (:meth:`probekit.probes.ProbeResults.bootstrap_profiles`).
+Every interval here is computed from the replicates' *deviations* and can be
+widened by ``inflation`` (the study's registered factor for the variance the
+bootstrap of out-of-fold predictions leaves out: refitting and the CV split).
 
-Definitions
------------
-peak layer
-    The first index of the maximum of ``v`` (NaNs ignored).
-normalised depth
-    ``layer / n_layers`` (so layer 0 is depth 0 and the last layer is
-    ``1 - 1/L``), comparable across models of different depth.
-peaks and prominence
-    A peak is a local maximum (a plateau counts once, at its middle; with
-    ``include_edges`` the first/last layer count when they exceed their single
-    neighbour). Its prominence is the topographic one (as in
-    ``scipy.signal.find_peaks``): the height above the higher of the two
-    minima found on each side before reaching a strictly higher point (or the
-    end of the profile; an edge peak uses its one side).
-significant peak
-    A peak whose prominence exceeds the CI half-width ``(hi - lo) / 2`` at
-    that layer (or a given scalar threshold).
+Summaries (one of each; claims, report and results all use these)
+-----------------------------------------------------------------
+simultaneous band
+    ``values +- inflation * c * sd`` with ``c`` the ``level`` quantile of the
+    max over layers of ``|deviation| / sd`` (max-t): it covers the whole true
+    profile at once, so any statement "for some layer" made from it keeps its
+    error rate, whatever the number of layers.
+peak
+    the argmax layer (description) with a *confidence set* of layers that may
+    be the true argmax: ``{l : hi[l] >= max(lo)}``. The peak's interval is
+    that set's hull: a selection-aware CI, unlike the spread of bootstrap
+    argmaxes (which measures instability, not uncertainty about the true peak).
+peak gain over the baseline
+    ``max_l (v[l] - v[0])`` with a simultaneous band of the gains: its lower
+    bound ``max_l lo_gain[l]`` is a valid lower confidence bound for the largest
+    true gain, the layer's selection included.
+depth (centre of gravity)
+    ``sum_l (l / L) w_l / sum_l w_l`` with ``w_l = max(g_l - max(g) / 2, 0)``
+    and ``g_l = v[l] - v[0]``: the mean normalised depth of what the model adds
+    above its embeddings, over the layers where that gain exceeds half its
+    maximum (Tenney et al. 2019's expected layer, on gains over the baseline
+    rather than layer-to-layer differences, which cancel for non-monotone
+    profiles; the half-maximum floor keeps the noise of flat stretches from
+    pulling every centroid towards the middle). For a single hump it sits at
+    the hump; for two humps of similar height between them, weighted by their
+    areas above half maximum; for a flat profile it is noise (and its CI says
+    so). NaN when nothing rises above layer 0.
 double peak
-    Two significant peaks ``p1 < p2`` and the valley ``v = argmin v[p1..p2]``
-    between them with ``hi[v] < min(lo[p1], lo[p2])``: the valley's upper
-    bound lies below both peaks' lower bounds. Among qualifying pairs the one
-    with the largest margin ``min(lo[p1], lo[p2]) - hi[v]`` is reported.
+    two layers ``p1 < p2`` at least ``min_separation`` apart and a layer
+    between them whose band's upper bound lies below both peaks' lower bounds.
+    If the band covers the true profile, no unimodal profile can pass: the
+    false-positive rate under any single-peak truth is at most ``1 - level``.
 anti-persistence
-    ``rho`` = lag-1 autocorrelation of the first differences
-    ``d_l = v[l+1] - v[l]`` (standard ACF estimator:
-    ``sum_t (d_t - dbar)(d_{t+1} - dbar) / sum_t (d_t - dbar)^2``). First
-    differences of white noise have ``rho -> -0.5``, so ``rho`` is judged
-    against surrogate profiles = smooth trend (Savitzky-Golay fit) + shuffled
-    residuals; the p-value is the fraction of surrogates at least as extreme.
+    ``rho`` = lag-1 autocorrelation of first differences (the paper's
+    statistic, description) and the decision statistic ``t`` = the same on
+    the profile minus its Savitzky-Golay trend. ``t`` of a smooth trend plus
+    white noise does not depend on the trend's shape (nearly) or the noise's
+    scale, so its null distribution is simulated from white noise alone (a
+    pivot); positively correlated noise only makes ``t`` larger (the test is
+    conservative there).
 """
 from __future__ import annotations
 
@@ -40,6 +53,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+LEVEL = 0.95          # the one interval level of claims, report and results
+
+
+# ----------------------------------------------------------------------------- basics
 
 def peak_layer(values) -> int:
     """First index of the maximum (NaNs ignored)."""
@@ -55,85 +72,145 @@ def layer_range_depths(low: float, high: float, n_layers: int) -> tuple[float, f
     return low / n_layers, (high + 1) / n_layers
 
 
+def _sd(reps: np.ndarray) -> np.ndarray:
+    s = np.nanstd(reps, axis=0, ddof=1)
+    return np.where(s > 0, s, np.nan)
+
+
+def _maxt_quantile(dev: np.ndarray, sd: np.ndarray, level: float, two_sided: bool) -> float:
+    z = dev / sd
+    z = np.abs(z) if two_sided else z
+    m = np.nanmax(np.where(np.isnan(z), -np.inf, z), axis=1)
+    m = m[np.isfinite(m)]
+    return float(np.quantile(m, level)) if len(m) else float("nan")
+
+
+@dataclass(frozen=True)
+class Band:
+    lo: np.ndarray
+    hi: np.ndarray
+    c: float               # the max-t critical value (before inflation)
+
+
+def simultaneous_band(values, reps, level: float = LEVEL, inflation: float = 1.0) -> Band:
+    """Two-sided simultaneous band of a profile from its bootstrap replicates (see module doc).
+    Layers whose replicates do not vary get a zero-width band."""
+    v = np.asarray(values, float)
+    r = np.asarray(reps, float)
+    if r.ndim != 2 or r.shape[1] != len(v) or r.shape[0] < 20:
+        raise ValueError(f"need replicates [B >= 20, {len(v)}], got {r.shape}")
+    sd = _sd(r)
+    c = _maxt_quantile(r - np.nanmean(r, axis=0), sd, level, two_sided=True)
+    half = np.nan_to_num(inflation * c * sd)
+    return Band(v - half, v + half, c)
+
+
+# ----------------------------------------------------------------------------- peaks
+
+@dataclass(frozen=True)
+class PeakSummary:
+    layer: int                 # argmax of the profile (description)
+    set_low: int               # hull of the confidence set for the true argmax
+    set_high: int
+    value: float
+    value_lo: float            # band at the peak layer
+    value_hi: float
+    layer0: float
+    gain: float                # max_l (v[l] - v[0]), l >= 1
+    gain_layer: int
+    gain_lo: float             # simultaneous lower bound of the largest true gain (selection included)
+    gain_hi: float
+    n_layers: int
+
+
+def peak_summary(values, reps, level: float = LEVEL, inflation: float = 1.0) -> PeakSummary:
+    """The peak of a profile with selection-aware intervals (see module doc)."""
+    v = np.asarray(values, float)
+    r = np.asarray(reps, float)
+    band = simultaneous_band(v, r, level, inflation)
+    layer = peak_layer(v)
+    in_set = np.flatnonzero(band.hi >= np.nanmax(band.lo))
+    g = v[1:] - v[0]
+    gr = r[:, 1:] - r[:, :1]
+    gband = simultaneous_band(g, gr, level, inflation)
+    gl = int(np.nanargmax(g))
+    return PeakSummary(layer, int(in_set.min()), int(in_set.max()), float(v[layer]), float(band.lo[layer]),
+                       float(band.hi[layer]), float(v[0]), float(g[gl]), gl + 1, float(np.nanmax(gband.lo)),
+                       float(np.nanmax(gband.hi)), len(v))
+
+
 def bootstrap_peak_layers(replicates) -> np.ndarray:
-    """Peak layer (first argmax, NaNs ignored) of each bootstrap replicate profile ``[B, L]``."""
+    """Peak layer (first argmax, NaNs ignored) of each bootstrap replicate profile ``[B, L]``
+    (a description of instability; not a CI of the peak, see :func:`peak_summary`)."""
     r = np.asarray(replicates, dtype=float)
     return np.nanargmax(np.where(np.isnan(r), -np.inf, r), axis=1)
 
 
-def normalized_depth(layer, n_layers: int):
-    """``layer / n_layers``."""
-    if n_layers <= 0:
-        raise ValueError("n_layers must be positive")
-    return np.asarray(layer, dtype=float) / n_layers if np.ndim(layer) else float(layer) / n_layers
+# ----------------------------------------------------------------------------- depth
+
+def depth_centroid(profiles) -> np.ndarray | float:
+    """Centre of gravity (normalised depth) of the gain over layer 0 above half its maximum, for one
+    profile ``[L]`` or many ``[B, L]`` (NaN where nothing rises above layer 0)."""
+    p = np.asarray(profiles, float)
+    one = p.ndim == 1
+    p = np.atleast_2d(p)
+    L = p.shape[1]
+    g = np.nan_to_num(p - p[:, :1])
+    w = np.clip(g - 0.5 * g.max(1, keepdims=True), 0, None)
+    tot = w.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c = (w * (np.arange(L) / L)).sum(1) / tot
+    c = np.where(tot > 0, c, np.nan)
+    return float(c[0]) if one else c
+
+
+def depth_interval(values, reps, level: float = LEVEL, inflation: float = 1.0) -> tuple[float, float, float]:
+    """``(centroid, lo, hi)``: the point centroid plus the replicates' deviation quantiles x ``inflation``
+    (NaN interval when more than ``1 - level`` of the replicates have no gain to locate)."""
+    c = depth_centroid(values)
+    r = depth_centroid(np.asarray(reps, float))
+    if np.isnan(c) or np.mean(np.isnan(r)) > 1 - level:
+        return c, np.nan, np.nan
+    r = r[~np.isnan(r)]
+    a = (1 - level) / 2
+    q = np.quantile(r - np.median(r), [a, 1 - a])
+    return c, float(c + inflation * q[0]), float(c + inflation * q[1])
 
 
 @dataclass(frozen=True)
-class PeakInfo:
-    layer: int
-    height: float
-    prominence: float
-    left_base: int
-    right_base: int
+class DepthDifference:
+    difference: float          # centroid(a) - centroid(b)
+    ci_low: float
+    ci_high: float
+    depth_a: float
+    depth_b: float
+    nan_fraction: float        # replicates where a centroid is undefined (no gain)
 
 
-def find_peaks(values, include_edges: bool = False) -> list[PeakInfo]:
-    """All local maxima with their topographic prominence (see module doc)."""
-    v = np.asarray(values, dtype=float)
-    n = len(v)
-    if n == 0:
-        return []
-    v = np.where(np.isnan(v), -np.inf, v)
-    peaks = []
-    i = 0
-    while i < n:
-        j = i
-        while j + 1 < n and v[j + 1] == v[i]:
-            j += 1
-        left_ok = (i > 0 and v[i - 1] < v[i]) or (i == 0 and include_edges)
-        right_ok = (j < n - 1 and v[j + 1] < v[i]) or (j == n - 1 and include_edges)
-        if left_ok and right_ok and not (i == 0 and j == n - 1) and np.isfinite(v[i]):
-            peaks.append((i + j) // 2)
-        i = j + 1
-    out = []
-    for p in peaks:
-        h = v[p]
-        # left side
-        k = p
-        lmin, lbase = h, p
-        while k > 0 and v[k - 1] <= h:
-            k -= 1
-            if v[k] < lmin:
-                lmin, lbase = v[k], k
-        k = p
-        rmin, rbase = h, p
-        while k < n - 1 and v[k + 1] <= h:
-            k += 1
-            if v[k] < rmin:
-                rmin, rbase = v[k], k
-        # an edge peak (with include_edges) is measured on its one side
-        if p == 0:
-            base = rmin
-        elif p == n - 1:
-            base = lmin
-        else:
-            base = max(lmin, rmin)
-        out.append(PeakInfo(int(p), float(h), float(h - base), int(lbase), int(rbase)))
-    return out
+def depth_difference(values_a, reps_a, values_b, reps_b, level: float = LEVEL,
+                     inflation: float = 1.0) -> DepthDifference:
+    """Is A deeper than B? Centroid difference with a bootstrap CI: replicate ``r`` of A is paired with
+    replicate ``r`` of B (independent resamples of two stimulus sets); the interval is the point estimate
+    plus the replicates' deviation quantiles, times ``inflation``. More than ``1 - level`` undefined
+    replicates (no gain to locate) give a NaN interval."""
+    ra, rb = np.asarray(reps_a, float), np.asarray(reps_b, float)
+    if ra.shape[0] != rb.shape[0]:
+        raise ValueError(f"use the same number of bootstrap replicates for both profiles: "
+                         f"{ra.shape[0]} vs {rb.shape[0]}")
+    da, db = depth_centroid(values_a), depth_centroid(values_b)
+    d = depth_centroid(ra) - depth_centroid(rb)
+    nan_frac = float(np.mean(np.isnan(d)))
+    est = da - db
+    if nan_frac > 1 - level or np.isnan(est):
+        return DepthDifference(est, np.nan, np.nan, da, db, nan_frac)
+    d = d[~np.isnan(d)]
+    a = (1 - level) / 2
+    q = np.quantile(d - np.median(d), [a, 1 - a])
+    return DepthDifference(float(est), float(est + inflation * q[0]), float(est + inflation * q[1]),
+                           da, db, nan_frac)
 
 
-def significant_peaks(values, lo=None, hi=None, threshold=None, include_edges: bool = False) -> list[PeakInfo]:
-    """Peaks whose prominence exceeds ``threshold`` (scalar or per-layer), by
-    default the CI half-width ``(hi - lo) / 2`` at the peak."""
-    v = np.asarray(values, dtype=float)
-    if threshold is None:
-        if lo is None or hi is None:
-            raise ValueError("give lo and hi, or threshold")
-        thr = (np.asarray(hi, float) - np.asarray(lo, float)) / 2
-    else:
-        thr = np.broadcast_to(np.asarray(threshold, float), v.shape)
-    return [p for p in find_peaks(v, include_edges) if p.prominence > thr[p.layer]]
-
+# ----------------------------------------------------------------------------- double peak
 
 @dataclass(frozen=True)
 class DoublePeak:
@@ -141,154 +218,124 @@ class DoublePeak:
     first: int | None = None
     second: int | None = None
     valley: int | None = None
-    margin: float = float("nan")   # min(lo[p1], lo[p2]) - hi[valley]
+    margin: float = float("nan")   # min(lo[p1], lo[p2]) - hi[valley] of the best pair (> 0 when found)
 
 
-def double_peak(values, lo, hi, include_edges: bool = False, min_separation: int = 1) -> DoublePeak:
-    """Double peak as defined in the module docstring, with the two peaks at
-    least ``min_separation`` layers apart.
-
-    With the default (1) a single-layer dip in a jagged profile qualifies: on
-    SmolLM2-135M ``attn_out`` profiles (items set) peaks at layers 21 and 25
-    around a dip at 24 pass. For the paper's broad double peak (layers ~12-16
-    and ~25-33 of 80) pass e.g. ``min_separation = n_layers // 8``.
-    """
-    v = np.asarray(values, dtype=float)
-    lo = np.asarray(lo, dtype=float)
-    hi = np.asarray(hi, dtype=float)
-    sig = significant_peaks(v, lo, hi, include_edges=include_edges)
-    best = DoublePeak(False)
-    for a in range(len(sig)):
-        for b in range(a + 1, len(sig)):
-            p1, p2 = sig[a].layer, sig[b].layer
-            if p2 - p1 < min_separation:
-                continue
-            seg = v[p1:p2 + 1]
-            val = p1 + int(np.nanargmin(seg))
-            margin = min(lo[p1], lo[p2]) - hi[val]
-            if margin > 0 and (not best.found or margin > best.margin):
-                best = DoublePeak(True, p1, p2, val, float(margin))
-    return best
+def double_peak(values, reps, min_separation: int, level: float = LEVEL, inflation: float = 1.0) -> DoublePeak:
+    """Double peak decided on the simultaneous band (see module doc)."""
+    v = np.asarray(values, float)
+    b = simultaneous_band(v, reps, level, inflation)
+    return double_peak_from_band(b.lo, b.hi, min_separation)
 
 
-def lag1_autocorr(x) -> float:
-    """Standard ACF estimator at lag 1 (NaN for fewer than 3 points or zero variance)."""
-    x = np.asarray(x, dtype=float)
-    if len(x) < 3:
-        return float("nan")
-    xc = x - x.mean()
-    den = (xc ** 2).sum()
-    if den == 0:
-        return float("nan")
-    return float((xc[:-1] * xc[1:]).sum() / den)
+def double_peak_from_band(lo, hi, min_separation: int) -> DoublePeak:
+    """The pair ``p1 < p2`` (``p2 - p1 >= min_separation``) maximising
+    ``min(lo[p1], lo[p2]) - min(hi[p1+1 .. p2-1])``; found when that margin is > 0."""
+    lo = np.nan_to_num(np.asarray(lo, float), nan=-np.inf)
+    hi = np.nan_to_num(np.asarray(hi, float), nan=np.inf)
+    L = len(lo)
+    best = (-np.inf, None, None, None)
+    for p1 in range(L - 2):
+        seg = hi[p1 + 1:]                          # candidates for the valley, layers p1+1 ..
+        run_min = np.minimum.accumulate(seg)       # min hi over p1+1 .. p1+1+k
+        p2 = np.arange(p1 + max(2, min_separation), L)
+        if not len(p2):
+            continue
+        valley_min = run_min[p2 - p1 - 2]          # min over p1+1 .. p2-1
+        margin = np.minimum(lo[p1], lo[p2]) - valley_min
+        k = int(np.argmax(margin))
+        if margin[k] > best[0]:
+            q2 = int(p2[k])
+            arg = p1 + 1 + int(np.argmin(hi[p1 + 1:q2]))
+            best = (float(margin[k]), p1, q2, arg)
+    m, p1, p2, val = best
+    if p1 is None or not m > 0:
+        return DoublePeak(False, margin=m if np.isfinite(m) else float("nan"))
+    return DoublePeak(True, p1, p2, val, m)
 
 
-def anti_persistence(values) -> float:
-    """``rho``: lag-1 autocorrelation of the first differences of a profile."""
-    return lag1_autocorr(np.diff(np.asarray(values, dtype=float)))
+# ----------------------------------------------------------------------------- anti-persistence
+
+def lag1_autocorr(x, axis: int = -1):
+    """Standard ACF estimator at lag 1 along ``axis`` (NaN for fewer than 3 points or zero variance)."""
+    x = np.moveaxis(np.asarray(x, dtype=float), axis, -1)
+    if x.shape[-1] < 3:
+        return np.full(x.shape[:-1], np.nan) if x.ndim > 1 else float("nan")
+    xc = x - x.mean(-1, keepdims=True)
+    den = (xc ** 2).sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (xc[..., :-1] * xc[..., 1:]).sum(-1) / den
+    r = np.where(den > 0, r, np.nan)
+    return float(r) if np.ndim(r) == 0 else r
 
 
-def smooth_trend(values, window: int | None = None, polyorder: int = 2) -> np.ndarray:
-    """Savitzky-Golay trend (window: odd, default ~ a third of the profile, at least ``2 * polyorder + 3``).
+def anti_persistence(values, axis: int = -1):
+    """``rho``: lag-1 autocorrelation of the first differences of a profile (the paper's statistic)."""
+    return lag1_autocorr(np.diff(np.asarray(values, dtype=float), axis=axis), axis=axis)
 
-    The lower bound matters for short segments (e.g. the back half of an
-    18-layer model): a window of ``polyorder + 1`` points fits them exactly,
-    leaving zero residuals and a degenerate surrogate null."""
+
+def _sg_window(n: int, polyorder: int = 2) -> int:
+    w = max(2 * polyorder + 3, n // 3)
+    w = min(w, n if n % 2 else n - 1)
+    return w if w % 2 else w - 1
+
+
+def smooth_trend(values, polyorder: int = 2, axis: int = -1) -> np.ndarray:
+    """Savitzky-Golay trend along ``axis`` (window: odd, ~ a third of the profile, at least
+    ``2 * polyorder + 3``; a straight line when the profile is shorter than that)."""
     from scipy.signal import savgol_filter
     v = np.asarray(values, dtype=float)
-    n = len(v)
-    if window is None:
-        window = max(2 * polyorder + 3, n // 3)
-        if window > n:            # too short for a quadratic SG fit with real smoothing: a straight line
-            return np.polyval(np.polyfit(np.arange(n), v, 1), np.arange(n))
-    window = min(window, n if n % 2 else n - 1)
-    if window % 2 == 0:
-        window -= 1
-    if window <= polyorder:
-        return np.polyval(np.polyfit(np.arange(n), v, min(polyorder, n - 1)), np.arange(n))
-    return savgol_filter(v, window, polyorder, mode="interp")
+    n = v.shape[axis]
+    if n < 2 * polyorder + 3:
+        x = np.arange(n)
+        vv = np.moveaxis(v, axis, -1).reshape(-1, n)
+        coef = np.polyfit(x, vv.T, 1)
+        fit = (coef[0][:, None] * x + coef[1][:, None]).reshape(np.moveaxis(v, axis, -1).shape)
+        return np.moveaxis(fit, -1, axis)
+    return savgol_filter(v, _sg_window(n, polyorder), polyorder, mode="interp", axis=axis)
 
 
-def surrogate_rhos(values, n_surrogates: int, rng: np.random.Generator, window: int | None = None,
-                   polyorder: int = 2) -> np.ndarray:
-    """``rho`` of ``n_surrogates`` surrogate profiles: the smooth trend of ``values``
-    plus its residuals shuffled across layers (the calibrated null)."""
+def detrended_rho(values, axis: int = -1):
+    """The decision statistic ``t``: ``rho`` of the profile minus its smooth trend."""
     v = np.asarray(values, dtype=float)
-    trend = smooth_trend(v, window, polyorder)
-    resid = v - trend
-    return np.array([anti_persistence(trend + rng.permutation(resid)) for _ in range(n_surrogates)])
+    return anti_persistence(v - smooth_trend(v, axis=axis), axis=axis)
+
+
+_PIVOT: dict[tuple[int, int, int], np.ndarray] = {}
+
+
+def white_noise_null(n: int, n_sim: int = 4000, seed: int = 0) -> np.ndarray:
+    """``t`` of ``n_sim`` white-noise profiles of length ``n`` (the pivot null; cached per argument)."""
+    key = (n, n_sim, seed)
+    if key not in _PIVOT:
+        e = np.random.default_rng(seed).standard_normal((n_sim, n))
+        t = detrended_rho(e, axis=1)
+        _PIVOT[key] = t[np.isfinite(t)]
+    return _PIVOT[key]
 
 
 @dataclass(frozen=True)
 class AntiPersistence:
-    rho: float
-    null_mean: float
-    null_sd: float
-    p_value: float
-    alternative: str
-    n_surrogates: int
-    layers: tuple[int, int]
+    rho: float             # the paper's statistic (description)
+    t: float               # decision statistic (detrended)
+    null_mean: float       # of t under the white-noise pivot
+    null_lo: float         # 2.5% / 97.5% of that null
+    null_hi: float
+    p_value: float         # one-sided: more anti-persistent than trend + white noise
+    n_layers: int
 
 
-def anti_persistence_test(values, n_surrogates: int = 2000, seed: int = 0, layers: tuple[int, int] | None = None,
-                          window: int | None = None, polyorder: int = 2,
-                          alternative: str = "less") -> AntiPersistence:
-    """``rho`` against a calibrated null.
-
-    The profile (optionally ``values[start:stop]``, e.g. the back half) is split
-    into a Savitzky-Golay trend and residuals; each surrogate is trend +
-    residuals shuffled across layers, so it keeps the smooth shape and the
-    residual distribution but has exchangeable (white) fluctuations.
-    ``alternative="less"``: p = (1 + #{rho_null <= rho}) / (1 + n), i.e. the
-    observed zig-zag is *more* anti-persistent than trend + white noise;
-    ``"greater"`` the reverse; ``"two-sided"`` uses ``|rho - null_mean|``.
-    """
-    v = np.asarray(values, dtype=float)
-    start, stop = (0, len(v)) if layers is None else layers
-    v = v[start:stop]
-    if len(v) < 5:
-        raise ValueError(f"need at least 5 layers for anti-persistence, got {len(v)}")
-    rho = anti_persistence(v)
-    null = surrogate_rhos(v, n_surrogates, np.random.default_rng(seed), window, polyorder)
-    null = null[np.isfinite(null)]
-    if alternative == "less":
-        k = np.sum(null <= rho + 1e-12)
-    elif alternative == "greater":
-        k = np.sum(null >= rho - 1e-12)
-    elif alternative == "two-sided":
-        m = null.mean()
-        k = np.sum(np.abs(null - m) >= abs(rho - m) - 1e-12)
-    else:
-        raise ValueError(f"alternative must be 'less', 'greater' or 'two-sided', got {alternative!r}")
-    return AntiPersistence(rho, float(null.mean()), float(null.std()), float((1 + k) / (1 + len(null))),
-                           alternative, len(null), (start, stop))
-
-
-@dataclass(frozen=True)
-class PeakOrder:
-    """Bootstrap comparison of peak depths: ``depth_a - depth_b``."""
-    difference: float
-    ci_low: float
-    ci_high: float
-    p_a_deeper: float      # fraction of replicates with depth_a > depth_b
-    a_deeper: bool         # CI entirely above 0
-
-
-def peak_order(boot_a: np.ndarray, n_layers_a: int, boot_b: np.ndarray, n_layers_b: int,
-               values_a=None, values_b=None, level: float = 0.95) -> PeakOrder:
-    """Is experiment A's peak deeper than B's? ``boot_*`` are bootstrap
-    replicate profiles ``[B, L]`` (independent resamples of each experiment,
-    same number of replicates); ``values_*`` the point profiles (default: the
-    replicates' mean)."""
-    ba = np.asarray(boot_a, float)
-    bb = np.asarray(boot_b, float)
-    if ba.shape[0] != bb.shape[0]:
-        raise ValueError("use the same number of bootstrap replicates for both experiments")
-    da = bootstrap_peak_layers(ba) / n_layers_a
-    db = bootstrap_peak_layers(bb) / n_layers_b
-    va = np.nanmean(ba, 0) if values_a is None else np.asarray(values_a, float)
-    vb = np.nanmean(bb, 0) if values_b is None else np.asarray(values_b, float)
-    diff = peak_layer(va) / n_layers_a - peak_layer(vb) / n_layers_b
-    a = (1 - level) / 2
-    lo, hi = np.quantile(da - db, [a, 1 - a])
-    return PeakOrder(float(diff), float(lo), float(hi), float(np.mean(da > db)), bool(lo > 0))
+def anti_persistence_test(profiles, n_sim: int = 4000, seed: int = 0) -> AntiPersistence:
+    """Anti-persistence of one profile ``[n]`` or the mean over several ``[k, n]`` (equal length,
+    independent noise): the mean ``t`` against the mean of ``k`` independent pivot draws."""
+    p = np.atleast_2d(np.asarray(profiles, float))
+    k, n = p.shape
+    if n < 7:
+        raise ValueError(f"need at least 7 layers for the anti-persistence test, got {n}")
+    t = float(np.nanmean(detrended_rho(p, axis=1)))
+    rho = float(np.nanmean(anti_persistence(p, axis=1)))
+    base = white_noise_null(n, n_sim * k if k > 1 else n_sim, seed)
+    null = base[: (len(base) // k) * k].reshape(-1, k).mean(1)
+    pval = (1 + np.sum(null <= t + 1e-12)) / (1 + len(null))
+    lo, hi = np.quantile(null, [0.025, 0.975])
+    return AntiPersistence(rho, t, float(null.mean()), float(lo), float(hi), float(pval), n)

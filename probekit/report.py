@@ -21,24 +21,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .experiments import EXPERIMENTS, Experiment, experiment_profile
-from .profiles import bootstrap_peak_layers, layer_range_depths
+from . import profiles as P
+from .claim import INTERVALS, judge, measure
+from .experiments import Experiment, experiment_profile
+from .profiles import layer_range_depths
+from .studies import load_study, study_of_claim
 
 CHANCE = 0.5
 OVERVIEW_COMPONENT = "resid_pre"
 
-# the metric that stands for a claim in the one-row-per-claim table (first one present wins)
-KEY_METRICS = {
-    "item_peak_early": ("items.peak_layer", "items.peak_depth"),
-    "relations_deeper": ("relations_minus_items.peak_depth", "relations.peak_layer", "relations.peak_depth"),
-    "analogies_deeper": ("analogies_minus_relations.peak_depth", "analogies.peak_layer", "analogies.peak_depth"),
-    "double_peak": ("relations.double_peak_found", "analogies.double_peak_found"),
-    "anti_persistence": ("mean_rho_attn_back_half", "p_vs_null"),
-    "buried_decodable": ("buried.deep_value", "buried.deep_min_p_fwer"),
-    "shuffled_at_chance": ("shuffled_fwer_positive_rate", "max_abs_null_minus_chance"),
-}
-# metrics whose ci_low/ci_high hold a null distribution's 95% range, not a CI of the estimate
-NULL_RANGE_METRICS = {"mean_rho_attn_back_half"}
 BASIS_TITLES = {
     "own": ("Own expected rows",
             "Each model judged against rows of its own: the paper's numbers for Llama-3.2-3B / Llama-3.3-70B "
@@ -62,8 +53,12 @@ def _save_fig(fig, path) -> Path:
 
 # ----------------------------------------------------------------------------- profiles
 
-def _experiment(name: str) -> Experiment:
-    return EXPERIMENTS.get(name) or Experiment(name, name, "", "")
+def _study(rep):
+    return load_study(getattr(rep, "study", None))
+
+
+def _experiment(rep, name: str) -> Experiment:
+    return _study(rep).experiments.get(name) or Experiment(name, name, "", "")
 
 
 def _primary(res, exp: Experiment) -> list[str]:
@@ -71,54 +66,35 @@ def _primary(res, exp: Experiment) -> list[str]:
         or list(res.meta.get("primary", []))
 
 
-def paper_ranges(expected: pd.DataFrame | None = None) -> dict[str, list[dict]]:
-    """The paper's layer ranges per experiment, from the ``unit == 'layer'`` rows of the paper table.
-
-    ``{experiment: [{"low", "high", "n_layers", "model", "metric"}]}``; the
-    experiment is the part of the metric name before the dot."""
-    from . import expected as E
-    rows = E.paper_rows() if expected is None else expected
-    rows = rows[(rows.provenance == "paper") & (rows.unit == "layer") & (rows.direction == "range")]
-    out: dict[str, list[dict]] = {}
-    for _, r in rows.iterrows():
-        exp = r.metric.split(".")[0]
-        out.setdefault(exp, []).append({"low": float(r.low), "high": float(r.high), "n_layers": int(r.n_layers),
-                                        "model": r.model, "metric": r.metric})
-    return out
-
-
 def _range_in_layers(rng: dict, n_layers: int) -> tuple[float, float]:
     """A paper range on this model's layer axis: layers ``l`` of an ``L``-layer model cover depths
-    ``[l/L, (l+1)/L)`` (the convention :func:`probekit.claims.normalised_paper_rows` judges with)."""
+    ``[l/L, (l+1)/L)`` (the convention :func:`probekit.claim.normalised_paper_rows` judges with)."""
     lo, hi = layer_range_depths(rng["low"], rng["high"], rng["n_layers"])
     return lo * n_layers, hi * n_layers
 
 
 def _range_label(rng: dict) -> str:
     size = rng["model"].split("-")[-1].upper()
-    what = rng["metric"].split(".", 1)[1].replace("_layer", "").replace("_", " ")
-    return f"paper {size} {what}: layers {rng['low']:.0f}-{rng['high']:.0f} of {rng['n_layers']}"
+    return f"paper {size} {rng['what']}: layers {rng['low']:.0f}-{rng['high']:.0f} of {rng['n_layers']}"
 
 
-def profile_summary(res, exp: Experiment, component: str, profile=None) -> dict:
-    """Peak layer with bootstrap CI, peak value, layer-0 baseline, surface baseline and selectivity.
+def profile_summary(res, exp: Experiment, component: str, profile=None, inflation: float = 1.0) -> dict:
+    """Peak layer with its confidence set, peak value, layer-0 baseline, surface baseline and selectivity
+    (:func:`probekit.profiles.peak_summary`, the one peak summary of claims and report).
 
     ``profile``: ``(values, replicates)`` from :func:`experiment_profile` when the caller has them."""
     v, reps = profile if profile is not None else experiment_profile(res, exp, component)
-    L = len(v)
-    layer = int(np.nanargmax(v))
-    boot = bootstrap_peak_layers(reps) if len(reps) else np.array([layer])
-    lo, hi = np.quantile(boot, [0.025, 0.975])
+    ps = P.peak_summary(v, reps, P.LEVEL, inflation)
     s = res.scores
     d = s[s.label.isin(_primary(res, exp)) & (s.component == component) & (s.metric == exp.metric)]
-    at_peak = d[d.layer == layer]
-    return {"peak_layer": layer, "peak_ci_low": float(lo), "peak_ci_high": float(hi),
-            "peak_depth": layer / res.n_layers, "peak_value": float(v[layer]),
-            "peak_value_ci": tuple(np.quantile(reps[:, layer], [0.025, 0.975])) if len(reps) else (np.nan, np.nan),
-            "layer0_value": float(v[0]),
+    at_peak = d[d.layer == ps.layer]
+    return {"peak_layer": ps.layer, "peak_ci_low": ps.set_low, "peak_ci_high": ps.set_high,
+            "peak_depth": ps.layer / res.n_layers, "peak_value": ps.value,
+            "peak_value_ci": (ps.value_lo, ps.value_hi), "layer0_value": ps.layer0,
+            "peak_gain": ps.gain, "peak_gain_ci": (ps.gain_lo, ps.gain_hi),
             "surface_baseline": float(d.surface_baseline.mean()) if "surface_baseline" in d and len(d) else np.nan,
             "selectivity_at_peak": float(at_peak.selectivity.mean()) if "selectivity" in d and len(at_peak) else np.nan,
-            "n_layers": L}
+            "n_layers": len(v)}
 
 
 def _fig(width=9.5, height=4.5):
@@ -126,17 +102,18 @@ def _fig(width=9.5, height=4.5):
     return Figure(figsize=(width, height))
 
 
-def plot_experiment(rep, name: str, component: str, expected: pd.DataFrame | None = None):
+def plot_experiment(rep, name: str, component: str):
     """The figure of one experiment x component (see :func:`plot_profiles`)."""
     res = rep.results[name]
-    exp = _experiment(name)
+    study = _study(rep)
+    exp = _experiment(rep, name)
     v, reps = experiment_profile(res, exp, component)
     L = rep.n_layers
     x = np.arange(len(v))
     fig = _fig()
     ax = fig.add_subplot(111)
     colors = ["#d9d9d9", "#f0d9b5", "#cfe3c6", "#e3cfe0"]
-    for i, rng in enumerate(paper_ranges(expected).get(name, [])):
+    for i, rng in enumerate(study.paper_ranges.get(name, [])):
         a, b = _range_in_layers(rng, L)
         ax.axvspan(a, b, color=colors[i % len(colors)], alpha=0.6, lw=0, label=_range_label(rng))
     for lab in _primary(res, exp):
@@ -151,11 +128,12 @@ def plot_experiment(rep, name: str, component: str, expected: pd.DataFrame | Non
     ax.axhline(CHANCE, color="k", ls="--", lw=1, label="chance (0.5)")
     ax.plot([0], [v[0]], marker="s", ms=8, mfc="none", mec="C3", mew=1.8, ls="none",
             label=f"layer-0 baseline (embeddings) {v[0]:.3f}")
-    sm = profile_summary(res, exp, component, (v, reps))
+    sm = profile_summary(res, exp, component, (v, reps), study.inflation)
     ax.errorbar([sm["peak_layer"]], [sm["peak_value"]],
                 xerr=[[sm["peak_layer"] - sm["peak_ci_low"]], [sm["peak_ci_high"] - sm["peak_layer"]]],
                 fmt="v", color="C1", ms=8, capsize=4,
-                label=f"peak layer {sm['peak_layer']} (95% CI {sm['peak_ci_low']:.0f}-{sm['peak_ci_high']:.0f})")
+                label=f"peak layer {sm['peak_layer']} (95% confidence set {sm['peak_ci_low']:.0f}-"
+                      f"{sm['peak_ci_high']:.0f})")
     ax.set_xlim(-0.6, len(v) - 0.4)
     ax.set_xlabel("layer")
     ax.set_ylabel(exp.metric.replace("_", " "))
@@ -168,10 +146,10 @@ def plot_experiment(rep, name: str, component: str, expected: pd.DataFrame | Non
     return fig
 
 
-def plot_overview(rep, expected: pd.DataFrame | None = None, component: str = OVERVIEW_COMPONENT):
+def plot_overview(rep, component: str = OVERVIEW_COMPONENT):
     """Every experiment's profile on ``component`` against normalised depth; the paper's peak ranges
     (in depth) as bars in a strip under the plot."""
-    ranges = paper_ranges(expected)
+    ranges = _study(rep).paper_ranges
     names = [n for n in rep.results if component in rep.results[n].components]
     bars = [(i, name, rng) for i, name in enumerate(names) for rng in ranges.get(name, [])]
     fig = _fig(10, 5.5 if bars else 5)
@@ -183,7 +161,7 @@ def plot_overview(rep, expected: pd.DataFrame | None = None, component: str = OV
         ax, axb = fig.add_subplot(111), None
     for i, name in enumerate(names):
         res = rep.results[name]
-        exp = _experiment(name)
+        exp = _experiment(rep, name)
         v, reps = experiment_profile(res, exp, component)
         d = np.arange(len(v)) / rep.n_layers
         c = f"C{i % 10}"
@@ -206,8 +184,7 @@ def plot_overview(rep, expected: pd.DataFrame | None = None, component: str = OV
         a, b = layer_range_depths(rng["low"], rng["high"], rng["n_layers"])
         y = len(bars) - k
         axb.plot([a, b], [y, y], color=f"C{i % 10}", lw=5, solid_capstyle="butt")
-        axb.text(b + 0.006, y, f"{name}: paper {rng['model'].split('-')[-1].upper()} "
-                                f"{rng['metric'].split('.', 1)[1].replace('_layer', '').replace('_', ' ')}",
+        axb.text(b + 0.006, y, f"{name}: paper {rng['model'].split('-')[-1].upper()} {rng['what']}",
                  fontsize=6.5, va="center", color=f"C{i % 10}")
     axb.set_ylim(0.3, len(bars) + 0.7)
     axb.set_yticks([])
@@ -217,20 +194,18 @@ def plot_overview(rep, expected: pd.DataFrame | None = None, component: str = OV
     return fig
 
 
-def plot_profiles(rep, out_dir, expected: pd.DataFrame | None = None) -> list[Path]:
-    """``<model>_<experiment>_<component>.png`` for every experiment x component and ``<model>_overview.png``.
-
-    ``expected``: the table whose paper rows give the shaded ranges (default
-    :func:`probekit.expected.paper_rows`)."""
+def plot_profiles(rep, out_dir) -> list[Path]:
+    """``<model>_<experiment>_<component>.png`` for every experiment x component and ``<model>_overview.png``
+    (the study's paper ranges shaded)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, res in rep.results.items():
         for comp in res.components:
-            fig = plot_experiment(rep, name, comp, expected)
+            fig = plot_experiment(rep, name, comp)
             paths.append(_save_fig(fig, out / f"{rep.model}_{name}_{comp}.png"))
     if rep.results:
-        paths.append(_save_fig(plot_overview(rep, expected), out / f"{rep.model}_overview.png"))
+        paths.append(_save_fig(plot_overview(rep), out / f"{rep.model}_overview.png"))
     return paths
 
 
@@ -248,17 +223,26 @@ def _fmt(x, unit: str = "") -> str:
     return f"{x:.3f}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2g}"
 
 
-def _ci(lo, hi, unit="", metric="") -> str:
+def _ci(lo, hi, unit="", interval="") -> str:
     if pd.isna(lo) or pd.isna(hi):
         return "—"
     text = f"[{_fmt(lo, unit)}, {_fmt(hi, unit)}]"
-    return f"null {text}" if metric in NULL_RANGE_METRICS else text
+    return {"null": f"null {text}", "set": f"set {text}", "spread": f"spread {text}"}.get(interval, text)
 
 
-def _claim_order(claim: str) -> int:
-    from .claims import CLAIMS
-    ids = list(CLAIMS)
-    return ids.index(claim) if claim in ids else len(ids)
+def _claim(claim_id: str):
+    try:
+        return study_of_claim(claim_id).claim(claim_id)
+    except Exception:            # a claim of a study that is not loadable here: shown by id
+        return None
+
+
+def _claim_order(claim: str) -> tuple:
+    c = _claim(claim)
+    if c is None:
+        return (claim, 0)
+    st = study_of_claim(claim)
+    return (st.id, st.claims.index(c))
 
 
 def _md_cell(s) -> str:
@@ -269,12 +253,14 @@ def claim_rows(verdicts: pd.DataFrame) -> pd.DataFrame:
     """One row per (basis, model, claim): verdict, key metric with value and CI, reasons of the failed metrics."""
     rows = []
     for (basis, model, claim), g in verdicts.groupby(["basis", "model", "claim"], sort=False):
-        key = next((m for m in KEY_METRICS.get(claim, ()) if m in set(g.metric)), g.metric.iloc[0])
+        c = _claim(claim)
+        key = c.key_metric if c is not None and c.key_metric in set(g.metric) else g.metric.iloc[0]
         k = g[g.metric == key].iloc[0]
         failed = g[~g.passed.astype(bool)]
         rows.append({"basis": basis, "model": model, "claim": claim, "passed": bool(len(failed) == 0),
                      "n_passed": int(len(g) - len(failed)), "n_metrics": int(len(g)), "key_metric": key,
                      "unit": k.unit, "value": k.value, "ci_low": k.ci_low, "ci_high": k.ci_high,
+                     "interval": getattr(k, "interval", ""),
                      "provenance": k.provenance,
                      "reason": "; ".join(f"{r.metric}: {r.reason}" for r in failed.itertuples())})
     out = pd.DataFrame(rows)
@@ -283,7 +269,7 @@ def claim_rows(verdicts: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def claims_markdown(verdicts: pd.DataFrame, title: str = "Claims of arXiv 2501.07359", level: int = 1) -> str:
+def claims_markdown(verdicts: pd.DataFrame, title: str = "Claims", level: int = 1) -> str:
     """The claims table as markdown: a section per basis (``own``, ``paper-normalised``), one row per
     model x claim with PASS/FAIL, the key metric with its 95% CI and, on failure, the failed metrics' reasons;
     then every judged metric in a details block."""
@@ -291,7 +277,6 @@ def claims_markdown(verdicts: pd.DataFrame, title: str = "Claims of arXiv 2501.0
     lines = [f"{h} {title}", ""]
     if verdicts is None or verdicts.empty:
         return "\n".join(lines + ["No verdicts.", ""])
-    from .claims import CLAIMS
     cr = claim_rows(verdicts)
     for basis in [b for b in ("own", "paper-normalised") if b in set(cr.basis)] + \
             sorted(set(cr.basis) - {"own", "paper-normalised"}):
@@ -300,14 +285,16 @@ def claims_markdown(verdicts: pd.DataFrame, title: str = "Claims of arXiv 2501.0
         n_pass = int(part.passed.sum())
         lines += [f"{h}# {head} (basis `{basis}`)", "", blurb, "",
                   f"{n_pass} of {len(part)} model x claim rows pass.", "",
-                  "| model | claim | verdict | key metric | value | 95% CI (null: the calibrated null's 95% range) | against "
+                  "| model | claim | verdict | key metric | value | interval (CI; set: the peak's confidence set; "
+                  "null: the null's central 95%; spread: bootstrap argmaxes) | against "
                   "| metrics passed | reason |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for r in part.itertuples():
-            title_ = CLAIMS[r.claim].title if r.claim in CLAIMS else r.claim
+            c = _claim(r.claim)
+            title_ = c.title if c is not None else r.claim
             lines.append("| " + " | ".join(_md_cell(c) for c in [
                 r.model, f"`{r.claim}` {title_}", "PASS" if r.passed else "**FAIL**", f"`{r.key_metric}`",
-                _fmt(r.value, r.unit), _ci(r.ci_low, r.ci_high, r.unit, r.key_metric), r.provenance,
+                _fmt(r.value, r.unit), _ci(r.ci_low, r.ci_high, r.unit, r.interval), r.provenance,
                 f"{r.n_passed}/{r.n_metrics}", "" if r.passed else r.reason]) + " |")
         lines += ["", "<details><summary>every judged metric</summary>", "",
                   "| model | claim | metric | value | 95% CI | judged on | verdict | reason |",
@@ -316,7 +303,8 @@ def claims_markdown(verdicts: pd.DataFrame, title: str = "Claims of arXiv 2501.0
         v = v.assign(_o=v.claim.map(_claim_order)).sort_values(["model", "_o"], kind="stable")
         for r in v.itertuples():
             lines.append("| " + " | ".join(_md_cell(c) for c in [
-                r.model, r.claim, f"`{r.metric}`", _fmt(r.value, r.unit), _ci(r.ci_low, r.ci_high, r.unit, r.metric),
+                r.model, r.claim, f"`{r.metric}`", _fmt(r.value, r.unit),
+                _ci(r.ci_low, r.ci_high, r.unit, getattr(r, "interval", "")),
                 r.judged, "PASS" if r.passed else "FAIL", r.reason]) + " |")
         lines += ["", "</details>", ""]
     return "\n".join(lines)
@@ -330,44 +318,72 @@ def write_claims_table(verdicts: pd.DataFrame, out_dir) -> dict[str, Path]:
             "claims": atomic_write_text(out / "claims.md", claims_markdown(verdicts))}
 
 
-def all_verdicts(measurements: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
+def all_verdicts(measurements: pd.DataFrame, study) -> pd.DataFrame:
     """``judge`` with basis auto (own rows if the model has any) plus the paper-normalised audit."""
-    from .claims import judge
-    auto = judge(measurements, expected, "auto")
+    expected = study.expected()
+    auto = judge(measurements, expected, study.claims, "auto")
     parts = [auto]
     if auto.empty or (auto.basis != "paper-normalised").any():
-        parts.append(judge(measurements, expected, "paper-normalised"))
+        parts.append(judge(measurements, expected, study.claims, "paper-normalised"))
     return pd.concat([p for p in parts if len(p)], ignore_index=True)
 
 
-def load_expected(expected: pd.DataFrame | None = None) -> pd.DataFrame:
-    """``expected`` if given, else ``expected/*.parquet``, else (none written yet) the paper's rows."""
-    if expected is not None:
-        return expected
-    from . import expected as E
-    table = E.load()
-    return table if len(table) else E.paper_rows()
+def twin_markdown(verdicts: pd.DataFrame) -> str:
+    """The untrained-model control (Belinkov 2022): for every model with a random-init twin
+    (``<model>+random...``) among the verdicts, a positive claim counts as reproduced only if it passes on
+    the model AND fails on the twin (paper-normalised basis)."""
+    v = verdicts[verdicts.basis == "paper-normalised"]
+    if v.empty:
+        return ""
+    passed = {(m, c): bool(g.passed.all()) for (m, c), g in v.groupby(["model", "claim"])}
+    models = sorted(set(v.model))
+    twins = {m: sorted(t for t in models if t.startswith(m + "+random")) for m in models if "+random" not in m}
+    twins = {m: t for m, t in twins.items() if t}
+    if not twins:
+        return ""
+    lines = ["## Against the untrained twin (paper-normalised)", "",
+             "A positive claim counts as reproduced for a model only if it passes there and fails on the model's "
+             "random-init twin (same architecture and tokenizer, weights re-initialised with a fixed seed). "
+             "For the control claim (shuffled labels at chance) both must pass.", "",
+             "| model | twin | claim | model | twin | reproduced |", "|---|---|---|---|---|---|"]
+    for m, ts in twins.items():
+        for c in [c for c in dict.fromkeys(v[v.model == m].claim)]:
+            cl = _claim(c)
+            positive = cl is None or cl.effect_verdict
+            for t in ts:
+                if (t, c) not in passed:
+                    continue
+                pm, pt = passed[(m, c)], passed[(t, c)]
+                ok = (pm and not pt) if positive else (pm and pt)
+                lines.append(f"| {m} | {t} | `{c}` | {'PASS' if pm else 'fail'} | {'PASS' if pt else 'fail'} | "
+                             f"{'**yes**' if ok else 'no'} |")
+    return "\n".join(lines + [""])
+
+
+def measure_run(rep) -> pd.DataFrame:
+    """Every claim of the run's study measured on the run."""
+    from .claim import ReplicationEvidence
+    study = _study(rep)
+    return measure(study.claims, ReplicationEvidence(rep, study))
 
 
 # ----------------------------------------------------------------------------- per-model report
 
-def write_report(rep, out_dir, expected: pd.DataFrame | None = None, measurements: pd.DataFrame | None = None
-                 ) -> dict[str, object]:
+def write_report(rep, out_dir, measurements: pd.DataFrame | None = None) -> dict[str, object]:
     """Everything for one model in ``out_dir``: the saved Replication (``scores.parquet``,
     ``replication.json``, ``probes/``), ``measurements.parquet``, ``verdicts.parquet`` + ``claims.md``
     (basis auto and the paper-normalised audit), ``figures/*.png`` and ``report.md``."""
-    from .claims import measure
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    expected = load_expected(expected)
+    study = _study(rep)
     rep.save(out)
-    meas = measure(rep) if measurements is None else measurements
+    meas = measure_run(rep) if measurements is None else measurements
     paths: dict[str, object] = {"replication": out / "replication.json", "scores": out / "scores.parquet",
                                 "measurements": atomic_write_parquet(meas, out / "measurements.parquet")}
-    verdicts = all_verdicts(meas, expected) if len(meas) else pd.DataFrame()
+    verdicts = all_verdicts(meas, study) if len(meas) else pd.DataFrame()
     if len(verdicts):
         paths.update(write_claims_table(verdicts, out))
-    figs = plot_profiles(rep, out / "figures", expected)
+    figs = plot_profiles(rep, out / "figures")
     paths["figures"] = figs
     paths["report"] = atomic_write_text(out / "report.md", report_markdown(rep, verdicts, figs, out))
     paths["verdicts_df"] = verdicts
@@ -379,7 +395,7 @@ def report_markdown(rep, verdicts: pd.DataFrame, figures: list[Path], out_dir: P
     rel = {Path(p).name: os.path.relpath(p, out_dir) for p in figures}
     lines = [f"# probekit report: {rep.model}", "",
              f"{rep.n_layers} layers, d_model {rep.d_model}, markers {', '.join(rep.markers) or '—'}, "
-             f"fingerprint `{rep.fingerprint}`, probekit {__version__}.", ""]
+             f"fingerprint `{rep.fingerprint}`, study `{_study(rep).id}`, probekit {__version__}.", ""]
     t = rep.timings or {}
     if t:
         bits = [f"load {t.get('load_model_s', '—')} s"] + [
@@ -390,18 +406,20 @@ def report_markdown(rep, verdicts: pd.DataFrame, figures: list[Path], out_dir: P
     if ov in rel:
         lines += [f"![overview]({rel[ov]})", ""]
     lines += ["## Profiles", "",
-              "Experiment profile = mean balanced accuracy of the experiment's primary labels. Peak CI: "
-              "2.5-97.5% of the group-bootstrap replicates' peak layers. Layer 0 = the embeddings (baseline). "
+              "Experiment profile = mean balanced accuracy of the experiment's primary labels. Peak set: the "
+              "layers that may be the true peak (a simultaneous 95% band, widened by the study's inflation factor; "
+              "see probekit.profiles). Layer 0 = the embeddings (baseline). "
               "Surface baseline: the same CV from surface features only (letters, frequency, tokens). "
               "Selectivity: value minus the control-task value (Hewitt & Liang), at the peak layer.", "",
-              "| experiment | component | peak layer | peak 95% CI | peak depth | peak value [95% CI] | layer 0 | "
+              "| experiment | component | peak layer | peak 95% set | peak depth | peak value [95% CI] | layer 0 | "
               "surface baseline | selectivity at peak | figure |",
               "|---|---|---|---|---|---|---|---|---|---|"]
+    study = _study(rep)
     for name, res in rep.results.items():
-        exp = _experiment(name)
+        exp = _experiment(rep, name)
         for comp in res.components:
             try:
-                s = profile_summary(res, exp, comp)
+                s = profile_summary(res, exp, comp, inflation=study.inflation)
             except (KeyError, ValueError) as exc:
                 lines.append(f"| {name} | {comp} | — | — | — | — | — | — | — | ({_md_cell(exc)}) |")
                 continue
@@ -414,7 +432,7 @@ def report_markdown(rep, verdicts: pd.DataFrame, figures: list[Path], out_dir: P
                 f"[png]({rel[fn]})" if fn in rel else "—"]) + " |")
     lines += [""]
     if verdicts is not None and len(verdicts):
-        lines += [claims_markdown(verdicts, title="Claims", level=2)]
+        lines += [claims_markdown(verdicts, title=f"Claims ({study.title})", level=2)]
     else:
         lines += ["## Claims", "", "No claim could be measured (experiments missing).", ""]
     return "\n".join(lines)

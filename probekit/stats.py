@@ -302,6 +302,13 @@ def bootstrap_difference(estimate_a: float, replicates_a: np.ndarray, estimate_b
                       float(np.mean(d > 0)), len(d), ra, rb)
 
 
+def binomial_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Two-sided Clopper-Pearson interval for a binomial rate (scipy's exact method)."""
+    from scipy.stats import binomtest
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method="exact")
+    return float(ci.low), float(ci.high)
+
+
 def binomial_upper(k: int, n: int, level: float = 0.95) -> float:
     """One-sided Clopper-Pearson upper bound for a binomial rate."""
     from scipy.stats import beta

@@ -11,7 +11,7 @@ import pytest
 from probekit import cli
 from probekit.models import MODELS
 
-SUBCOMMANDS = ["run", "report", "audit", "models", "expected"]
+SUBCOMMANDS = ["run", "report", "audit", "models", "expected", "calibrate"]
 
 
 def test_python_m_probekit_help():
@@ -91,4 +91,20 @@ def test_report_from_a_directory_without_a_run(tmp_path, capsys):
 def test_expected_write_paper(tmp_path):
     assert cli.main(["expected", "--write-paper", "--dir", str(tmp_path)]) == 0
     from probekit import expected as E
-    assert len(E.load(tmp_path)) == len(E.paper_rows())
+    from probekit.studies import load_study
+    assert len(E.load(tmp_path)) == len(load_study("bogdan2025").paper_rows())
+
+
+def test_calibrate_writes_the_table(tmp_path, capsys):
+    rc = cli.main(["calibrate", "--out", str(tmp_path), "--draws", "20", "--layers", "18", "--claims",
+                   "double_peak", "--workers", "1"])
+    t = pd.read_parquet(tmp_path / "calibration.parquet")
+    assert set(t.claim) == {"bogdan2025.double_peak"} and set(t.n_layers) == {18}
+    assert {"null", "planted"} <= set(t.kind) and (t.n_draws == 20).all()
+    assert rc == (1 if (t[t.kind == "null"].ci_low > 0.05).any() else 0)
+    assert "Calibration" in (tmp_path / "calibration.md").read_text()
+
+
+def test_calibrate_refuses_bad_arguments(capsys):
+    assert cli.main(["calibrate", "--draws", "3"]) == 2
+    assert "--draws" in capsys.readouterr().err

@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from probekit import claims as C
 from probekit import expected as E
 from probekit import report as R
 from probekit.pipeline import Replication, with_shuffled_controls
@@ -55,7 +54,7 @@ def rep():
 
 @pytest.fixture(scope="module")
 def meas(rep):
-    return C.measure(rep)
+    return R.measure_run(rep)
 
 
 def _is_png(path) -> bool:
@@ -73,8 +72,9 @@ def test_plot_profiles_writes_valid_pngs(rep, tmp_path):
     assert sorted(tmp_path.iterdir()) == sorted(paths), "temporary files left behind"
 
 
-def test_paper_ranges_come_from_the_paper_rows():
-    rng = R.paper_ranges()
+def test_paper_ranges_come_from_the_study():
+    from probekit.studies import load_study
+    rng = load_study("bogdan2025").paper_ranges
     assert {(r["low"], r["high"], r["n_layers"]) for r in rng["items"]} == {(2, 7, 28)}
     assert {(r["low"], r["high"], r["n_layers"]) for r in rng["relations"]} == {(8, 12, 28), (12, 16, 80),
                                                                                   (25, 33, 80)}
@@ -83,14 +83,15 @@ def test_paper_ranges_come_from_the_paper_rows():
 
 
 def test_profile_summary_finds_the_planted_peak(rep):
-    s = R.profile_summary(rep.results["relations"], R._experiment("relations"), "resid_pre")
+    s = R.profile_summary(rep.results["relations"], R._experiment(rep, "relations"), "resid_pre")
     assert s["peak_layer"] == 5 and s["peak_ci_low"] <= 5 <= s["peak_ci_high"]
+    assert s["peak_gain_ci"][0] > 0                  # a planted peak clears the selection-aware bound
     assert 0 <= s["layer0_value"] <= 1 and not np.isnan(s["selectivity_at_peak"])
 
 
 def _verdict(model, claim, metric, passed, value=1.0, basis="own", reason=None):
-    return {"model": model, "claim": claim, "metric": metric, "unit": "layer", "value": value, "ci_low": value - 1,
-            "ci_high": value + 1, "judged": "value", "direction": "range", "low": 2, "high": 7, "expected": 4.5,
+    return {"model": model, "claim": "bogdan2025." + claim, "metric": metric, "unit": "layer", "value": value,
+            "ci_low": value - 1, "ci_high": value + 1, "interval": "ci", "judged": "value", "direction": "range", "low": 2, "high": 7, "expected": 4.5,
             "tolerance": np.nan, "provenance": "paper", "basis": basis, "passed": passed,
             "reason": reason or f"value {value} {'is' if passed else 'is not'} in [2, 7]", "source": "test"}
 
@@ -99,7 +100,7 @@ def test_claims_markdown_one_row_per_model_and_claim_with_fail_reason():
     v = pd.DataFrame([
         _verdict("m1", "item_peak_early", "items.peak_layer", True, 4),
         _verdict("m1", "relations_deeper", "relations.peak_layer", False, 20, reason="value 20 is not in [8, 12]"),
-        _verdict("m1", "relations_deeper", "relations_minus_items.peak_depth", True, 0.3),
+        _verdict("m1", "relations_deeper", "relations_minus_items.depth", True, 0.3),
         _verdict("m2", "item_peak_early", "items.peak_layer", False, 9),
         _verdict("m2", "item_peak_early", "items.peak_depth", False, 0.3, basis="paper-normalised"),
     ])
@@ -109,7 +110,8 @@ def test_claims_markdown_one_row_per_model_and_claim_with_fail_reason():
     assert len(table) == 3                                    # m1 x 2 claims + m2 x 1 claim
     rel = next(l for l in table if "relations_deeper" in l)
     assert "FAIL" in rel and "value 20 is not in [8, 12]" in rel
-    assert "relations_minus_items.peak_depth" in rel          # the key metric, with its CI
+    assert "`relations_minus_items.depth`" in rel            # the claim object's key metric
+    assert "Two-item relations peak deeper than items" in rel  # the claim object's title
     assert "PASS" in next(l for l in table if "m1" in l and "item_peak_early" in l)
     assert len([l for l in audit.split("<details>")[0].splitlines() if l.startswith(("| m1 ", "| m2 "))]) == 1
 
@@ -148,7 +150,7 @@ def test_write_report_on_synthetic_replication(rep, meas, tmp_path):
     assert set(v.basis) == {"paper-normalised"} and set(v.model) == {"synth-10l"}
     report = (d / "report.md").read_text()
     assert "figures/synth-10l_overview.png" in report and "| relations | resid_pre | 5 |" in report
-    assert "buried_decodable" in report and "not measured" in report      # missing experiment -> FAIL, said so
+    assert "shuffled_at_chance" in report and "relations_eats" not in set(rep.results)
     names = {p.name for p in out["figures"]}
     assert names == {f"synth-10l_{e}_{c}.png" for e in SYNTH for c in rep.results["items"].components} \
         | {"synth-10l_overview.png"}
@@ -156,14 +158,34 @@ def test_write_report_on_synthetic_replication(rep, meas, tmp_path):
     assert not [p for p in d.rglob("*") if p.name.endswith(".tmp")]
 
 
-def test_all_verdicts_own_plus_audit(meas):
-    own = E.measured_rows(meas)                       # regression rows of the synthetic model itself
-    table = pd.concat([E.paper_rows(), own], ignore_index=True)
-    v = R.all_verdicts(meas, table)
+def test_all_verdicts_own_plus_audit(meas, tmp_path):
+    import dataclasses as dc
+
+    from probekit.studies import load_study
+    study = load_study("bogdan2025")
+    E.write_measured(meas, tmp_path)                  # regression rows of the synthetic model itself
+    E.write_paper(study, tmp_path)
+    v = R.all_verdicts(meas, dc.replace(study, expected_path=tmp_path))
     assert set(v.basis) == {"own", "paper-normalised"}
     cr = R.claim_rows(v)
     assert not cr.duplicated(["basis", "model", "claim"]).any()
     own_cr = cr[cr.basis == "own"].set_index("claim")
     # a run judged against its own measured CIs passes its peak claims (the shuffled-control row keeps its
     # fixed 0.02 bound, which 20 permutations of 120 rows need not meet)
-    assert own_cr.loc[["item_peak_early", "relations_deeper", "analogies_deeper"], "passed"].all()
+    assert own_cr.loc[["bogdan2025." + c for c in ("item_peak_early", "relations_deeper", "analogies_deeper")],
+                      "passed"].all()
+
+
+def test_twin_table_counts_a_claim_only_when_the_twin_fails():
+    v = pd.DataFrame([
+        _verdict("m", "item_peak_early", "items.peak_gain", True, basis="paper-normalised"),
+        _verdict("m+random:0", "item_peak_early", "items.peak_gain", True, basis="paper-normalised"),
+        _verdict("m", "relations_deeper", "relations.peak_gain", True, basis="paper-normalised"),
+        _verdict("m+random:0", "relations_deeper", "relations.peak_gain", False, basis="paper-normalised"),
+        _verdict("m", "shuffled_at_chance", "shuffled_fwer_positive_rate", True, basis="paper-normalised"),
+        _verdict("m+random:0", "shuffled_at_chance", "shuffled_fwer_positive_rate", True, basis="paper-normalised"),
+    ])
+    rows = {l.split("|")[3].strip(" `"): l for l in R.twin_markdown(v).splitlines() if l.startswith("| m |")}
+    assert rows["bogdan2025.item_peak_early"].rstrip(" |").endswith("no")        # passes on the twin too
+    assert "**yes**" in rows["bogdan2025.relations_deeper"]
+    assert "**yes**" in rows["bogdan2025.shuffled_at_chance"]                    # a control must pass on both

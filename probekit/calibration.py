@@ -1,0 +1,145 @@
+"""Calibration: every claim's decision rule run on its simulated nulls and planted effects.
+
+For each claim x scenario x depth, ``n_draws`` synthetic evidences go through the
+claim's own ``measure`` and the study's ``judge`` — the exact path of a real run —
+and the *rejection rate* is counted: how often the verdict says "the effect is
+there" (a pass for a positive claim, a failure for a control claim). Under a null
+that is the false-positive rate (must be <= 5%); under a planted effect, power.
+Rates come with exact 95% Clopper-Pearson intervals.
+
+``python -m probekit calibrate --out DIR`` writes ``DIR/calibration.parquet`` and
+``DIR/calibration.md``.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .claim import judge_rows, normalised_paper_rows
+from .stats import binomial_interval
+
+COLUMNS = ["study", "claim", "rule", "n_layers", "scenario", "kind", "description", "n_draws", "n_effect", "rate",
+           "ci_low", "ci_high", "seconds"]
+DEPTHS = (18, 28, 30, 80)
+ALPHA = 0.05
+
+
+def rule_text(expected_rows: pd.DataFrame) -> str:
+    """The claim's rule as one line: every paper row it must pass."""
+    from .claim import bounds_text
+    parts = []
+    for r in expected_rows.itertuples():
+        on = "interval" if r.direction == "within" else r.judge_on
+        parts.append(f"{r.metric} [{on}] {bounds_text(r.direction, r.low, r.high, r.expected, r.tolerance)}")
+    return " AND ".join(parts)
+
+
+def verdict(claim, ev, rules: list[dict]) -> bool:
+    """The claim's verdict on one piece of evidence (True = passes): its ``measure`` judged on ``rules``
+    (its paper rows normalised to the evidence's depth) by the judging core of real runs."""
+    m = claim.measure(ev) if claim.applies(ev) else []
+    return bool(m) and all(v["passed"] for v in judge_rows(m, rules, "paper-normalised"))
+
+
+def calibrate_claim(study, claim, n_layers: int, scenario, n_draws: int, seed: int = 0) -> dict:
+    expected = study.expected()
+    mine = expected[expected.claim == claim.id]
+    rng = np.random.default_rng([seed, n_layers, abs(hash((claim.id, scenario.name))) % (2 ** 32)])
+    norm = normalised_paper_rows(mine, study.claims, n_layers, "simulated")
+    rules = norm.to_dict("records")
+    t = time.perf_counter()
+    k = 0
+    for _ in range(n_draws):
+        ev = claim.simulate(scenario, n_layers, rng)
+        k += verdict(claim, ev, rules) == claim.effect_verdict
+    lo, hi = binomial_interval(k, n_draws)
+    return {"study": study.id, "claim": claim.id, "rule": rule_text(norm), "n_layers": n_layers,
+            "scenario": scenario.name, "kind": scenario.kind, "description": scenario.description,
+            "n_draws": n_draws, "n_effect": k, "rate": k / n_draws, "ci_low": lo, "ci_high": hi,
+            "seconds": round(time.perf_counter() - t, 2)}
+
+
+def _cell(args):
+    study_key, claim_id, L, sc_name, n_draws, seed = args
+    from .studies import load_study
+    study = load_study(study_key)
+    claim = study.claim(claim_id)
+    sc = next(s for s in claim.scenarios if s.name == sc_name)
+    try:
+        return calibrate_claim(study, claim, L, sc, n_draws, seed)
+    except LookupError as exc:                      # e.g. no untrained-model profiles recorded
+        return f"{claim.id} {sc.name} L={L}: skipped ({exc})"
+
+
+def calibrate(study, n_draws: int = 500, depths=DEPTHS, claims=None, kinds=("null", "planted"), seed: int = 0,
+              workers: int = 1, log=None) -> pd.DataFrame:
+    """The calibration table of a study (``claims``: ids or short names to restrict to; ``workers``:
+    processes, each cell is independent and seeded by (seed, depth, claim, scenario))."""
+    chosen = [c for c in study.claims if not claims or c.id in claims or c.id.split(".", 1)[-1] in claims]
+    key = str(study.folder) if study.folder and study.id not in _builtin() else study.id
+    jobs = [(key, c.id, L, sc.name, n_draws, seed) for c in chosen for sc in c.scenarios if sc.kind in kinds
+            for L in depths]
+    if workers > 1:
+        import multiprocessing as mp
+        with mp.get_context("fork").Pool(workers) as pool:
+            results = pool.imap(_cell, jobs)
+            results = [_log(r, log) for r in results]
+    else:
+        results = [_log(_cell(j), log) for j in jobs]
+    return pd.DataFrame([r for r in results if isinstance(r, dict)], columns=COLUMNS)
+
+
+def _builtin():
+    from .studies import BUILTIN
+    return BUILTIN
+
+
+def _log(r, log):
+    if log:
+        log(f"  {r}" if isinstance(r, str) else
+            f"  {r['claim']:<34} {r['scenario']:<24} L={r['n_layers']:<3} rate {r['rate']:.3f} "
+            f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] ({r['seconds']} s)")
+    return r
+
+
+def exceeds(table: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
+    """Null rows whose rejection rate is significantly above ``alpha`` (the CI's lower bound above it)."""
+    t = table[table.kind == "null"]
+    return t[t.ci_low > alpha]
+
+
+def markdown(table: pd.DataFrame, title: str = "Calibration of the decision rules") -> str:
+    lines = [f"# {title}", "",
+             "Rate = how often a claim's rule declares its effect (a pass for a positive claim, a failure for a "
+             "control claim) on simulated evidence, through the claim's own `measure` and the study's `judge`. "
+             f"Nulls must stay at or below {ALPHA:.0%} (95% Clopper-Pearson interval in brackets); planted rows "
+             "are power.", ""]
+    bad = exceeds(table)
+    lines += [f"**{'No' if bad.empty else len(bad)} null row(s) significantly above {ALPHA:.0%}.**", ""]
+    depths = sorted(table.n_layers.unique())
+    for (claim, kind), g in table.groupby(["claim", "kind"], sort=False):
+        if kind == "null":
+            lines += [f"## `{claim}`", "", f"Rule: {g.rule.iloc[-1]}", ""]
+        lines += [f"| {kind} scenario | " + " | ".join(f"L = {L}" for L in depths) + " |",
+                  "|---|" + "---|" * len(depths)]
+        for sc, s in g.groupby("scenario", sort=False):
+            cells = []
+            for L in depths:
+                x = s[s.n_layers == L]
+                cells.append("—" if x.empty else f"{x.rate.iloc[0]:.3f} [{x.ci_low.iloc[0]:.3f}, {x.ci_high.iloc[0]:.3f}]")
+            lines.append(f"| {sc}: {s.description.iloc[0]} | " + " | ".join(cells) + " |")
+        lines.append("")
+    n = int(table.n_draws.max()) if len(table) else 0
+    lines += [f"{n} draws per cell; {table.seconds.sum():.0f} s in all.", ""]
+    return "\n".join(lines)
+
+
+def write(table: pd.DataFrame, out_dir) -> dict[str, Path]:
+    from .atomic import atomic_write_parquet, atomic_write_text
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return {"parquet": atomic_write_parquet(table, out / "calibration.parquet"),
+            "markdown": atomic_write_text(out / "calibration.md", markdown(table))}

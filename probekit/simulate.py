@@ -1,0 +1,94 @@
+"""Synthetic layer profiles for calibrating decision rules: truths, realistic noise, bootstrap replicates.
+
+A simulated experiment is a *truth* profile ``f[L]`` observed with noise, plus ``B``
+bootstrap replicates scattered around the observation — the same
+``(values, reps)`` a real run hands to the claims. The noise model follows what
+the real bootstrap of out-of-fold predictions shows and what it misses:
+
+* the replicates scatter with sd ``sd[l]`` (the bootstrap's own spread), correlated
+  across layers (AR(1) with ``rho``, or a random walk);
+* the observation misses the truth by ``kappa_true`` times that sd (``kappa_true``
+  > 1: refit/CV-split variance the bootstrap does not see).
+
+Everything is a pure function of its arguments and an explicit generator.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.signal import lfilter
+
+CHANCE = 0.5
+
+
+def ar_noise(shape, rho: float, rng: np.random.Generator) -> np.ndarray:
+    """Unit-variance stationary AR(1) noise along the last axis (``rho`` in (-1, 1))."""
+    e = rng.standard_normal(shape)
+    if rho == 0:
+        return e
+    e[..., 0] /= np.sqrt(1 - rho ** 2)                 # start in the stationary distribution
+    return lfilter([np.sqrt(1 - rho ** 2)], [1, -rho], e, axis=-1)
+
+
+def walk_noise(shape, rng: np.random.Generator) -> np.ndarray:
+    """A random walk along the last axis, scaled so its sd is 1 at the last layer (0 at layer 0 ... 1)."""
+    e = rng.standard_normal(shape)
+    w = np.cumsum(e, axis=-1)
+    return w / np.sqrt(shape[-1])
+
+
+def noise(shape, kind: str, rho: float, rng: np.random.Generator) -> np.ndarray:
+    if kind == "ar":
+        return ar_noise(shape, rho, rng)
+    if kind == "walk":
+        return walk_noise(shape, rng)
+    raise ValueError(f"noise kind {kind!r}: 'ar' or 'walk'")
+
+
+def bump(n_layers: int, centre: float, width: float, height: float, base: float = CHANCE) -> np.ndarray:
+    """``base + height * exp(-(x - centre)^2 / (2 width^2))`` at depths ``x = l / L``."""
+    x = np.arange(n_layers) / n_layers
+    return base + height * np.exp(-0.5 * ((x - centre) / width) ** 2)
+
+
+def resample(profile, n_layers: int) -> np.ndarray:
+    """A profile measured on ``len(profile)`` layers, linearly interpolated to ``n_layers`` (same depths)."""
+    p = np.asarray(profile, float)
+    return np.interp(np.arange(n_layers) / n_layers, np.arange(len(p)) / len(p), p)
+
+
+def observe(truth, sd, rng: np.random.Generator, *, rho: float = 0.6, kappa_true: float = 1.0,
+            kind: str = "ar", n_boot: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """``(values, reps)``: the truth seen with noise of sd ``kappa_true * sd`` and ``n_boot`` replicates
+    around that observation with sd ``sd`` (same correlation structure)."""
+    f = np.asarray(truth, float)
+    s = np.broadcast_to(np.asarray(sd, float), f.shape)
+    values = f + kappa_true * s * noise(f.shape, kind, rho, rng)
+    reps = values + s * noise((n_boot, len(f)), kind, rho, rng)
+    return values, reps
+
+
+def cell_table(labels, n_layers: int, rng: np.random.Generator, *, components=("resid_pre", "attn_out", "mlp_out"),
+               sd: float = 0.03, rho: float = 0.6, shift=None, n_perm: int = 100,
+               metric: str = "balanced_accuracy", role: str = "primary") -> "object":
+    """A probe grid's tidy scores for ``labels`` with a max-statistic permutation null.
+
+    Each label's observed cells ``[component, layer]`` and its ``n_perm`` permutation replicates are chance
+    plus AR(1) noise (sd ``sd``); ``shift(label) -> [L]`` (or None) adds a true effect to the observed
+    cells. ``p_fwer`` comes from :func:`probekit.stats.maxstat_pvalue` over the label's whole grid, as in
+    the probe grid."""
+    import pandas as pd
+
+    from .stats import maxstat_pvalue
+    C, L = len(components), n_layers
+    parts = []
+    for lab in labels:
+        null = CHANCE + sd * ar_noise((n_perm, C, L), rho, rng)
+        obs = CHANCE + sd * ar_noise((C, L), rho, rng)
+        if shift is not None:
+            obs = obs + np.asarray(shift(lab), float)[None, :]
+        p = maxstat_pvalue(obs, null)
+        parts.append(pd.DataFrame({
+            "label": lab, "component": np.repeat(components, L), "metric": metric,
+            "layer": np.tile(np.arange(L), C), "value": obs.ravel(), "p_fwer": p.ravel(),
+            "null_mean": null.mean(0).ravel(), "chance": CHANCE, "role": role}))
+    return pd.concat(parts, ignore_index=True)

@@ -1,0 +1,27 @@
+"""arXiv 2501.07359 (Bogdan 2025), "Emergent effects of scaling on the functional hierarchies within large
+language models": items early, relations deeper, analogies deeper still, the 70B double peak, attention
+anti-persistence, buried concepts, and the shuffled-label control.
+
+``experiments`` — the stimulus sets and primary labels of each experiment;
+``claims`` — the seven claims (measurement, nulls, planted effects);
+``paper`` — the paper's numbers as the claims' expected rows (``expected/paper.parquet``).
+"""
+from pathlib import Path
+
+from probekit.studies import Study
+
+from .claims import CLAIMS, INFLATION, NOISE
+from .experiments import EXPERIMENTS
+from .paper import PAPER_RANGES, paper_rows
+
+STUDY = Study(
+    id="bogdan2025",
+    title="Claims of arXiv 2501.07359 (Bogdan 2025)",
+    experiments=EXPERIMENTS,
+    claims=CLAIMS,
+    paper_rows=paper_rows,
+    inflation=INFLATION,
+    noise=NOISE,
+    paper_ranges=PAPER_RANGES,
+    folder=Path(__file__).resolve().parent,
+)

@@ -1,0 +1,415 @@
+"""The seven claims of arXiv 2501.07359, each with its measurement, and its nulls and planted effects.
+
+Decision rules are the rows of :mod:`.paper`; the measurements here feed them.
+Every interval is widened by the study's ``INFLATION`` (see ``__init__``), and every
+claim is calibrated by :mod:`probekit.calibration` on the scenarios below: nulls at
+white, correlated (AR(1)) and random-walk noise, at the bootstrap's own noise level
+and at 1.5x it (refit variance the bootstrap misses), and the untrained model's
+measured profiles; planted effects at the paper's layers.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from probekit import profiles as P
+from probekit import simulate as sim
+from probekit.claim import Claim, Scenario, SyntheticEvidence, row
+from probekit.pipeline import SHUFFLED_PREFIX
+from probekit.stats import binomial_lower, binomial_upper
+
+RESID, ATTN = "resid_pre", "attn_out"
+LEVEL = P.LEVEL
+INFLATION = 1.5
+# simulation parameters (balanced-accuracy units): bootstrap sd per layer, its lag-1 correlation across layers
+NOISE = {"sd": 0.02, "rho": 0.6, "n_boot": 500, "cells_sd": 0.03}
+UNTRAINED_FILE = Path(__file__).with_name("untrained_profiles.json")
+S = "bogdan2025."
+
+
+def _untrained() -> dict | None:
+    """The random-init twin's measured profiles ({experiment: {component: {mean, sd}}}), if recorded."""
+    if UNTRAINED_FILE.exists():
+        return json.loads(UNTRAINED_FILE.read_text())["profiles"]
+    return None
+
+
+# ----------------------------------------------------------------------------- simulation helpers
+
+def _truth(spec, L, rng, shared: dict):
+    """A truth profile from a spec: ("flat",), ("bump", centre, width, height), ("bump_random", lo, hi, width,
+    height, key) — the same draw for every spec with that key —, ("two_bumps", c1, c2, width, dip),
+    ("untrained", experiment, component)."""
+    kind = spec[0]
+    if kind == "flat":
+        return np.full(L, sim.CHANCE), None
+    if kind == "bump":
+        return sim.bump(L, spec[1], spec[2], spec[3]), None
+    if kind == "bump_random":
+        key = spec[5]
+        if key not in shared:
+            shared[key] = rng.uniform(spec[1], spec[2])
+        return sim.bump(L, shared[key], spec[3], spec[4]), None
+    if kind == "two_bumps":
+        c1, c2, w, dip = spec[1:]
+        g = np.exp(-0.5 * (((c2 - c1) / 2) / w) ** 2)      # each bump's height at the midpoint
+        h = dip / (1 - 2 * g)                               # peak height so that the valley is `dip` lower
+        x = np.arange(L) / L
+        f = np.exp(-0.5 * ((x - c1) / w) ** 2) + np.exp(-0.5 * ((x - c2) / w) ** 2)
+        return sim.CHANCE + h * f, None
+    if kind == "untrained":
+        u = _untrained()
+        if u is None:
+            raise LookupError("no untrained-model profiles recorded (untrained_profiles.json)")
+        p = u[spec[1]][spec[2]]
+        return sim.resample(p["mean"], L), sim.resample(p["sd"], L)
+    raise ValueError(f"unknown truth spec {spec!r}")
+
+
+def _simulate_profiles(scenario: Scenario, L: int, rng, n_boot: int | None = None) -> SyntheticEvidence:
+    p = scenario.params
+    ev = SyntheticEvidence(L)
+    shared: dict = {}
+    for (exp, comp), spec in p["truths"].items():
+        f, sd = _truth(spec, L, rng, shared)
+        sd = NOISE["sd"] if sd is None else sd
+        ev.profiles[(exp, comp)] = sim.observe(
+            f, sd, rng, rho=p.get("rho", NOISE["rho"]), kappa_true=p.get("kappa", 1.0), kind=p.get("noise", "ar"),
+            n_boot=NOISE["n_boot"] if n_boot is None else n_boot)
+    return ev
+
+
+def _profile_nulls(truths_null: dict, untrained: dict) -> list[Scenario]:
+    """The standard null family for profile claims: ``truths_null`` under AR noise at 1x and 1.5x, white
+    noise, a random walk, and the untrained model's profiles."""
+    return [
+        Scenario("null_ar", "null", "null truth, AR(1) noise at the bootstrap's level", dict(truths=truths_null)),
+        Scenario("null_ar_1.5x", "null", "null truth, AR(1) noise 1.5x the bootstrap's (refit variance)",
+                 dict(truths=truths_null, kappa=1.5)),
+        Scenario("null_white_1.5x", "null", "null truth, white noise 1.5x", dict(truths=truths_null, kappa=1.5,
+                                                                                   rho=0.0)),
+        Scenario("null_walk_1.5x", "null", "null truth, random-walk noise 1.5x", dict(truths=truths_null, kappa=1.5,
+                                                                                     noise="walk")),
+        Scenario("untrained_1.5x", "null", "the untrained model's measured profiles and noise, 1.5x",
+                 dict(truths=untrained, kappa=1.5)),
+    ]
+
+
+# ----------------------------------------------------------------------------- measurements
+
+def peak_rows(ev, claim, exp: str, component: str = RESID) -> list[dict]:
+    v, reps = ev.profile(exp, component)
+    ps = P.peak_summary(v, reps, LEVEL, INFLATION)
+    boot = P.bootstrap_peak_layers(reps)
+    b_lo, b_hi = np.quantile(boot, [0.025, 0.975])
+    c, c_lo, c_hi = P.depth_interval(v, reps, LEVEL, INFLATION)
+    return [
+        row(ev, claim, f"{exp}.peak_layer", "layer", ps.layer, ps.set_low, ps.set_high, "set",
+            f"{component}: argmax; interval = the layers that may be the true peak"),
+        row(ev, claim, f"{exp}.peak_gain", "balanced_accuracy", ps.gain, ps.gain_lo, ps.gain_hi, "ci",
+            f"largest gain over layer 0 (at layer {ps.gain_layer}); simultaneous interval, selection included"),
+        row(ev, claim, f"{exp}.peak_value", "balanced_accuracy", ps.value, ps.value_lo, ps.value_hi, "ci"),
+        row(ev, claim, f"{exp}.layer0_value", "balanced_accuracy", ps.layer0, detail="baseline: the embeddings"),
+        row(ev, claim, f"{exp}.depth", "depth", c, c_lo, c_hi, "ci",
+            "centre of gravity of the gain over layer 0 above half its maximum" if not np.isnan(c_lo) else
+            "no CI: too many replicates without a gain over layer 0 to locate"),
+        row(ev, claim, f"{exp}.argmax_spread", "layer", ps.layer, b_lo, b_hi, "spread",
+            "2.5-97.5% of the bootstrap replicates' argmax layers (instability, not a CI)"),
+    ]
+
+
+class ItemPeakEarly(Claim):
+    id = S + "item_peak_early"
+    title = "Item semantics peak early"
+    paper = "abstract; Exp 1: 3B layers 2-7"
+    needs = ("items",)
+    key_metric = "items.peak_layer"
+    reference_model = "llama-3.2-3b"
+    scenarios = tuple(_profile_nulls(
+        {("items", RESID): ("bump_random", 0.35, 0.85, 0.12, 0.12, "a")},
+        {("items", RESID): ("untrained", "items", RESID)}) + [
+        Scenario("null_flat_1.5x", "null", "flat profile (no gain over layer 0), AR noise 1.5x",
+                 dict(truths={("items", RESID): ("flat",)}, kappa=1.5)),
+        Scenario("planted_paper", "planted", "a peak at layer 4.5 of 28 (depth 0.16), height 0.12, width 0.06",
+                 dict(truths={("items", RESID): ("bump", 4.5 / 28, 0.06, 0.12)})),
+        Scenario("planted_paper_1.5x", "planted", "the same, noise 1.5x",
+                 dict(truths={("items", RESID): ("bump", 4.5 / 28, 0.06, 0.12)}, kappa=1.5)),
+    ])
+
+    def measure(self, ev):
+        return peak_rows(ev, self, "items")
+
+    def simulate(self, scenario, n_layers, rng):
+        return _simulate_profiles(scenario, n_layers, rng)
+
+
+class Deeper(Claim):
+    """``deep`` peaks deeper than ``shallow``: a gain over layer 0 and a centroid difference above 0."""
+    deep = shallow = ""
+
+    def measure(self, ev):
+        va, ra = ev.profile(self.deep, RESID)
+        vb, rb = ev.profile(self.shallow, RESID)
+        dd = P.depth_difference(va, ra, vb, rb, LEVEL, INFLATION)
+        rows = [r for r in peak_rows(ev, self, self.deep) if not r["metric"].endswith(".depth")]
+        rows += [
+            row(ev, self, f"{self.deep}.depth", "depth", dd.depth_a, detail="centre of gravity of the gain over "
+                                                                              "layer 0"),
+            row(ev, self, f"{self.shallow}.depth", "depth", dd.depth_b, detail="centre of gravity of the gain over "
+                                                                                "layer 0"),
+            row(ev, self, f"{self.deep}_minus_{self.shallow}.depth", "depth", dd.difference, dd.ci_low, dd.ci_high,
+                "ci", (f"{RESID}; paired bootstrap, x{INFLATION} inflation; {dd.nan_fraction:.0%} of replicates "
+                       f"without a gain") if not np.isnan(dd.ci_low) else
+                f"no CI: {dd.nan_fraction:.0%} of the replicates have no gain over layer 0 to locate"),
+        ]
+        return rows
+
+    def simulate(self, scenario, n_layers, rng):
+        return _simulate_profiles(scenario, n_layers, rng)
+
+
+def _deeper_scenarios(deep, shallow, at_deep, at_shallow):
+    same = {(deep, RESID): ("bump_random", 0.2, 0.8, 0.12, 0.12, "a"),
+            (shallow, RESID): ("bump_random", 0.2, 0.8, 0.12, 0.12, "a")}
+    untrained = {(deep, RESID): ("untrained", deep, RESID), (shallow, RESID): ("untrained", shallow, RESID)}
+    planted = {(deep, RESID): ("bump", at_deep, 0.08, 0.12), (shallow, RESID): ("bump", at_shallow, 0.08, 0.12)}
+    return tuple(_profile_nulls(same, untrained) + [
+        Scenario("null_flat_1.5x", "null", "both profiles flat, AR noise 1.5x",
+                 dict(truths={(deep, RESID): ("flat",), (shallow, RESID): ("flat",)}, kappa=1.5)),
+        Scenario("planted_paper", "planted",
+                 f"{shallow} peak at depth {at_shallow:.2f}, {deep} at {at_deep:.2f} (the paper's range centres)",
+                 dict(truths=planted)),
+        Scenario("planted_paper_1.5x", "planted", "the same, noise 1.5x", dict(truths=planted, kappa=1.5)),
+    ])
+
+
+class RelationsDeeper(Deeper):
+    id = S + "relations_deeper"
+    title = "Two-item relations peak deeper than items"
+    paper = "abstract; Exp 2: 3B layers 8-12"
+    needs = ("items", "relations")
+    key_metric = "relations_minus_items.depth"
+    reference_model = "llama-3.2-3b"
+    deep, shallow = "relations", "items"
+    scenarios = _deeper_scenarios("relations", "items", 10 / 28, 4.5 / 28)
+
+
+class AnalogiesDeeper(Deeper):
+    id = S + "analogies_deeper"
+    title = "Four-item analogies peak deeper still"
+    paper = "abstract; Exp 3: 3B layers 10-15"
+    needs = ("relations", "analogies")
+    key_metric = "analogies_minus_relations.depth"
+    reference_model = "llama-3.2-3b"
+    deep, shallow = "analogies", "relations"
+    scenarios = _deeper_scenarios("analogies", "relations", 12.5 / 28, 10 / 28)
+
+
+class DoublePeakClaim(Claim):
+    id = S + "double_peak"
+    title = "70B double peak for relations/analogies"
+    paper = "abstract; 70B results: peaks at layers 12-16 and 25-33 of 80"
+    needs = ("relations", "analogies")
+    key_metric = "relations.double_peak_found"
+    reference_model = "llama-3.3-70b"
+    _single = {(e, RESID): ("bump_random", 0.15, 0.6, 0.15, 0.15, "a") for e in ("relations", "analogies")}
+    _two = {(e, RESID): ("two_bumps", 14 / 80, 29 / 80, 0.05, 0.06) for e in ("relations", "analogies")}
+    _two_big = {(e, RESID): ("two_bumps", 14 / 80, 29 / 80, 0.05, 0.12) for e in ("relations", "analogies")}
+    _two_huge = {(e, RESID): ("two_bumps", 14 / 80, 29 / 80, 0.05, 0.20) for e in ("relations", "analogies")}
+    scenarios = tuple(_profile_nulls(_single, {(e, RESID): ("untrained", e, RESID) for e in ("relations",
+                                                                                              "analogies")}) + [
+        Scenario("planted_dip_0.06", "planted", "peaks at layers 14 and 29 of 80, valley 0.06 below them",
+                 dict(truths=_two)),
+        Scenario("planted_dip_0.06_1.5x", "planted", "the same, noise 1.5x", dict(truths=_two, kappa=1.5)),
+        Scenario("planted_dip_0.12", "planted", "peaks at layers 14 and 29 of 80, valley 0.12 below them",
+                 dict(truths=_two_big)),
+        Scenario("planted_dip_0.20", "planted", "peaks at layers 14 and 29 of 80, valley 0.20 below them",
+                 dict(truths=_two_huge)),
+    ])
+
+    def measure(self, ev):
+        L = ev.n_layers
+        sep = max(2, L // 8)
+        rows = []
+        for exp in ("relations", "analogies"):
+            v, reps = ev.profile(exp, RESID)
+            dp = P.double_peak(v, reps, sep, LEVEL, INFLATION)
+            how = (f"{RESID}; simultaneous {LEVEL:.0%} band x{INFLATION}, peaks >= {sep} layers apart")
+            rows.append(row(ev, self, f"{exp}.double_peak_found", "bool", float(dp.found),
+                            detail=f"{how}; margin {dp.margin:.3f}"))
+            why = "" if dp.found else f"no double peak found ({how}), so there is no peak layer to place"
+            for name, layer in (("first_peak_layer", dp.first), ("valley_layer", dp.valley),
+                                ("second_peak_layer", dp.second)):
+                rows.append(row(ev, self, f"{exp}.{name}", "layer", np.nan if layer is None else layer, detail=why))
+        return rows
+
+    def simulate(self, scenario, n_layers, rng):
+        return _simulate_profiles(scenario, n_layers, rng)
+
+
+class AntiPersistenceClaim(Claim):
+    id = S + "anti_persistence"
+    title = "Adjacent attention layers are anti-persistent"
+    paper = "70B results: rho ~ -0.33 in attention outputs, strongest in the back half"
+    needs = ("items", "relations", "analogies", "buried")
+    key_metric = "p_vs_null"
+    reference_model = "llama-3.3-70b"
+    _exps = needs
+    _trend = {(e, ATTN): ("bump_random", 0.3, 0.9, 0.2, 0.1, e) for e in needs}
+    scenarios = (
+        Scenario("null_white", "null", "smooth trend + white noise (the boundary of the null)",
+                 dict(truths=_trend, rho=0.0)),
+        Scenario("null_ar+", "null", "smooth trend + positively correlated AR(1) noise", dict(truths=_trend)),
+        Scenario("null_walk", "null", "smooth trend + random-walk noise", dict(truths=_trend, noise="walk")),
+        Scenario("null_flat_white", "null", "flat + white noise", dict(truths={(e, ATTN): ("flat",) for e in needs},
+                                                                       rho=0.0)),
+        Scenario("untrained", "null", "the untrained model's attention profiles and noise",
+                 dict(truths={(e, ATTN): ("untrained", e, ATTN) for e in needs}, rho=0.0)),
+        Scenario("planted_zigzag", "planted", "smooth trend + anti-persistent AR(1) noise, phi = -0.4",
+                 dict(truths=_trend, rho=-0.4)),
+        Scenario("planted_zigzag_weak", "planted", "smooth trend + AR(1) noise, phi = -0.25",
+                 dict(truths=_trend, rho=-0.25)),
+    )
+
+    def applies(self, ev):
+        return any(ev.has(e) for e in self._exps)
+
+    def measure(self, ev):
+        L = ev.n_layers
+        a, b = L // 2, L
+        exps = [e for e in self._exps if ev.has(e)]
+        if b - a < 7:
+            return [row(ev, self, "p_vs_null", "p", np.nan,
+                        detail=f"not computable: the back half has {b - a} layers (< 7)")]
+        prof = np.array([ev.profile(e, ATTN)[0][a:b] for e in exps])
+        t = P.anti_persistence_test(prof, seed=0)
+        rows = [row(ev, self, f"{e}.rho_attn_back_half", "rho", P.anti_persistence(p),
+                    detail=f"layers {a}-{b - 1}, the paper's statistic") for e, p in zip(exps, prof)]
+        rows += [
+            row(ev, self, "mean_rho_attn_back_half", "rho", t.rho,
+                detail=f"mean over {len(exps)} experiments (paper: ~ -0.33; white noise alone gives ~ -0.5)"),
+            row(ev, self, "t_attn_back_half", "rho", t.t, t.null_lo, t.null_hi, "null",
+                "detrended rho (decision statistic), mean over experiments; interval = its white-noise pivot null"),
+            row(ev, self, "p_vs_null", "p", t.p_value, detail="one-sided: more anti-persistent than a smooth trend "
+                                                               "+ white noise"),
+        ]
+        return rows
+
+    def simulate(self, scenario, n_layers, rng):
+        return _simulate_profiles(scenario, n_layers, rng, n_boot=0)
+
+
+class BuriedDecodable(Claim):
+    id = S + "buried_decodable"
+    title = "Buried concepts stay decodable in deep layers"
+    paper = "abstract; Exp 4 (deep layers compress early context)"
+    needs = ("buried",)
+    key_metric = "buried.deep_min_p_fwer"
+    reference_model = "llama-3.2-3b"
+    metric = "balanced_accuracy"
+    scenarios = (
+        Scenario("null_no_signal", "null", "no buried information: cells exchangeable with their permutation null",
+                 dict(shift=0.0)),
+        Scenario("null_no_signal_rho0.9", "null", "the same with strongly correlated layers", dict(shift=0.0,
+                                                                                                rho=0.9)),
+        Scenario("planted_deep_0.06", "planted", "balanced accuracy 0.56 in the deep third", dict(shift=0.06)),
+        Scenario("planted_deep_0.04", "planted", "balanced accuracy 0.54 in the deep third", dict(shift=0.04)),
+    )
+
+    def measure(self, ev):
+        L = ev.n_layers
+        deep = list(range(L - L // 3, L))
+        rows = []
+        for e in ("buried", "buried_end"):
+            if not ev.has(e):
+                continue
+            v, reps = ev.profile(e, RESID)
+            m = reps[:, deep].mean(axis=1) if len(reps) else np.array([np.nan])
+            rows.append(row(ev, self, f"{e}.deep_value", self.metric, v[deep].mean(),
+                            *np.quantile(m, [0.025, 0.975]), "ci",
+                            f"{RESID}, last token, layers {deep[0]}-{deep[-1]}"))
+            s = ev.cells(e)
+            prim = ev.primary(e)
+            pf = s[s.label.isin(prim) & (s.component == RESID) & (s.metric == self.metric) & s.layer.isin(deep)]
+            p = min(1.0, len(prim) * pf.p_fwer.min()) if len(pf) else np.nan
+            rows.append(row(ev, self, f"{e}.deep_min_p_fwer", "p", p,
+                            detail=f"smallest family-wise permutation p over the deep layers, Bonferroni over "
+                                   f"{len(prim)} primary label(s)"))
+        return rows
+
+    def simulate(self, scenario, n_layers, rng):
+        L = n_layers
+        k = scenario.params["shift"]
+        deep = np.arange(L) >= L - L // 3
+        labels = ["concept_a", "concept_b", "concept_c"]
+        shift = (lambda lab: k * deep) if k else None
+        rho = scenario.params.get("rho", NOISE["rho"])
+        ev = SyntheticEvidence(L, primaries={"buried": labels})
+        ev.tables["buried"] = sim.cell_table(labels, L, rng, sd=NOISE["cells_sd"], rho=rho, shift=shift)
+        truth = sim.CHANCE + k * deep
+        ev.profiles[("buried", RESID)] = sim.observe(truth, NOISE["sd"], rng, rho=rho, n_boot=200)
+        return ev
+
+
+class ShuffledAtChance(Claim):
+    id = S + "shuffled_at_chance"
+    title = "Shuffled-label controls sit at chance"
+    paper = "control logic of the probing method (no number in the paper)"
+    needs = ("items", "relations", "relations_eats", "analogies", "buried")
+    key_metric = "shuffled_fwer_positive_rate"
+    reference_model = "llama-3.2-3b"
+    effect_verdict = False           # the effect to detect is leakage: a healthy pipeline must pass
+    _labels = {"items": 7, "relations": 1, "relations_eats": 1, "analogies": 1, "buried": 3}
+    scenarios = (
+        Scenario("null_healthy", "null", "no leakage: shuffled labels exchangeable with their permutation null",
+                 dict(shift=0.0)),
+        Scenario("null_healthy_rho0.9", "null", "the same with strongly correlated layers", dict(shift=0.0,
+                                                                                              rho=0.9)),
+        Scenario("planted_leak_0.08", "planted", "group leakage lifts every shuffled label's cells by 0.08",
+                 dict(shift=0.08)),
+        Scenario("planted_leak_0.05", "planted", "leakage of 0.05", dict(shift=0.05)),
+    )
+
+    def applies(self, ev):
+        return any(ev.has(e) for e in self.needs)
+
+    def measure(self, ev):
+        exps = [e for e in self.needs if ev.has(e)]
+        tables = [ev.cells(e).assign(experiment=e) for e in exps]
+        rows = []
+        worst = [float((d.null_mean - d.chance).abs().max()) for d in
+                 (t[(t.metric == "balanced_accuracy") & t.null_mean.notna()] for t in tables) if len(d)]
+        if worst:
+            rows.append(row(ev, self, "max_abs_null_minus_chance", "score", max(worst),
+                            detail="binary labels, every experiment, layer, component: mean of the permutation null "
+                                   "- 0.5 (group leakage would lift it)"))
+        import pandas as pd
+        sh = pd.concat(tables)
+        sh = sh[sh.label.str.startswith(SHUFFLED_PREFIX) & (sh.role == "control")
+                & sh.metric.isin(["balanced_accuracy", "r"])]
+        if len(sh):
+            per_label = sh.groupby(["experiment", "label"]).p_fwer.min()
+            k, n = int((per_label < 0.05).sum()), len(per_label)
+            rows.append(row(ev, self, "shuffled_fwer_positive_rate", "fraction", k / n, binomial_lower(k, n),
+                            binomial_upper(k, n), "binomial",
+                            f"{k} of {n} shuffled labels have a family-wise significant cell (p_fwer < 0.05); fails "
+                            f"when the one-sided 95% lower bound exceeds 5%"))
+            rows.append(row(ev, self, "shuffled_mean_minus_chance", "score", float((sh.value - sh.chance).mean()),
+                            detail=f"mean over {len(sh)} shuffled-label cells"))
+        return rows
+
+    def simulate(self, scenario, n_layers, rng):
+        k = scenario.params["shift"]
+        rho = scenario.params.get("rho", NOISE["rho"])
+        ev = SyntheticEvidence(n_layers)
+        for e, n in self._labels.items():
+            labels = [f"{SHUFFLED_PREFIX}{e}_{i}" for i in range(n)]
+            ev.tables[e] = sim.cell_table(labels, n_layers, rng, sd=NOISE["cells_sd"], rho=rho, role="control",
+                                          shift=(lambda lab: np.full(n_layers, k)) if k else None)
+        return ev
+
+
+CLAIMS = [ItemPeakEarly(), RelationsDeeper(), AnalogiesDeeper(), DoublePeakClaim(), AntiPersistenceClaim(),
+          BuriedDecodable(), ShuffledAtChance()]

@@ -1,0 +1,62 @@
+"""Every claim's decision rule keeps its false-positive rate under its nulls (the fast version of
+``probekit calibrate``; the full table, 500 draws at 18/28/30/80 layers, is the command's job)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from probekit import calibration as Cal
+from probekit.studies import load_study
+
+STUDY = load_study("bogdan2025")
+
+
+@pytest.fixture(scope="module")
+def table():
+    # 80 layers (the 70B claims' depth) and 28 (the 3B's); 60 draws per null cell
+    return Cal.calibrate(STUDY, n_draws=60, depths=(28, 80), kinds=("null",), workers=2)
+
+
+def test_every_claim_is_calibrated_on_several_nulls(table):
+    for c in STUDY.claims:
+        got = table[table.claim == c.id]
+        assert got.scenario.nunique() >= 2, c.id
+        assert set(got.n_layers) == {28, 80}, c.id
+
+
+def test_null_rejection_rates_stay_at_5_percent_within_binomial_error(table):
+    # a rate is a failure when its exact 95% interval lies wholly above 5%
+    bad = Cal.exceeds(table)
+    assert bad.empty, bad[["claim", "scenario", "n_layers", "rate", "ci_low"]].to_string()
+    # and the pooled rate per claim, over every null cell, is itself at or below ~5%
+    pooled = table.groupby("claim").apply(lambda g: g.n_effect.sum() / g.n_draws.sum(), include_groups=False)
+    assert (pooled <= 0.06).all(), pooled.to_string()
+
+
+def test_a_broken_rule_is_caught():
+    """The calibration can fail: the same double-peak rule without its simultaneous band (pointwise
+    intervals, no inflation) passes single-peak noise far more often than 5% at 80 layers."""
+    from probekit import profiles as P
+    from probekit import simulate as sim
+    rng = np.random.default_rng(0)
+    found = 0
+    for _ in range(100):
+        v, reps = sim.observe(sim.bump(80, 0.4, 0.15, 0.15), 0.02, rng, kappa_true=1.5, n_boot=300)
+        lo, hi = np.quantile(reps, [0.025, 0.975], axis=0)
+        found += P.double_peak_from_band(lo, hi, 10).found
+    assert found / 100 > 0.2
+
+
+def test_planted_effects_are_detected_somewhere():
+    t = Cal.calibrate(STUDY, n_draws=40, depths=(80,), kinds=("planted",),
+                      claims=["anti_persistence", "shuffled_at_chance", "relations_deeper"])
+    power = t.groupby("claim").rate.max()
+    assert (power > 0.3).all(), power.to_string()
+
+
+def test_markdown_and_files(tmp_path, table):
+    paths = Cal.write(table, tmp_path)
+    md = paths["markdown"].read_text()
+    assert "No null row(s) significantly above 5%" in md and "bogdan2025.double_peak" in md
+    import pandas as pd
+    assert list(pd.read_parquet(paths["parquet"]).columns) == Cal.COLUMNS
