@@ -532,20 +532,6 @@ class LabelPredictions:
 
 
 @dataclass
-class Peak:
-    """Peak (argmax) layer of a profile with its group-bootstrap distribution."""
-    layer: int
-    depth: float           # layer / n_layers
-    value: float
-    ci_low: float          # percentile CI of the bootstrap peak layer
-    ci_high: float
-    depth_ci_low: float
-    depth_ci_high: float
-    p_mode: float          # fraction of replicates whose peak is `layer`
-    replicates: np.ndarray  # bootstrap peak layers
-
-
-@dataclass
 class ProbeResults:
     scores: pd.DataFrame
     predictions: dict[str, LabelPredictions]
@@ -589,37 +575,6 @@ class ProbeResults:
         seed = self.meta.get("seed", 0) if seed is None else seed
         Wb = S.group_bootstrap_weights(p.groups, n_boot, seed)
         return S.weighted_metrics(spec.kind, p.y, p.oof[:, ci, :].T, Wb)[metric]
-
-    def peak(self, label: str, component: str, metric: str | None = None, level: float = 0.95,
-             n_boot: int | None = None, seed: int | None = None, layers: Sequence[int] | None = None) -> Peak:
-        """Peak layer (first argmax of the profile, optionally within ``layers``;
-        default: the layers that were probed) and the percentile CI of the
-        group-bootstrap replicates' peak layers."""
-        prof = self.profile(label, component, metric).set_index("layer")
-        reps = self.bootstrap_profiles(label, component, metric, n_boot, seed)
-        lay = prof.index.to_numpy() if layers is None else np.asarray(list(layers))
-        v = prof.value.reindex(lay).to_numpy()
-        layer = int(lay[np.nanargmax(v)])
-        sub = reps[:, lay]
-        boot = lay[np.argmax(np.where(np.isnan(sub), -np.inf, sub), axis=1)]
-        lo, hi = S.percentile_ci(boot.astype(float), level)
-        return Peak(layer, layer / self.n_layers, float(prof.value[layer]), float(lo), float(hi),
-                    float(lo) / self.n_layers, float(hi) / self.n_layers, float(np.mean(boot == layer)), boot)
-
-    def double_peak(self, label: str, component: str, metric: str | None = None, min_separation: int = 1):
-        """:func:`probekit.profiles.double_peak` on this profile and its bootstrap CIs."""
-        from .profiles import double_peak
-        prof = self.profile(label, component, metric)
-        return double_peak(prof.value.to_numpy(), prof.ci_low.to_numpy(), prof.ci_high.to_numpy(),
-                           min_separation=min_separation)
-
-    def anti_persistence(self, label: str, component: str, metric: str | None = None,
-                         layers: tuple[int, int] | None = None, **kw):
-        """:func:`probekit.profiles.anti_persistence_test` on this profile
-        (``layers=(start, stop)``, e.g. the back half)."""
-        from .profiles import anti_persistence_test
-        prof = self.profile(label, component, metric)
-        return anti_persistence_test(prof.value.to_numpy(), layers=layers, seed=self.meta.get("seed", 0), **kw)
 
     # -- persistence ---------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
@@ -674,18 +629,6 @@ def _json_default(o):
     if isinstance(o, (np.floating,)):
         return float(o)
     raise TypeError(type(o))
-
-
-def peak_depth_difference(res_a: ProbeResults, label_a: str, res_b: ProbeResults, label_b: str,
-                          component: str, metric: str | None = None, n_boot: int = 1000, seed: int = 0,
-                          level: float = 0.95) -> S.Difference:
-    """Normalised peak depth of (A, label_a) minus that of (B, label_b), with a
-    CI from independent group bootstraps of each experiment (same ``n_boot``
-    and ``seed``). E.g. relations - items > 0 means "relations peak deeper"."""
-    pa = res_a.peak(label_a, component, metric, level, n_boot, seed)
-    pb = res_b.peak(label_b, component, metric, level, n_boot, seed)
-    return S.bootstrap_difference(pa.depth, pa.replicates / res_a.n_layers,
-                                  pb.depth, pb.replicates / res_b.n_layers, level)
 
 
 # -------------------------------------------------------------------- grid ---

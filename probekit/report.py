@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from . import profiles as P
-from .claim import INTERVALS, judge, measure
+from .claim import judge, measure
 from .experiments import Experiment, experiment_profile
 from .profiles import layer_range_depths
 from .studies import load_study, study_of_claim

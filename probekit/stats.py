@@ -22,7 +22,6 @@ Conventions
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -270,36 +269,6 @@ def percentile_ci(samples: np.ndarray, level: float = 0.95, axis: int = 0) -> tu
     lo = np.nanquantile(samples, a, axis=axis)
     hi = np.nanquantile(samples, 1 - a, axis=axis)
     return lo, hi
-
-
-@dataclass(frozen=True)
-class Difference:
-    """Bootstrap summary of ``stat(A) - stat(B)`` for two independent experiments."""
-    estimate: float
-    ci_low: float
-    ci_high: float
-    p_greater: float   # fraction of replicates with difference > 0
-    n_boot: int
-    replicates_a: np.ndarray
-    replicates_b: np.ndarray
-
-
-def bootstrap_difference(estimate_a: float, replicates_a: np.ndarray, estimate_b: float,
-                         replicates_b: np.ndarray, level: float = 0.95) -> Difference:
-    """CI of a difference between two experiments with different stimuli.
-
-    The two replicate vectors come from independent group bootstraps of each
-    experiment with the same number of replicates (and the same seed); the
-    difference's replicates are their element-wise differences.
-    """
-    ra = np.asarray(replicates_a, dtype=np.float64)
-    rb = np.asarray(replicates_b, dtype=np.float64)
-    if ra.shape != rb.shape:
-        raise ValueError(f"replicate counts differ: {ra.shape} vs {rb.shape}")
-    d = ra - rb
-    lo, hi = percentile_ci(d, level)
-    return Difference(float(estimate_a - estimate_b), float(lo), float(hi),
-                      float(np.mean(d > 0)), len(d), ra, rb)
 
 
 def binomial_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:

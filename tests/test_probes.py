@@ -8,7 +8,7 @@ import pytest
 from probekit import stats as S
 from probekit.activations import ActivationSet
 from probekit.probes import (DEFAULT_ALPHAS, ProbeInputError, ProbeResults, make_synthetic_acts,
-                             peak_depth_difference, probe_grid)
+                             probe_grid)
 
 
 @pytest.fixture(scope="module")
@@ -103,9 +103,9 @@ def test_planted_signal_profile_and_peak(res):
     assert list(prof.columns[:5]) == ["layer", "depth", "value", "ci_low", "ci_high"]
     assert prof.value.iloc[0] < 0.65          # no signal at layer 0
     assert prof.value.iloc[2] > 0.75
-    pk = res.peak("bin0", "resid_pre")
-    assert pk.layer == 2 and pk.ci_low <= 2 <= pk.ci_high
-    assert 0 < pk.p_mode <= 1
+    from probekit.profiles import peak_summary
+    ps = peak_summary(prof.value.to_numpy(), res.bootstrap_profiles("bin0", "resid_pre"))
+    assert ps.layer == 2 and ps.set_low <= 2 <= ps.set_high and ps.gain_lo > 0
     s = res.scores.query("label=='bin0' and metric=='accuracy'")
     assert (s[s.layer == 2].p_fwer < 0.05).all()
     assert (s[s.layer == 0].p_fwer > 0.05).all()
@@ -164,19 +164,7 @@ def test_save_load_roundtrip(res, tmp_path):
     back = ProbeResults.load(tmp_path / "r")
     pd.testing.assert_frame_equal(back.scores, res.scores)
     np.testing.assert_array_equal(back.predictions["bin0"].oof, res.predictions["bin0"].oof)
-    assert back.peak("bin0", "attn_out").ci_low == res.peak("bin0", "attn_out").ci_low
     np.testing.assert_allclose(back.bootstrap_profiles("cont0", "mlp_out"), res.bootstrap_profiles("cont0", "mlp_out"))
-
-
-def test_peak_depth_difference(acts):
-    late = make_synthetic_acts(n_groups=40, per_group=6, d=80, n_layers=4, n_binary=1, n_continuous=0,
-                               signal=[0.0, 0.1, 0.2, 0.5], seed=2)
-    kw = dict(n_permutations=0, n_bootstrap=100, control_task=False, surface_baseline=False)
-    ra = probe_grid(late, **kw)
-    rb = probe_grid(acts, ["bin0"], **kw)
-    d = peak_depth_difference(ra, "bin0", rb, "bin0", "resid_pre", n_boot=200)
-    assert d.estimate == pytest.approx(3 / 4 - 2 / 4)
-    assert d.ci_low <= d.estimate <= d.ci_high and d.p_greater > 0.9
 
 
 # ---------------------------------------------------------------- bad input ---
@@ -293,22 +281,10 @@ def test_precise_eigh_matches_default(acts):
     np.testing.assert_allclose(a.scores.value, b.scores.value, atol=1e-6)
 
 
-def test_profile_helpers(res):
-    dp = res.double_peak("bin0", "resid_pre")
-    assert not dp.found                       # one planted bump
-    with pytest.raises(ValueError, match="at least 5 layers"):
-        res.anti_persistence("cont0", "attn_out", n_surrogates=50)     # this grid has 4
-    a8 = make_synthetic_acts(n_groups=30, per_group=2, d=16, n_layers=8, n_binary=0, n_continuous=1, seed=4)
-    r8 = probe_grid(a8, n_permutations=0, n_bootstrap=20, control_task=False, surface_baseline=False)
-    ap = r8.anti_persistence("cont0", "attn_out", n_surrogates=50)
-    assert -1 <= ap.rho <= 1 and 0 < ap.p_value <= 1 and ap.layers == (0, 8)
-
-
-def test_peak_on_layer_subset(acts):
+def test_layer_subset_profiles_cover_only_those_layers(acts):
     r = probe_grid(acts, ["bin0"], n_permutations=0, n_bootstrap=50, control_task=False, surface_baseline=False,
                    layers=[0, 3])
-    pk = r.peak("bin0", "mlp_out")
-    assert pk.layer in (0, 3) and set(np.unique(pk.replicates)) <= {0, 3}
+    assert set(r.profile("bin0", "mlp_out").layer) == {0, 3}
 
 
 def test_stratified_labels_are_permuted_within_folds(res):

@@ -123,15 +123,6 @@ def test_group_bootstrap_weights_resample_whole_groups():
     np.testing.assert_array_equal(W, S.group_bootstrap_weights(groups, 200, 0))
 
 
-def test_bootstrap_difference():
-    ra = np.full(100, 0.6) + np.linspace(-0.05, 0.05, 100)
-    rb = np.full(100, 0.3)
-    d = S.bootstrap_difference(0.6, ra, 0.3, rb)
-    assert d.estimate == pytest.approx(0.3) and d.ci_low > 0.2 and d.p_greater == 1.0
-    with pytest.raises(ValueError):
-        S.bootstrap_difference(0, ra, 0, rb[:50])
-
-
 def test_chance_levels():
     y = np.array([1, 1, 1, 0])
     assert S.chance_level("binary", "accuracy", y) == 0.75
