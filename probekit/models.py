@@ -58,8 +58,9 @@ def weights_digest(model, full_limit: int = FULL_DIGEST_BYTES) -> str:
     * Above it (a 3B model is 6 GB in bf16, a 70B 140 GB), a deterministic sample of every
       parameter tensor: viewed as a matrix (last dimension = columns), one element of every row
       and one of every column, at positions that differ from row to row. That is rows + columns
-      elements per tensor (~14 M for a 70B), gathered where the tensor lives (GPU included), so
-      it takes well under a second where a full hash of 140 GB would take minutes. It changes
+      elements per tensor (~14 M for a 70B), gathered where the tensor lives (GPU included):
+      measured on the 2-core CPU under load, 0.2 s for Llama-3.2-3B's shapes and 2.5 s for
+      Llama-3.3-70B's (bf16), where a full hash of 140 GB would take minutes. It changes
       when a checkpoint is retrained, fine-tuned or re-initialised (every element changes) and
       when whole rows or columns are ablated or edited (a neuron, a head's slice, a token
       embedding): the in-memory edits interpretability code makes. A single scalar edited in a
@@ -88,12 +89,15 @@ def weights_digest(model, full_limit: int = FULL_DIGEST_BYTES) -> str:
 
 
 def _rows_and_columns(t):
+    """One element of every row and of every column of ``t`` viewed as (-1, last dim), at
+    positions that move from row to row (index_select: advanced indexing is ~500x slower on CPU)."""
     import torch
-    m = t.reshape(1, -1) if t.dim() < 2 else t.reshape(-1, t.shape[-1])
-    r, c = m.shape
-    i = torch.arange(r, device=m.device)
-    j = torch.arange(c, device=m.device)
-    return torch.cat([m[i, (i * _PRIME) % c], m[(j * _PRIME) % r, j]])
+    c = t.shape[-1] if t.dim() else 1
+    r = t.numel() // max(c, 1)
+    i = torch.arange(r, device=t.device)
+    j = torch.arange(c, device=t.device)
+    flat = torch.cat([i * c + (i * _PRIME) % c, ((j * _PRIME) % r) * c + j])
+    return t.reshape(-1).index_select(0, flat)
 
 
 # --------------------------------------------------------------------------- loaded model
