@@ -229,13 +229,16 @@ def parse_random(name_or_path: str) -> tuple[str, int | None]:
     m = _RANDOM.fullmatch(name_or_path)
     if m is None or Path(name_or_path).expanduser().exists():
         return name_or_path, None
-    seed = m.group("seed")
+    base, seed = m.group("base"), m.group("seed")
+    if _RANDOM.fullmatch(base):
+        raise ModelInputError(f"model {name_or_path!r}: '+random' twice; a random-init control has one seed, "
+                              f"e.g. {_RANDOM.fullmatch(base).group('base')}+random:1")
     if seed is None:
-        return m.group("base"), 0
-    if not seed.isdigit():
+        return base, 0
+    if not re.fullmatch(r"[0-9]{1,18}", seed):
         raise ModelInputError(f"model {name_or_path!r}: the seed after '+random:' must be a non-negative "
-                              f"integer, e.g. {m.group('base')}+random:1")
-    return m.group("base"), int(seed)
+                              f"integer, e.g. {base}+random:1")
+    return base, int(seed)
 
 
 def resolve(name_or_path: str) -> tuple[str, dict]:

@@ -49,6 +49,8 @@ def test_parse_random(tmp_path):
     assert M.parse_random("smollm2-135m") == ("smollm2-135m", None)
     with pytest.raises(ModelInputError, match=r"seed after '\+random:' must be a non-negative integer"):
         M.parse_random("smollm2-135m+random:one")
+    with pytest.raises(ModelInputError, match="'\\+random' twice"):
+        M.parse_random("smollm2-135m+random:1+random:2")
     odd = tmp_path / "ckpt+random"          # a real path that merely ends in +random stays a path
     odd.mkdir()
     assert M.parse_random(str(odd)) == (str(odd), None)
