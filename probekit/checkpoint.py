@@ -60,8 +60,10 @@ def check_dir(path: Path) -> dict:
             problems += _missing_shards(path / index)
     has_weights = any(n.endswith(WEIGHT_SUFFIXES) for n in names)
     if not has_weights:
+        ggufs = sorted(n for n in names if n.endswith(".gguf"))
         problems.append("no weights (model.safetensors, model-*-of-*.safetensors with "
-                        "model.safetensors.index.json, or pytorch_model.bin)")
+                        "model.safetensors.index.json, or pytorch_model.bin)"
+                        + (f"; for GGUF weights pass the file itself: {path / ggufs[0]}" if ggufs else ""))
     if not any(n in names for n in TOKENIZER_FILES) and not any(n.endswith(".tiktoken") for n in names):
         problems.append(f"no tokenizer (one of {', '.join(TOKENIZER_FILES)}; save it with "
                         f"tokenizer.save_pretrained(dir))")

@@ -306,8 +306,9 @@ def _check_identity(spec: ModelSpec, shape: dict, where: str, path) -> None:
         raise ModelIdentityError(
             f"{where}: the checkpoint does not have the shape of {spec.alias}: {'; '.join(bad)}. "
             f"It is not {spec.alias}, and probekit will not judge it against {spec.alias}'s expected numbers. "
-            f"Point {spec.env_var or 'the variable'} at a real {spec.alias} checkpoint, or run this one under its "
-            f"own name by passing its path as the model: --model {path} (load_model({str(path)!r})).")
+            + (f"Point {spec.env_var} at a real {spec.alias} checkpoint, or run" if spec.env_var else "Run")
+            + f" this one under its own name by passing its path as the model: --model {path} "
+              f"(load_model({str(path)!r})).")
 
 
 def _sampled_digest(path: Path, n_samples: int = 16, block: int = 1 << 16) -> str:
