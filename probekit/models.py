@@ -38,7 +38,7 @@ from .hashing import file_sha256
 from .registry import MODELS, ModelSpec, cache_dir  # noqa: F401 (re-exported)
 from .weights import converted_gguf, embedded_gguf, verify_converted  # noqa: F401 (re-exported)
 
-__all__ = ["LoadedModel", "load_model", "resolve", "random_init", "parse_random", "weights_digest",
+__all__ = ["LoadedModel", "load_model", "preflight", "resolve", "random_init", "parse_random", "weights_digest",
            "check_device", "check_dtype_runs", "MODELS", "ModelSpec", "cache_dir", "embedded_gguf",
            "converted_gguf", "verify_converted", "ModelUnavailableError", "UnsupportedArchitectureError",
            "ModelInputError", "CheckpointError", "ModelIdentityError", "DeviceError"]
@@ -356,6 +356,14 @@ def _hub(hub_id: str, spec: ModelSpec | None) -> dict:
 
 
 # --------------------------------------------------------------------------- loading
+
+def preflight(name_or_path: str, dtype="float32", device: str | None = "cpu") -> str:
+    """Every check :func:`load_model` makes before reading a weight (dtype, device, where the weights
+    are, checkpoint files, a supplied checkpoint's identity), without loading; returns the name the
+    model will have. For command lines that validate all arguments before any work starts."""
+    check_device(device, _torch_dtype(dtype))
+    return resolve(name_or_path)[0]
+
 
 def load_model(name_or_path: str, dtype="float32", device: str | None = "cpu") -> LoadedModel:
     """Load a causal LM for extraction.

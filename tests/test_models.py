@@ -291,6 +291,18 @@ def test_a_dtype_the_device_cannot_run():
     M.check_dtype_runs(torch.device("cpu"), torch.bfloat16)
 
 
+def test_preflight_checks_without_loading(monkeypatch, ckpt, tmp_path):
+    import transformers
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                        lambda *a, **k: pytest.fail("preflight loaded weights"))
+    assert M.preflight(f"{ckpt}+random:2") == "tiny-llama+random:2"
+    with pytest.raises(DeviceError):
+        M.preflight(str(ckpt), device="gpu0")
+    (ckpt / "tokenizer.json").unlink()
+    with pytest.raises(CheckpointError, match="no tokenizer"):
+        M.preflight(str(ckpt))
+
+
 def test_input_errors_are_not_unavailability():
     """The benchmarks skip ModelUnavailableError; a wrong checkpoint must fail, not skip."""
     for cls in (CheckpointError, ModelIdentityError, DeviceError):
