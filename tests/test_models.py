@@ -382,3 +382,17 @@ def test_adapters_do_not_import_models():
     code = "import sys, probekit.adapters; print('probekit.models' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_read_only_cache_still_verifies_the_embedded_gguf(monkeypatch, tmp_path):
+    """Verification stamps are a convenience: when the cache cannot be written, hash again, do not fail."""
+    monkeypatch.setenv("PROBEKIT_CACHE", str(tmp_path / "ro-cache"))
+
+    def refuse(*a, **k):
+        raise PermissionError(13, "Read-only file system")
+    monkeypatch.setattr(W, "atomic_write_json", refuse)
+    try:
+        path = M.embedded_gguf("smollm2-135m")
+    except ModelUnavailableError as exc:
+        pytest.skip(str(exc))
+    assert path.suffix == ".gguf" and not (tmp_path / "ro-cache" / "verified").exists()
