@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .models import UnsupportedArchitectureError
+from .errors import UnsupportedArchitectureError
 
 
 @dataclass(frozen=True)
@@ -45,12 +45,6 @@ ADAPTERS: dict[str, Adapter] = {
 }
 
 
-def _get(obj, path: str):
-    for part in path.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def adapter_for(model) -> Adapter:
     """The adapter of a transformers causal LM, or an error naming what is missing."""
     model_type = getattr(model.config, "model_type", None)
@@ -62,23 +56,24 @@ def adapter_for(model) -> Adapter:
             f"modules write attn_out and mlp_out to the residual stream. Supported model types: "
             f"{', '.join(sorted(ADAPTERS))}. Add an Adapter entry to probekit.adapters.ADAPTERS "
             f"(and the residual-identity test will check it).")
-    base = getattr(model, ad.base, None)
     missing = []
-    if base is None:
+    try:
+        base = model.get_submodule(ad.base)
+    except AttributeError:
         missing.append(ad.base)
     else:
         try:
-            blocks = _get(base, ad.layers)
+            blocks = base.get_submodule(ad.layers)
         except AttributeError:
             missing.append(f"{ad.base}.{ad.layers}")
         else:
             for sub in (ad.attn, ad.mlp):
                 try:
-                    _get(blocks[0], sub)
-                except AttributeError:
+                    blocks[0].get_submodule(sub)
+                except (AttributeError, IndexError):
                     missing.append(f"{ad.base}.{ad.layers}[0].{sub}")
         try:
-            _get(base, ad.final_norm)
+            base.get_submodule(ad.final_norm)
         except AttributeError:
             missing.append(f"{ad.base}.{ad.final_norm}")
     if missing:
@@ -89,18 +84,18 @@ def adapter_for(model) -> Adapter:
 
 
 def base_model(model):
-    return getattr(model, adapter_for(model).base)
+    return model.get_submodule(adapter_for(model).base)
 
 
 def blocks(model):
     ad = adapter_for(model)
-    return _get(getattr(model, ad.base), ad.layers)
+    return model.get_submodule(f"{ad.base}.{ad.layers}")
 
 
 def sublayer(block, path: str):
-    return _get(block, path)
+    return block.get_submodule(path)
 
 
 def final_norm(model):
     ad = adapter_for(model)
-    return _get(getattr(model, ad.base), ad.final_norm)
+    return model.get_submodule(f"{ad.base}.{ad.final_norm}")

