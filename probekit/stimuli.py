@@ -39,7 +39,8 @@ from .hashing import frame_hash
 from .text import as_targets, find_word
 
 #: The shipped sets (files ``stimuli/<name>.csv`` + ``stimuli/<name>.json``).
-SET_NAMES = ("items", "relations", "relations_eats", "analogies", "buried")
+SET_NAMES = ("items", "items_heldout", "senses", "relations", "relations_eats", "analogies", "analogy_pairs",
+             "buried")
 
 #: Where the shipped sets live; override with the environment variable PROBEKIT_STIMULI_DIR.
 STIMULI_DIR = Path(os.environ.get("PROBEKIT_STIMULI_DIR", Path(__file__).resolve().parent.parent / "stimuli"))
