@@ -97,6 +97,7 @@ ITEM_CORRECTIONS = [
     ("horse", "edible", 1, _EDIBLE_RULE + ": slaughtered for meat and sold in France, Belgium, Italy"),
     ("snail", "edible", 1, _EDIBLE_RULE + ": farmed for food in France and Italy (escargots)"),
     ("pigeon", "edible", 1, _EDIBLE_RULE + ": farmed for meat as squab (quail = 1)"),
+    ("whale", "edible", 1, _EDIBLE_RULE + ": minke whale meat is hunted and sold in Norway and Iceland"),
     ("cheetah", "danger", 4.0, "danger anchors v2: no recurrent fatal attacks on people (leopard 7 has them)"),
     ("hippopotamus", "danger", 7.0, "danger anchors v2: kills people regularly (hundreds per year)"),
     ("elephant", "danger", 7.0, "danger anchors v2: kills people regularly (hundreds per year)"),
