@@ -567,6 +567,8 @@ def wordnet_disagreements(df: pd.DataFrame, wn: WordNetNouns, features=None, wor
         for f in feats:
             if f == "man_made" and "edible" in df.columns and row["edible"] == 1:
                 continue  # our man_made includes prepared foods; WordNet files those under food, not artifact
+            if f == "living" and "edible" in df.columns and row["edible"] == 1 and int(row[f]) == 0:
+                continue  # our rule: harvested produce is not living; WordNet's first sense is often the plant
             senses = wn.sense_is_a(word, WORDNET_CATEGORIES[f])
             ours = int(row[f])
             if not senses:
