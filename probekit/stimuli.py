@@ -39,7 +39,8 @@ from .hashing import frame_hash
 from .text import as_targets, find_word
 
 #: The shipped sets (files ``stimuli/<name>.csv`` + ``stimuli/<name>.json``).
-SET_NAMES = ("items", "relations", "relations_eats", "analogies", "buried")
+SET_NAMES = ("items", "items_heldout", "senses", "relations", "relations_eats", "analogies", "analogy_pairs",
+             "buried")
 
 #: Where the shipped sets live; override with the environment variable PROBEKIT_STIMULI_DIR.
 STIMULI_DIR = Path(os.environ.get("PROBEKIT_STIMULI_DIR", Path(__file__).resolve().parent.parent / "stimuli"))
@@ -566,6 +567,8 @@ def wordnet_disagreements(df: pd.DataFrame, wn: WordNetNouns, features=None, wor
         for f in feats:
             if f == "man_made" and "edible" in df.columns and row["edible"] == 1:
                 continue  # our man_made includes prepared foods; WordNet files those under food, not artifact
+            if f == "living" and "edible" in df.columns and row["edible"] == 1 and int(row[f]) == 0:
+                continue  # our rule: harvested produce is not living; WordNet's first sense is often the plant
             senses = wn.sense_is_a(word, WORDNET_CATEGORIES[f])
             ours = int(row[f])
             if not senses:
@@ -578,3 +581,36 @@ def wordnet_disagreements(df: pd.DataFrame, wn: WordNetNouns, features=None, wor
                 out.append({"row": idx, "word": word, "feature": f, "ours": 0, "wordnet": 1,
                             "why": f"first noun sense is under {WORDNET_CATEGORIES[f]}"})
     return pd.DataFrame(out, columns=["row", "word", "feature", "ours", "wordnet", "why"])
+
+
+# --------------------------------------------------------------------------- shortcut baselines
+def pair_shortcut_baselines(df: pd.DataFrame, label: str = "valid", n_splits: int = 6) -> pd.DataFrame:
+    """How well ``label`` of an analogy set is predicted from ONE pair alone, from the data only.
+
+    Logistic regressions (one-hot features, 6-fold ``GroupKFold`` on the set's groups, balanced
+    accuracy of the pooled out-of-fold predictions) on: the A:B relation type, the C:D relation
+    type, both types additively (no interaction), the A:B words, the C:D words, and, as a positive
+    control, the indicator "A:B and C:D have the same relation type". Returns one row per feature
+    set: ``features``, ``balanced_accuracy``, ``n``. Needs the columns ``ab_relation``,
+    ``cd_relation``, ``a``-``d`` and ``group``.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.model_selection import GroupKFold, cross_val_predict
+
+    y = df[label].to_numpy()
+    feats = {
+        "ab_relation": pd.get_dummies(df["ab_relation"]),
+        "cd_relation": pd.get_dummies(df["cd_relation"]),
+        "ab_relation+cd_relation": pd.get_dummies(df[["ab_relation", "cd_relation"]]),
+        "ab_words": pd.get_dummies(df[["a", "b"]]),
+        "cd_words": pd.get_dummies(df[["c", "d"]]),
+        "same_relation (control)": (df["ab_relation"] == df["cd_relation"]).astype(float).to_frame(),
+    }
+    out = []
+    for name, X in feats.items():
+        pred = cross_val_predict(LogisticRegression(C=1.0, max_iter=1000), X.to_numpy(float), y,
+                                 groups=df["group"], cv=GroupKFold(n_splits=n_splits))
+        out.append({"features": name, "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
+                    "n": int(len(y))})
+    return pd.DataFrame(out)

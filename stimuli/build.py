@@ -25,8 +25,8 @@ from probekit.stimuli import save, with_article  # noqa: E402
 
 DATE = "2026-11-25"
 PROVENANCE = (f"authored by the probekit developers with LLM assistance, {DATE}; not human-normed")
-VERSIONS = {"items": "1.0.0", "relations": "1.0.0", "relations_eats": "1.0.0",
-            "analogies": "1.0.0", "buried": "1.0.0"}
+VERSIONS = {"items": "2.0.0", "items_heldout": "1.0.0", "senses": "1.0.0", "relations": "2.0.0",
+            "relations_eats": "2.0.0", "analogies": "2.0.0", "analogy_pairs": "1.0.0", "buried": "2.0.0"}
 SEED = 20250113  # filler assembly
 RATING_SCALE = "1-7 Likert-style rating, 1 = lowest, 7 = highest (see stimuli/README.md for anchors)"
 
@@ -51,45 +51,112 @@ def _surface_labels(what: str) -> dict:
 
 
 # =========================================================================== Exp 1: items
+# Written rules, applied the same way to every row of items AND items_heldout.
 ITEM_BINARY = {
     "living": "is a whole living organism (animal, person, plant or fungus) in its usual form; "
               "harvested fruit/vegetables/nuts/eggs count as not living",
     "animal": "is a (non-human) animal",
-    "edible": "it, or its flesh, is commonly eaten by people",
+    "edible": "it (for animals: its meat) is commercially farmed, fished, hunted or grown as food for people in "
+              "Europe or North America and sold there as ordinary food (livestock, poultry, game such as deer, "
+              "elk, moose and bison, fish, shellfish, fruit, vegetables, nuts, prepared foods); animals eaten only "
+              "regionally elsewhere (kangaroo, crocodile, dog) or as imports (frog legs) count as 0",
     "man_made": "is made by people (artifacts, buildings, vehicles and prepared foods)",
-    "larger_than_person": "a typical one is larger than an adult person",
-    "found_indoors": "is typically found inside a home or other building",
-    "holdable": "a typical adult can pick up and hold a typical one in one hand",
+    "larger_than_person": "derived, not rated separately: size rating >= 5 (a typical one is bigger than an adult "
+                          "person); kept as the binary size split used by the buried experiment",
+    "found_indoors": "is typically found inside a home or other building (people: works mostly indoors; "
+                     "animals: kept as a house pet or a household pest)",
 }
 ITEM_CONT = {
     "size": "typical size; anchors 1 = fits on a fingertip, 2 = fits in a palm, 3 = carried in the arms, "
             "4 = roughly child-to-person size, 5 = bigger than a person / room size, 6 = house size, "
             "7 = larger than a house (landscape scale)",
-    "danger": "how dangerous it is to people; 1 = harmless, 4 = can injure if mishandled, 7 = often lethal",
+    "danger": "how dangerous it is to people by direct harm (attack, bite, sting, accident; disease transmission "
+              "not counted); 1 = harmless, 3 = painful but minor injury, 4 = can injure seriously if mishandled, "
+              "5 = serious injuries are common, 6 = can kill, fatal incidents are rare, 7 = kills people "
+              "regularly (recurrent fatal attacks/accidents worldwide)",
     "pleasantness": "how pleasant it is to most people; 1 = very unpleasant, 4 = neutral, 7 = very pleasant",
 }
+#: v1 columns dropped in v2 (kept in source/items_table.txt for the record).
+ITEM_DROPPED = {"holdable": "redundant with size: holdable = 1 for 100% of size <= 2 and 2% of size >= 4 "
+                            "(r = -0.79); the size rating carries it"}
+#: Rows of the v1 table removed in v2: homographs whose senses differ in the labels.
+ITEM_EXCLUDED = {
+    "kiwi": "homograph: bird (animal = 1, living = 1) / fruit (edible = 1); the v1 row labelled the fruit",
+    "mouse": "homograph: animal / computer device (both very frequent); moved to the 'senses' set, where the "
+             "context decides the sense",
+}
+#: Label corrections of v2: (noun, column, new value, reason). Each is logged in stimuli/build_log.csv.
+_EDIBLE_RULE = "edible rule v2 (farmed/hunted/fished for food in Europe or North America)"
+ITEM_CORRECTIONS = [
+    ("buffalo", "edible", 1, _EDIBLE_RULE + ": bison/buffalo meat is farmed and sold (cow = 1)"),
+    ("bison", "edible", 1, _EDIBLE_RULE + ": farmed for meat in North America"),
+    ("elk", "edible", 1, _EDIBLE_RULE + ": farmed and hunted game meat"),
+    ("deer", "edible", 1, _EDIBLE_RULE + ": venison, farmed and hunted game meat"),
+    ("moose", "edible", 1, _EDIBLE_RULE + ": hunted game meat sold in Scandinavia and Canada"),
+    ("ostrich", "edible", 1, _EDIBLE_RULE + ": farmed for meat in Europe and North America"),
+    ("horse", "edible", 1, _EDIBLE_RULE + ": slaughtered for meat and sold in France, Belgium, Italy"),
+    ("snail", "edible", 1, _EDIBLE_RULE + ": farmed for food in France and Italy (escargots)"),
+    ("pigeon", "edible", 1, _EDIBLE_RULE + ": farmed for meat as squab (quail = 1)"),
+    ("whale", "edible", 1, _EDIBLE_RULE + ": minke whale meat is hunted and sold in Norway and Iceland"),
+    ("cheetah", "danger", 4.0, "danger anchors v2: no recurrent fatal attacks on people (leopard 7 has them)"),
+    ("hippopotamus", "danger", 7.0, "danger anchors v2: kills people regularly (hundreds per year)"),
+    ("elephant", "danger", 7.0, "danger anchors v2: kills people regularly (hundreds per year)"),
+    ("wolf", "danger", 5.0, "danger anchors v2: fatal attacks are very rare; serious bites occur"),
+]
 
 
-def read_items_table() -> pd.DataFrame:
-    cols = ["noun", "category", *ITEM_BINARY, *ITEM_CONT]
+def read_noun_table(path: Path, columns: list[str]) -> pd.DataFrame:
+    cols = ["noun", "category", *columns, *ITEM_CONT]
     rows = []
-    for line in (HERE / "source" / "items_table.txt").read_text().splitlines():
+    for line in path.read_text().splitlines():
         if not line.strip() or line.startswith("#"):
             continue
         parts = line.split()
         if len(parts) != len(cols):
-            raise ValueError(f"items_table.txt: bad line {line!r}")
+            raise ValueError(f"{path.name}: bad line {line!r} (expected {len(cols)} fields: {' '.join(cols)})")
         rows.append(parts)
     t = pd.DataFrame(rows, columns=cols)
-    for c in ITEM_BINARY:
+    for c in columns:
         t[c] = t[c].astype("int64")
     for c in ITEM_CONT:
         t[c] = t[c].astype("float64")
+    if t.noun.duplicated().any():
+        raise ValueError(f"{path.name}: duplicate nouns {sorted(t.noun[t.noun.duplicated()])}")
     return t
 
 
-def build_items() -> pd.DataFrame:
-    t = read_items_table()
+V1_ITEM_COLUMNS = ["living", "animal", "edible", "man_made", "larger_than_person", "found_indoors", "holdable"]
+HELDOUT_COLUMNS = ["living", "animal", "edible", "man_made", "found_indoors"]
+
+
+def read_items_table(log: list | None = None) -> pd.DataFrame:
+    """The v1 table with the v2 rules applied; every change appended to ``log``."""
+    t = read_noun_table(HERE / "source" / "items_table.txt", V1_ITEM_COLUMNS)
+    log = log if log is not None else []
+    for noun, why in ITEM_EXCLUDED.items():
+        assert noun in set(t.noun), noun
+        log.append({"set": "items", "row": noun, "column": "*", "old": "row", "new": "removed", "reason": why})
+    t = t[~t.noun.isin(ITEM_EXCLUDED)].reset_index(drop=True)
+    for noun, col, new, why in ITEM_CORRECTIONS:
+        i = t.index[t.noun == noun]
+        assert len(i) == 1, noun
+        old = t.at[i[0], col]
+        assert old != new, (noun, col, old)
+        t.at[i[0], col] = new
+        log.append({"set": "items", "row": noun, "column": col, "old": str(old), "new": str(new), "reason": why})
+    for col, why in ITEM_DROPPED.items():
+        log.append({"set": "items", "row": "*", "column": col, "old": "label", "new": "dropped", "reason": why})
+        t = t.drop(columns=col)
+    derived = (t["size"] >= 5).astype("int64")
+    for noun, old, new in zip(t.noun, t.larger_than_person, derived):
+        if old != new:
+            log.append({"set": "items", "row": noun, "column": "larger_than_person", "old": str(old),
+                        "new": str(new), "reason": "larger_than_person := size >= 5"})
+    t["larger_than_person"] = derived
+    return t
+
+
+def _noun_set(t: pd.DataFrame, name: str, description: str, extra_prov: str = "") -> pd.DataFrame:
     df = pd.DataFrame({
         "text": [with_article(w) for w in t.noun],
         "target": list(t.noun),
@@ -100,19 +167,39 @@ def build_items() -> pd.DataFrame:
         df[c] = t[c].values
     df["n_letters"] = t.noun.str.len().astype("float64").values
     df["zipf"] = [_zipf(w) for w in t.noun]
-    prov = PROVENANCE + "; cross-checked against WordNet 3.0 hypernyms where possible (tests/test_stimuli.py)"
+    prov = (PROVENANCE + "; rule-based: every row labelled by the written rule in 'description'"
+            + extra_prov + "; cross-checked against WordNet 3.0 hypernyms where possible (tests/test_stimuli.py)")
     labels = {c: {"kind": "binary", "role": "semantic", "group": "group", "scale": "0 = no, 1 = yes",
                   "description": d, "provenance": prov} for c, d in ITEM_BINARY.items()}
     labels.update({c: {"kind": "continuous", "role": "semantic", "group": "group", "range": [1, 7],
-                       "scale": RATING_SCALE, "description": d, "provenance": PROVENANCE + "; single rater"}
+                       "scale": RATING_SCALE, "description": d,
+                       "provenance": PROVENANCE + "; single rater, anchors in 'description'" + extra_prov}
                    for c, d in ITEM_CONT.items()})
     labels.update(_surface_labels("the noun"))
-    df.attrs.update(name="items", version=VERSIONS["items"], pooling="target_mean", provenance=PROVENANCE,
-                    description="Exp 1 (item semantics): 'A/An <noun>' for concrete nouns; binary features, "
-                                "1-7 ratings and surface controls. group = the noun (one row per noun); "
-                                "'category' is metadata (do not use it as a feature).",
-                    labels=labels, checks={"n_folds": 6, "min_class_fraction": 0.30})
+    df.attrs.update(name=name, version=VERSIONS[name], pooling="target_mean", provenance=PROVENANCE,
+                    description=description, labels=labels, checks={"n_folds": 6, "min_class_fraction": 0.30})
     return df
+
+
+def build_items(log: list | None = None) -> pd.DataFrame:
+    return _noun_set(
+        read_items_table(log), "items",
+        "Exp 1 (item semantics): 'A/An <noun>' for concrete nouns; binary features, 1-7 ratings and surface "
+        "controls. group = the noun (one row per noun); 'category' is metadata (do not use it as a feature). "
+        "v2: rules rewritten and applied to every row (changes in build_log.csv), holdable dropped, "
+        "larger_than_person := size >= 5, homographs kiwi/mouse removed.",
+        "; v2 changes logged in stimuli/build_log.csv")
+
+
+def build_items_heldout() -> pd.DataFrame:
+    t = read_noun_table(HERE / "source" / "heldout_table.txt", HELDOUT_COLUMNS)
+    t["larger_than_person"] = (t["size"] >= 5).astype("int64")
+    return _noun_set(
+        t, "items_heldout",
+        "Held-out nouns for transfer (train probes on items, test here): 'A/An <noun>', nouns disjoint from "
+        "items (no shared lemma, no compound of an items noun), same categories, labelled with the same "
+        "written rules as items. Not for CV on its own (small); see probekit.transfer.",
+        "; written after the items v2 rules, without looking at any model output")
 
 
 # =========================================================================== Exp 2A/2B: relations
@@ -194,161 +281,90 @@ def build_relations() -> pd.DataFrame:
                          "x": x, "y": y, "related": rel, "relatedness": r})
     df = pd.DataFrame(rows)
     df["related"] = df["related"].astype("int64")
+    df = df.rename(columns={"relatedness": "relatedness_rating"})
     prov = PROVENANCE + "; quads checked automatically: every word once related, once unrelated, in one group only"
     labels = {
         "related": {"kind": "binary", "role": "semantic", "group": "group", "scale": "0 = unrelated, 1 = related",
                     "description": "Exp 2A: the two words are strongly associated (same scene/activity/"
                                    "part-whole/typical use); unrelated pairs are the same words swapped across "
                                    "two related pairs of different domains", "provenance": prov},
-        "relatedness": {"kind": "continuous", "role": "semantic", "group": "group", "range": [1, 7],
-                        "scale": RATING_SCALE,
-                        "description": "Exp 2B: how related the two words are; 1 = unrelated, 4 = loosely related, "
-                                       "7 = very strongly associated. By construction related pairs are rated 4-7 "
-                                       "and unrelated 1-2, so 2B adds within-class variation to 2A",
-                        "provenance": PROVENANCE + "; single rater"},
     }
     df.attrs.update(name="relations", version=VERSIONS["relations"], pooling="target_mean", provenance=PROVENANCE,
-                    description="Exp 2A/2B (two-item relations): 'A/An <x> and <y>', target = [x, y]. Built from "
+                    description="Exp 2A (two-item relations): 'A/An <x> and <y>', target = [x, y]. Built from "
                                 "quads (group) of two related pairs and their two swaps, so each word occurs in "
-                                "both classes and in one group only.",
+                                "both classes and in one group only. v2: the 1-7 rating is metadata "
+                                "('relatedness_rating'), no longer a label: it correlated r = 0.977 with "
+                                "'related' (related pairs 4-7, unrelated 1-2 by construction).",
                     labels=labels, checks={"n_folds": 6, "min_class_fraction": 0.30,
                                            "disjoint_words_across_groups": True})
     return df
 
 
 # =========================================================================== Exp 2C: eats
-# eats = the food is a normal part of the animal's natural or usual diet.
-# Per animal: foods it eats / foods it clearly does not eat. Cells that are
-# ambiguous (a dog and fish, a bear and meat ...) are simply not listed.
-EATS_FOODS = ["fish", "grass", "meat", "seeds", "nectar", "insects", "nuts", "hay", "bamboo",
-              "plankton", "worms", "fruit", "leaves", "mice", "honey", "carrots"]
-EATS = {
-    # animal: (eats, does not eat)
-    "cat": ("fish meat mice", "grass seeds nectar nuts hay bamboo plankton fruit leaves honey carrots"),
-    "lion": ("meat", "fish grass seeds nectar insects nuts hay bamboo plankton worms fruit leaves honey carrots"),
-    "tiger": ("meat", "grass seeds nectar insects nuts hay bamboo plankton worms fruit leaves honey carrots"),
-    "wolf": ("meat mice", "grass seeds nectar insects nuts hay bamboo plankton worms leaves honey carrots"),
-    "shark": ("fish meat", "grass seeds nectar insects nuts hay bamboo worms fruit leaves mice honey carrots"),
-    "penguin": ("fish plankton", "grass meat seeds nectar insects nuts hay bamboo worms fruit leaves mice honey carrots"),
-    "whale": ("plankton fish", "grass seeds nectar insects nuts hay bamboo worms fruit leaves mice honey carrots"),
-    "eagle": ("fish mice meat", "grass seeds nectar nuts hay bamboo plankton fruit leaves honey carrots"),
-    "owl": ("mice insects", "grass seeds nectar nuts hay bamboo plankton fruit leaves honey carrots"),
-    "snake": ("mice", "grass seeds nectar nuts hay bamboo plankton fruit leaves honey carrots"),
-    "cow": ("grass hay", "fish meat nectar insects nuts plankton worms mice honey"),
-    "horse": ("grass hay carrots", "fish meat nectar insects plankton worms mice honey bamboo"),
-    "sheep": ("grass hay", "fish meat nectar insects nuts bamboo plankton worms mice honey"),
-    "goat": ("grass hay leaves", "fish meat nectar insects plankton worms mice honey"),
-    "rabbit": ("grass hay carrots leaves", "fish meat nectar insects nuts bamboo plankton worms mice honey"),
-    "giraffe": ("leaves", "fish meat seeds nectar insects nuts bamboo plankton worms mice honey carrots"),
-    "panda": ("bamboo", "fish meat seeds nectar insects nuts hay plankton worms mice honey carrots"),
-    "koala": ("leaves", "fish grass meat seeds nectar insects nuts hay bamboo plankton worms fruit mice honey carrots"),
-    "bee": ("nectar honey", "fish grass meat seeds insects nuts hay bamboo plankton worms fruit leaves mice carrots"),
-    "hummingbird": ("nectar insects", "fish grass meat seeds nuts hay bamboo plankton worms leaves mice carrots"),
-    "butterfly": ("nectar", "fish grass meat seeds insects nuts hay bamboo plankton worms mice honey carrots"),
-    "squirrel": ("nuts seeds fruit", "fish grass meat nectar hay bamboo plankton worms mice honey"),
-    "sparrow": ("seeds insects", "fish grass meat nectar hay bamboo plankton mice honey carrots"),
-    "chicken": ("seeds insects worms", "fish nectar hay bamboo plankton honey"),
-    "frog": ("insects worms", "fish grass meat seeds nectar nuts hay bamboo plankton fruit leaves honey carrots"),
-    "mole": ("worms insects", "fish grass meat seeds nectar nuts hay bamboo plankton fruit leaves mice honey carrots"),
-    "anteater": ("insects", "fish grass meat seeds nectar nuts hay bamboo plankton fruit leaves mice honey carrots"),
-    "monkey": ("fruit leaves nuts", "fish grass meat nectar hay bamboo plankton worms mice"),
-    "bear": ("fish honey fruit nuts", "grass hay bamboo plankton nectar"),
-    "robin": ("worms insects", "fish grass meat nectar nuts hay bamboo plankton mice honey carrots"),
-    "otter": ("fish", "grass seeds nectar nuts hay bamboo plankton fruit leaves mice honey carrots"),
-    "seal": ("fish", "grass seeds nectar insects nuts hay bamboo worms fruit leaves mice honey carrots"),
-    "pelican": ("fish", "grass meat seeds nectar nuts hay bamboo worms fruit leaves mice honey carrots"),
-    "dolphin": ("fish", "grass seeds nectar insects nuts hay bamboo worms fruit leaves mice honey carrots"),
-    "crocodile": ("fish meat", "grass seeds nectar nuts hay bamboo plankton fruit leaves honey carrots"),
-    "hawk": ("mice meat", "grass seeds nectar nuts hay bamboo plankton fruit leaves honey carrots"),
-    "hedgehog": ("insects worms", "fish grass nectar nuts hay bamboo plankton leaves honey carrots"),
-    "spider": ("insects", "fish grass meat seeds nectar nuts hay bamboo plankton worms fruit leaves mice honey carrots"),
-    "lizard": ("insects", "fish grass seeds nectar nuts hay bamboo plankton leaves mice honey carrots"),
-    "chameleon": ("insects", "fish grass meat seeds nectar nuts hay bamboo plankton fruit leaves mice honey carrots"),
-    "parrot": ("seeds nuts fruit", "fish grass meat hay bamboo plankton worms mice honey carrots"),
-    "hamster": ("seeds nuts carrots", "fish meat nectar hay bamboo plankton mice honey"),
-    "toucan": ("fruit", "grass meat nectar nuts hay bamboo plankton worms leaves mice honey carrots"),
-    "caterpillar": ("leaves", "fish meat seeds nectar insects nuts hay bamboo plankton worms fruit mice honey carrots"),
-    "gorilla": ("leaves fruit", "fish grass meat seeds nectar insects hay plankton worms mice honey carrots"),
-    "deer": ("grass leaves", "fish meat seeds nectar insects hay bamboo plankton worms mice honey"),
-    "zebra": ("grass", "fish meat seeds nectar insects nuts bamboo plankton worms fruit mice honey carrots"),
-    "kangaroo": ("grass leaves", "fish meat seeds nectar insects nuts bamboo plankton worms mice honey carrots"),
-    "donkey": ("grass hay carrots", "fish meat nectar insects bamboo plankton worms mice honey"),
-    "elephant": ("grass leaves fruit", "fish meat insects plankton worms mice honey nectar"),
-    "hippopotamus": ("grass", "fish meat seeds nectar insects nuts bamboo plankton worms mice honey carrots"),
-    "duck": ("seeds insects worms", "meat nectar hay bamboo mice honey carrots"),
-    "ant": ("seeds insects nectar honey", "fish grass hay bamboo plankton mice carrots"),
-    "mouse": ("seeds nuts", "fish meat nectar hay bamboo plankton mice honey"),
+# v2: a relation that can transfer across animals. Strict carnivores x strict herbivores, each paired
+# with the same three generic animal foods and three generic plant foods. eats = the food belongs to the
+# animal's diet class. Every animal and every food occurs with both labels exactly equally often, so neither
+# word alone predicts the label: the probe has to combine the animal's diet class with the food's class
+# (an interaction), and the CV group = the animal, so test animals are unseen.
+EATS_DIET = {
+    "carnivore": "lion tiger leopard cheetah cougar lynx wolf hyena cat ferret weasel eagle hawk falcon owl "
+                 "shark crocodile alligator snake orca",
+    "herbivore": "cow horse sheep goat deer zebra rabbit elephant kangaroo donkey camel bison antelope gazelle "
+                 "llama yak moose giraffe tortoise koala",
 }
-EATS_NEG_PER_POS = 1.25  # negatives kept per positive, overall and (as far as possible) per animal and per food
-
-
-def select_eats_negatives(seed: int) -> set[tuple[str, str]]:
-    """Pick the negative (animal, food) cells: greedily fill the largest per-animal plus per-food
-    deficit, so every animal and every food has about as many negatives as positives (ties by seed)."""
-    rng = random.Random(seed)
-    pos_a = {a: len(p.split()) for a, (p, _) in EATS.items()}
-    pos_f = {f: sum(f in p.split() for p, _ in EATS.values()) for f in EATS_FOODS}
-    want_a = {a: max(2, round(EATS_NEG_PER_POS * n)) for a, n in pos_a.items()}
-    want_f = {f: max(1, round(EATS_NEG_PER_POS * n)) for f, n in pos_f.items()}
-    cand = [(a, f) for a, (_, n) in EATS.items() for f in n.split()]
-    rng.shuffle(cand)
-    total = round(EATS_NEG_PER_POS * sum(pos_a.values()))
-    chosen: set[tuple[str, str]] = set()
-    have_a = dict.fromkeys(EATS, 0)
-    have_f = dict.fromkeys(EATS_FOODS, 0)
-    while len(chosen) < total:
-        best, score = None, None
-        for c in cand:
-            if c in chosen:
-                continue
-            sc = (want_a[c[0]] - have_a[c[0]]) + (want_f[c[1]] - have_f[c[1]])
-            if score is None or sc > score:
-                best, score = c, sc
-        if best is None:
-            break
-        chosen.add(best)
-        have_a[best[0]] += 1
-        have_f[best[1]] += 1
-    return chosen
+EATS_FOOD_CLASS = {"meat": "meat prey flesh", "plants": "plants vegetation leaves"}
+EATS_MATCH = {"carnivore": "meat", "herbivore": "plants"}
 
 
 def build_relations_eats() -> pd.DataFrame:
-    negs = select_eats_negatives(SEED + 2)
     rows = []
-    for animal, (pos, neg) in EATS.items():
-        pos, neg = pos.split(), neg.split()
-        assert not set(pos) & set(neg), animal
-        assert set(pos) | set(neg) <= set(EATS_FOODS), animal
-        chosen = [f for f in EATS_FOODS if (animal, f) in negs]
-        for food, eats in [(f, 1) for f in pos] + [(f, 0) for f in chosen]:
-            rows.append({"text": f"{with_article(animal)} and {food}", "target": [animal, food],
-                         "group": animal, "animal": animal, "food": food, "eats": eats})
+    for diet, animals in EATS_DIET.items():
+        for animal in animals.split():
+            for fclass, foods in EATS_FOOD_CLASS.items():
+                for food in foods.split():
+                    rows.append({"text": f"{with_article(animal)} and {food}", "target": [animal, food],
+                                 "group": animal, "animal": animal, "food": food, "diet": diet,
+                                 "food_class": fclass, "eats": int(EATS_MATCH[diet] == fclass)})
     df = pd.DataFrame(rows)
     df["eats"] = df["eats"].astype("int64")
     labels = {"eats": {"kind": "binary", "role": "semantic", "group": "group", "scale": "0 = no, 1 = yes",
-                       "description": "Exp 2C: the food is a normal part of this animal's natural or usual diet. "
+                       "description": "Exp 2C: the food belongs to the animal's diet class (strict carnivores: "
+                                      "meat, prey, flesh; strict herbivores: plants, vegetation, leaves). "
                                       "group = the animal (use 'food' as group for the converse split)",
-                       "provenance": PROVENANCE + "; ambiguous animal-food cells omitted; every animal and every "
-                                                  "food checked to occur with both labels"}}
+                       "provenance": PROVENANCE + "; rule-based from the diet class of each animal (strict "
+                                                  "carnivores / herbivores only; omnivores left out)"}}
     df.attrs.update(name="relations_eats", version=VERSIONS["relations_eats"], pooling="target_mean",
                     provenance=PROVENANCE,
-                    description="Exp 2C (relation with group structure): 'A/An <animal> and <food>', target = "
-                                "[animal, food], label eats; group = animal, so test animals are unseen and each "
-                                "animal/food occurs with both labels.",
+                    description="Exp 2C (relation that transfers across animals): 'A/An <animal> and <food>', "
+                                "target = [animal, food], label eats = diet class match; 20 carnivores and 20 "
+                                "herbivores x 3 animal foods and 3 plant foods (all cells), group = animal. "
+                                "Neither the animal nor the food alone predicts the label (each is 50/50); "
+                                "'diet' and 'food_class' are metadata. v2 replaces the v1 animal-specific "
+                                "cells, where nothing could transfer to an unseen animal.",
                     labels=labels, checks={"n_folds": 6, "min_class_fraction": 0.30})
     return df
 
 
 # =========================================================================== Exp 3: analogies
-# Families of three pairs sharing one relation. Within a family, for every ordered
-# (i, j), i != j: valid "a_i is to b_i as a_j is to b_j" and invalid
-# "a_i is to b_i as a_j is to b_k" (k the third pair). Each D word is thus used
-# twice as a valid and twice as an invalid completion, and families share no word.
+# v2. Eight relation types x three families of three canonical pairs. Families are paired into
+# 12 blocks of two types (three perfect matchings of the 8 types; family f of every type goes to
+# matching f); a block is the CV group. Within a block with types t and u (pairs t0..t2, u0..u2):
+#   valid           t_i : t_j and u_i : u_j            (i != j)      12 rows
+#   cross_relation  t_i : u_j and u_i : t_j            (i != j)      12 rows  (both pairs canonical)
+#   wrong_d         a_i : b_i as a_j : b_k, k third,  j = i + 1      6 rows   (C:D not canonical)
+# In valid + cross_relation every pair occurs as A:B twice valid and twice invalid, and as C:D twice
+# valid and twice invalid, so anything computed from A:B alone or from C:D alone (its words, its relation
+# type) carries no information about 'valid': only the match between the two relations does.
 ANALOGY_FAMILIES = {
     "young_adult": [
         "puppy:dog kitten:cat calf:cow",
         "lamb:sheep foal:horse tadpole:frog",
         "cub:bear piglet:pig duckling:duck",
+    ],
+    "male_female": [
+        "king:queen actor:actress uncle:aunt",
+        "brother:sister husband:wife prince:princess",
+        "waiter:waitress nephew:niece monk:nun",
     ],
     "country_capital": [
         "France:Paris Japan:Tokyo Egypt:Cairo",
@@ -365,57 +381,182 @@ ANALOGY_FAMILIES = {
         "branch:tree finger:hand roof:house",
         "lens:camera blade:knife feather:bird",
     ],
-    "tool_user": [
-        "scalpel:surgeon brush:painter hammer:carpenter",
-        "wrench:plumber stethoscope:doctor chalk:teacher",
-        "microphone:singer whistle:referee needle:tailor",
-    ],
     "material_object": [
         "wood:table glass:window wool:sweater",
         "leather:boot paper:envelope clay:pot",
         "gold:ring cotton:shirt brick:wall",
     ],
-    "male_female": [
-        "king:queen actor:actress uncle:aunt",
-        "brother:sister husband:wife prince:princess",
-        "waiter:waitress nephew:niece monk:nun",
+    "tool_user": [
+        "scalpel:surgeon brush:painter hammer:carpenter",
+        "wrench:plumber stethoscope:doctor chalk:teacher",
+        "microphone:singer whistle:referee needle:tailor",
+    ],
+    "worker_workplace": [
+        "chef:kitchen farmer:farm sailor:ship",
+        "nurse:hospital pilot:cockpit judge:courtroom",
+        "librarian:library miner:mine priest:church",
     ],
 }
+#: Family f of each type is paired with the type given by matching f (types indexed in ANALOGY_FAMILIES order).
+ANALOGY_MATCHINGS = [
+    [(0, 1), (2, 3), (4, 5), (6, 7)],   # domain-matched: people/animals, countries/adjectives, objects, jobs
+    [(0, 2), (1, 3), (4, 6), (5, 7)],
+    [(0, 4), (1, 5), (2, 6), (3, 7)],
+]
+
+
+def _analogy_row(a, b, c, d, g, ab_rel, cd_rel, kind, valid):
+    return {"text": f"{a} is to {b} as {c} is to {d}", "target": [a, b, c, d], "group": g,
+            "ab_relation": ab_rel, "cd_relation": cd_rel, "invalid_kind": kind,
+            "a": a, "b": b, "c": c, "d": d, "valid": valid}
+
+
+def analogy_blocks() -> list[tuple[str, str, list, str, list]]:
+    types = list(ANALOGY_FAMILIES)
+    fams = {t: [[tuple(p.split(":")) for p in f.split()] for f in fs] for t, fs in ANALOGY_FAMILIES.items()}
+    blocks = []
+    for f, matching in enumerate(ANALOGY_MATCHINGS):
+        for ti, ui in matching:
+            t, u = types[ti], types[ui]
+            blocks.append((f"b{len(blocks) + 1:02d}", t, fams[t][f], u, fams[u][f]))
+    return blocks
 
 
 def build_analogies() -> pd.DataFrame:
     rows = []
-    fam_no = 0
-    for rtype, fams in ANALOGY_FAMILIES.items():
-        for fam in fams:
-            fam_no += 1
-            pairs = [tuple(p.split(":")) for p in fam.split()]
-            assert len(pairs) == 3
-            g = f"{rtype}_{fam_no:02d}"
+    for g, t, P, u, Q in analogy_blocks():
+        for rel, X in ((t, P), (u, Q)):                        # valid
             for i in range(3):
                 for j in range(3):
-                    if i == j:
-                        continue
-                    k = 3 - i - j
-                    a, b = pairs[i]
-                    c, d_valid = pairs[j]
-                    for d, valid in ((d_valid, 1), (pairs[k][1], 0)):
-                        rows.append({"text": f"{a} is to {b} as {c} is to {d}", "target": [a, b, c, d],
-                                     "group": g, "relation_type": rtype, "a": a, "b": b, "c": c, "d": d,
-                                     "valid": valid})
+                    if i != j:
+                        rows.append(_analogy_row(*X[i], *X[j], g, rel, rel, "none", 1))
+        for (r1, X), (r2, Y) in (((t, P), (u, Q)), ((u, Q), (t, P))):   # cross_relation
+            for i in range(3):
+                for j in range(3):
+                    if i != j:
+                        rows.append(_analogy_row(*X[i], *Y[j], g, r1, r2, "cross_relation", 0))
+        for rel, X in ((t, P), (u, Q)):                        # wrong_d
+            for i in range(3):
+                j, k = (i + 1) % 3, (i + 2) % 3
+                rows.append(_analogy_row(*X[i], X[j][0], X[k][1], g, rel, "none", "wrong_d", 0))
     df = pd.DataFrame(rows)
     df["valid"] = df["valid"].astype("int64")
     labels = {"valid": {"kind": "binary", "role": "semantic", "group": "group", "scale": "0 = invalid, 1 = valid",
-                        "description": "Exp 3: the analogy holds (C relates to D as A to B); invalid ones keep A, B, "
-                                       "C and take D from another pair of the same family (same category, and used "
-                                       "as a valid D elsewhere)",
-                        "provenance": PROVENANCE + "; checked automatically: each D is valid and invalid equally "
-                                                   "often; no word occurs in two groups"}}
+                        "description": "Exp 3: the analogy holds (C relates to D as A to B). Two kinds of invalid "
+                                       "rows (column invalid_kind): 'cross_relation' = A:B and C:D are both "
+                                       "canonical pairs but of different relation types (the primary condition: "
+                                       "select invalid_kind != 'wrong_d'); 'wrong_d' = D taken from another pair "
+                                       "of the same family, so C:D is not a pair (the v1 condition, secondary: "
+                                       "select invalid_kind != 'cross_relation')",
+                        "provenance": PROVENANCE + "; design checked automatically: relation types and pairs "
+                                                   "balanced across valid/cross_relation in both positions; no "
+                                                   "word occurs in two groups"}}
     df.attrs.update(name="analogies", version=VERSIONS["analogies"], pooling="target_mean", provenance=PROVENANCE,
                     description="Exp 3 (four-item analogies): '<A> is to <B> as <C> is to <D>', target = [A, B, C, D]; "
-                                "group = word family (connected component of shared words); relation_type is metadata.",
+                                "group = block of two relation types (12 blocks). Primary condition: valid vs "
+                                "cross_relation (query invalid_kind != 'wrong_d'), where neither pair alone "
+                                "predicts the label; secondary: valid vs wrong_d. ab_relation / cd_relation "
+                                "('none' = not a canonical pair), invalid_kind, a-d are metadata.",
                     labels=labels, checks={"n_folds": 6, "min_class_fraction": 0.30,
                                            "disjoint_words_across_groups": True})
+    return df
+
+
+def build_analogy_pairs(analogies: pd.DataFrame) -> pd.DataFrame:
+    """Each analogy's A:B pair and C:D pair alone, as 'A/An <x> and <y>' (the relations frame), carrying
+    the analogy's label, kind and CV group: the pair-only baselines of the analogies experiment."""
+    rows = []
+    for n, r in enumerate(analogies.itertuples(index=False)):
+        for pair, x, y, rel in (("ab", r.a, r.b, r.ab_relation), ("cd", r.c, r.d, r.cd_relation)):
+            rows.append({"text": f"{with_article(x)} and {y}", "target": [x, y], "group": r.group,
+                         "pair": pair, "analogy": f"an{n:03d}", "pair_relation": rel,
+                         "ab_relation": r.ab_relation, "cd_relation": r.cd_relation,
+                         "invalid_kind": r.invalid_kind, "x": x, "y": y, "valid": r.valid})
+    df = pd.DataFrame(rows)
+    df["valid"] = df["valid"].astype("int64")
+    labels = {"valid": {"kind": "binary", "role": "control", "group": "group",
+                        "scale": "0 = the analogy is invalid, 1 = valid",
+                        "description": "the validity of the analogy this pair was taken from (a baseline, not a "
+                                       "property of the pair): select pair == 'ab' or pair == 'cd', and "
+                                       "invalid_kind != 'wrong_d' for the primary analogies condition",
+                        "provenance": PROVENANCE + "; copied from analogies v" + VERSIONS["analogies"]}}
+    df.attrs.update(name="analogy_pairs", version=VERSIONS["analogy_pairs"], pooling="target_mean",
+                    provenance=PROVENANCE,
+                    description="Pair-only baselines for Exp 3: the A:B pair and the C:D pair of every analogy "
+                                "alone ('A/An <x> and <y>'), with the analogy's 'valid', 'invalid_kind' and CV "
+                                "group. The same text recurs with both labels (by design: a pair is valid in "
+                                "some analogies and invalid in others), hence unique_text = false.",
+                    labels=labels, checks={"n_folds": 6, "min_class_fraction": 0.30, "unique_text": False})
+    return df
+
+
+# =========================================================================== off-ceiling: senses
+# Homographs with an animal sense and a non-animal sense; a modifier before the noun decides the
+# sense ("A fruit bat" / "A baseball bat"). The probe pools the noun's tokens only, which are the same
+# in all four rows of a noun (the CV group), so the noun's identity says nothing about the label:
+# decoding needs the context. noun: (animal modifiers, other modifiers, kind of the other sense)
+SENSES = {
+    "bat": ("fruit vampire", "baseball cricket", "artifact"),
+    "mouse": ("field house", "computer wireless", "artifact"),
+    "crane": ("whooping sandhill", "construction tower", "artifact"),
+    "seal": ("harbor elephant", "wax rubber", "artifact"),
+    "bug": ("stink bed", "software serious", "abstract"),
+    "bass": ("largemouth striped", "electric acoustic", "artifact"),
+    "pike": ("northern freshwater", "medieval wooden", "artifact"),
+    "ram": ("bighorn horned", "battering hydraulic", "artifact"),
+    "kite": ("red black", "paper box", "artifact"),
+    "cardinal": ("northern red", "Catholic senior", "person"),
+    "worm": ("garden slimy", "computer malicious", "software"),
+    "sole": ("Dover lemon", "rubber leather", "artifact"),
+    "skate": ("thornback spotted", "ice roller", "artifact"),
+    "ray": ("manta eagle", "gamma cosmic", "natural"),
+    "perch": ("yellow river", "wooden bamboo", "artifact"),
+    "horse": ("wild racing", "vaulting rocking", "artifact"),
+    "mule": ("pack stubborn", "leather satin", "artifact"),
+    "boxer": ("brindle purebred", "heavyweight professional", "person"),
+    "pointer": ("hunting German", "laser wooden", "artifact"),
+    "rook": ("black noisy", "chess white", "artifact"),
+    "shark": ("tiger hammerhead", "loan card", "person"),
+    "rat": ("brown sewer", "mall gym", "person"),
+    "bear": ("polar grizzly", "teddy stuffed", "artifact"),
+    "dog": ("stray sheep", "hot corn", "food"),
+    "bee": ("honey bumble", "spelling quilting", "event"),
+    "slug": ("garden banana", "lead brass", "artifact"),
+    "mole": ("garden star-nosed", "facial cancerous", "body"),
+    "fly": ("house fruit", "fishing dry", "artifact"),
+    "drone": ("male hive", "camera delivery", "artifact"),
+    "chicken": ("farm clucking", "roast fried", "food"),
+    "turkey": ("wild strutting", "roast smoked", "food"),
+    "duck": ("wild mallard", "roast crispy", "food"),
+    "lamb": ("newborn bleating", "roast braised", "food"),
+    "setter": ("Irish English", "trend record", "person"),
+    "monitor": ("Nile desert", "computer heart", "artifact"),
+}
+
+
+def build_senses() -> pd.DataFrame:
+    rows = []
+    for noun, (animal_mods, other_mods, kind) in SENSES.items():
+        for mods, is_animal, sense in ((animal_mods, 1, "animal"), (other_mods, 0, kind)):
+            for mod in mods.split():
+                rows.append({"text": f"{with_article(mod)} {noun}", "target": noun, "group": noun,
+                             "modifier": mod, "sense": sense, "animal_sense": is_animal})
+    df = pd.DataFrame(rows)
+    df["animal_sense"] = df["animal_sense"].astype("int64")
+    labels = {"animal_sense": {
+        "kind": "binary", "role": "semantic", "group": "group", "scale": "0 = other sense, 1 = the animal",
+        "description": "in this context the noun refers to a living animal (fruit bat, field mouse) rather than "
+                       "an artifact, food, person, event or other thing (baseball bat, computer mouse, roast "
+                       "duck). Every noun occurs twice with each label, so the noun alone is at chance; pooled "
+                       "over the noun only, the label is decodable only from context mixed into it",
+        "provenance": PROVENANCE + "; rule-based: the modifier names a species/variety/behaviour of the animal, "
+                                   "or a use/material/kind of the other sense"}}
+    df.attrs.update(name="senses", version=VERSIONS["senses"], pooling="target_mean", provenance=PROVENANCE,
+                    description="Off-ceiling item feature: '<A/An> <modifier> <homograph>', target = the homograph "
+                                "(the same tokens in all four rows of a noun), label animal_sense; group = the noun. "
+                                "The layer-0 resid_pre probe sees identical vectors for both labels of a noun, so "
+                                "it sits at chance by construction: any gain above it is contextual.",
+                    labels=labels, checks={"n_folds": 6, "min_class_fraction": 0.30})
     return df
 
 
@@ -526,13 +667,20 @@ def build_buried(items: pd.DataFrame) -> pd.DataFrame:
 
 
 # =========================================================================== main
-def build_all() -> dict[str, pd.DataFrame]:
-    items = build_items()
+BUILD_LOG = "build_log.csv"
+
+
+def build_all(log: list | None = None) -> dict[str, pd.DataFrame]:
+    items = build_items(log)
+    analogies = build_analogies()
     return {
         "items": items,
+        "items_heldout": build_items_heldout(),
+        "senses": build_senses(),
         "relations": build_relations(),
         "relations_eats": build_relations_eats(),
-        "analogies": build_analogies(),
+        "analogies": analogies,
+        "analogy_pairs": build_analogy_pairs(analogies),
         "buried": build_buried(items),
     }
 
@@ -542,9 +690,13 @@ def main(argv=None):
     ap.add_argument("--out", default=str(HERE), help="output folder (default: stimuli/)")
     args = ap.parse_args(argv)
     out = Path(args.out)
-    for name, df in build_all().items():
+    log: list[dict] = []
+    for name, df in build_all(log).items():
         p = save(df, out / f"{name}.csv")
         print(f"{name:15s} {len(df):5d} rows  v{df.attrs['version']}  -> {p}")
+    pd.DataFrame(log, columns=["set", "row", "column", "old", "new", "reason"]).to_csv(
+        out / BUILD_LOG, index=False, lineterminator="\n")
+    print(f"{len(log)} logged changes -> {out / BUILD_LOG}")
 
 
 if __name__ == "__main__":

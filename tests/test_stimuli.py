@@ -18,7 +18,7 @@ from probekit.hashing import frame_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 STIM = ROOT / "stimuli"
-SHIPPED = ["items", "relations", "relations_eats", "analogies", "buried"]
+SHIPPED = ["items", "items_heldout", "senses", "relations", "relations_eats", "analogies", "analogy_pairs", "buried"]
 MIN_CLASS = 0.30
 
 
@@ -84,7 +84,10 @@ def test_targets_are_whole_words(sets, name):
 @pytest.mark.parametrize("name", SHIPPED)
 def test_no_duplicates(sets, name):
     df = sets[name]
-    assert not df.text.duplicated().any()
+    if df.attrs["checks"].get("unique_text", True):
+        assert not df.text.duplicated().any()
+    else:  # analogy_pairs: a text recurs, but never twice within one analogy/pair slot
+        assert not df[["analogy", "pair"]].duplicated().any()
 
 
 def test_sizes(sets):
@@ -92,6 +95,8 @@ def test_sizes(sets):
     assert len(sets["relations"]) >= 200
     assert len(sets["relations_eats"]) >= 200
     assert len(sets["analogies"]) >= 200
+    assert 80 <= len(sets["items_heldout"]) <= 130
+    assert len(sets["senses"]) >= 120
     b = sets["buried"]
     early, end = b[b.placement == "early"], b[b.placement == "end"]
     assert len(early) >= 200
@@ -134,12 +139,16 @@ def test_items_design(sets):
     assert len(binary) >= 6 and len(cont) >= 3
     for c in cont:
         assert labels[c]["range"] == [1, 7]
-    assert {"larger_than_person", "found_indoors", "holdable"} <= set(binary)
+    assert {"larger_than_person", "found_indoors"} <= set(binary) and "holdable" not in df.columns
     assert labels["n_letters"]["role"] == "surface" and labels["zipf"]["role"] == "surface"
-    # features are not copies of one another
+    # primary (binary semantic) features are not copies of one another (issue 11: |r| <= 0.8)
     corr = df[binary].corr().abs()
     off = corr.where(~np.eye(len(binary), dtype=bool))
-    assert off.max().max() < 0.9, off.max()
+    assert off.max().max() <= 0.8, off.max()
+    # larger_than_person is the documented derivation of the size rating, not a second rating
+    assert (df.larger_than_person == (df["size"] >= 5)).all()
+    # homographs whose senses differ in the labels are excluded
+    assert not {"kiwi", "mouse"} & set(df.target)
     assert (df.living != df.animal).sum() >= 40
     # a single noun per row, one row per noun
     assert df.target.map(lambda t: isinstance(t, str) and " " not in t).all()
@@ -162,9 +171,10 @@ def test_relations_each_word_in_both_classes(sets):
         per = df.groupby(col).related.agg(["min", "max"])
         assert (per["min"] == 0).all() and (per["max"] == 1).all(), col
     assert (df.target.map(list) == df[["x", "y"]].values.tolist()).all()
-    assert df.loc[df.related == 1, "relatedness"].min() >= 4
-    assert df.loc[df.related == 0, "relatedness"].max() <= 3
-    assert df.relatedness.nunique() >= 4
+    # the 1-7 rating is metadata in v2 (r = 0.977 with 'related'), not a label
+    assert "relatedness" not in df.attrs["labels"]
+    assert df.loc[df.related == 1, "relatedness_rating"].min() >= 4
+    assert df.loc[df.related == 0, "relatedness_rating"].max() <= 3
 
 
 def _word_groups(df):
@@ -186,26 +196,48 @@ def test_no_word_in_two_groups(sets, name):
 def test_eats_design(sets):
     df = sets["relations_eats"]
     assert (df.group == df.animal).all()
-    for col in ("animal", "food"):
-        per = df.groupby(col).eats.agg(["min", "max"])
-        assert (per["min"] == 0).all() and (per["max"] == 1).all(), per[(per["min"] == 1) | (per["max"] == 0)]
     assert not df[["animal", "food"]].duplicated().any()
-    assert df.group.nunique() >= 12
-    # the food alone is a poor predictor: per-food positive rate near the overall rate
-    rate = df.groupby("food").eats.mean()
-    assert rate.between(0.25, 0.75).all(), rate
+    # neither word alone predicts the label: every animal and every food is exactly 50/50
+    assert (df.groupby("animal").eats.mean() == 0.5).all()
+    assert (df.groupby("food").eats.mean() == 0.5).all()
+    # the label is the diet-class match, and every class has many animals (so it can transfer)
+    match = {("carnivore", "meat"), ("herbivore", "plants")}
+    assert (df.eats == [int((d, f) in match) for d, f in zip(df.diet, df.food_class)]).all()
+    per_class = df.groupby("diet").animal.nunique()
+    assert (per_class >= 15).all(), per_class
+    # every animal is paired with every food (no hand-picked cells)
+    assert len(df) == df.animal.nunique() * df.food.nunique()
+    assert not (df.animal + "s" == df.food).any() and "mice" not in set(df.food)
 
 
 # ------------------------------------------------------------------ analogies
 def test_analogies_design(sets):
     df = sets["analogies"]
-    assert df.relation_type.nunique() >= 5
+    assert df.ab_relation.nunique() >= 7
     assert df.target.map(len).eq(4).all()
     assert (df.text == df.a + " is to " + df.b + " as " + df.c + " is to " + df.d).all()
-    per_d = df.groupby("d").valid.agg(["min", "max"])
-    assert (per_d["min"] == 0).all() and (per_d["max"] == 1).all()
-    # D alone gives nothing away: every D is valid exactly as often as invalid
-    assert (df.groupby("d").valid.mean() == 0.5).all()
+    assert set(df.invalid_kind) == {"none", "cross_relation", "wrong_d"}
+    assert ((df.invalid_kind == "none") == (df.valid == 1)).all()
+    # issue 11: at least 40% of invalid analogies keep C:D a canonical pair
+    inv = df[df.valid == 0]
+    assert (inv.cd_relation != "none").mean() >= 0.4
+    # canonical pairs: every (a, b) and every canonical (c, d) is one of the build's pairs, of its type
+    build = _build_module()
+    pairs = {tuple(p.split(":")): t for t, fams in build.ANALOGY_FAMILIES.items() for f in fams for p in f.split()}
+    assert all(pairs[(a, b)] == r for a, b, r in zip(df.a, df.b, df.ab_relation))
+    for c, d, r in zip(df.c, df.d, df.cd_relation):
+        assert pairs.get((c, d), "none") == r
+    assert ((df.ab_relation == df.cd_relation) == (df.valid == 1)).all()
+    # primary condition: each relation type, and each single pair, is 50/50 valid in A:B and in C:D
+    prim = df[df.invalid_kind != "wrong_d"]
+    for col in ("ab_relation", "cd_relation"):
+        assert (prim.groupby(col).valid.mean() == 0.5).all(), col
+    assert (prim.groupby(["a", "b"]).valid.mean() == 0.5).all()
+    assert (prim.groupby(["c", "d"]).valid.mean() == 0.5).all()
+    assert (prim.groupby("group").valid.mean() == 0.5).all()
+    # secondary condition (v1 kind): D alone gives nothing away either
+    sec = df[df.invalid_kind != "cross_relation"]
+    assert sec.groupby("d").valid.agg(["min", "max"]).eq([0, 1]).all().all()
     # groups are connected components of shared words (union-find) and there are >= 12
     parent = {}
 
@@ -222,6 +254,91 @@ def test_analogies_design(sets):
     comp = df.target.map(lambda t: find(t[0].lower()))
     assert (df.groupby(comp).group.nunique() == 1).all()  # a component never spans groups
     assert comp.nunique() == df.group.nunique() >= 12
+
+
+def test_analogy_shortcut_baselines_at_chance(sets):
+    """From the data alone: one pair's relation type or words predict nothing in the primary condition,
+    while C:D's type gives the v1-style (wrong_d) condition away; 'same relation' is the positive control."""
+    df = sets["analogies"]
+    prim = S.pair_shortcut_baselines(df[df.invalid_kind != "wrong_d"]).set_index("features").balanced_accuracy
+    sec = S.pair_shortcut_baselines(df[df.invalid_kind != "cross_relation"]).set_index("features").balanced_accuracy
+    print("\nprimary (valid vs cross_relation):\n" + prim.round(3).to_string())
+    print("secondary (valid vs wrong_d):\n" + sec.round(3).to_string())
+    for f in ("ab_relation", "cd_relation", "ab_relation+cd_relation", "ab_words", "cd_words"):
+        assert abs(prim[f] - 0.5) <= 0.05, (f, prim[f])
+    assert prim["same_relation (control)"] == 1.0
+    assert sec["cd_relation"] >= 0.95 and abs(sec["ab_relation"] - 0.5) <= 0.05
+
+
+def test_analogy_pairs_match_analogies(sets):
+    an, pr = sets["analogies"], sets["analogy_pairs"]
+    assert len(pr) == 2 * len(an)
+    assert pr.attrs["labels"]["valid"]["role"] == "control"
+    for pair, x, y in (("ab", "a", "b"), ("cd", "c", "d")):
+        sub = pr[pr.pair == pair].reset_index(drop=True)
+        assert (sub.x == an[x]).all() and (sub.y == an[y]).all()
+        assert (sub.valid == an.valid).all() and (sub.group == an.group).all()
+        assert (sub.invalid_kind == an.invalid_kind).all()
+        assert (sub.text == [S.with_article(a) + " and " + b for a, b in zip(sub.x, sub.y)]).all()
+        # primary condition: the very same pair text is valid exactly as often as invalid
+        prim = sub[sub.invalid_kind != "wrong_d"]
+        assert (prim.groupby("text").valid.mean() == 0.5).all()
+
+
+# ------------------------------------------------------------------ senses (off-ceiling, context-decided)
+def test_senses_design(sets):
+    df = sets["senses"]
+    assert (df.group == df.target).all() and df.target.nunique() >= 30
+    # every noun: two contexts per sense, so the noun alone is exactly at chance
+    per = df.groupby("target").animal_sense.agg(["mean", "size"])
+    assert (per["mean"] == 0.5).all() and (per["size"] == 4).all()
+    # the noun is the last word, preceded by article + one modifier
+    assert (df.text == [S.with_article(m) + " " + t for m, t in zip(df.modifier, df.target)]).all()
+    assert ((df.sense == "animal") == (df.animal_sense == 1)).all()
+    # a modifier decides only one sense of one noun
+    assert not df[["modifier", "target"]].duplicated().any()
+
+
+# ------------------------------------------------------------------ held-out nouns
+def _lemmas(words):
+    out = set()
+    for w in words:
+        w = w.lower()
+        out |= {w, w[:-1] if w.endswith("s") else w, w[:-2] if w.endswith("es") else w}
+    return out
+
+
+def test_heldout_disjoint_and_same_rules(sets):
+    items, ho = sets["items"], sets["items_heldout"]
+    assert not _lemmas(items.target) & _lemmas(ho.target)
+    # no held-out noun is a compound containing an items noun of 4+ letters (sailboat/boat)
+    long_items = [w for w in items.target if len(w) >= 4]
+    not_compounds = {("dandelion", "lion"), ("plumber", "plum")}   # substrings, not compounds
+    comp = [(h, w) for h in ho.target for w in long_items if w in h and w != h and (h, w) not in not_compounds]
+    assert not comp, comp
+    # the same written rules: identical label declarations (kind, scale, description)
+    for lab, spec in items.attrs["labels"].items():
+        h = ho.attrs["labels"][lab]
+        assert (h["kind"], h["scale"], h["description"]) == (spec["kind"], spec["scale"], spec["description"]), lab
+    assert (ho.larger_than_person == (ho["size"] >= 5)).all()
+    assert set(ho.category) <= set(items.category)
+
+
+# ------------------------------------------------------------------ build log
+def test_build_log_records_every_change(sets):
+    build = _build_module()
+    log = pd.read_csv(STIM / "build_log.csv", dtype=str, keep_default_na=False)
+    items = sets["items"].set_index("target")
+    for noun, col, new, why in build.ITEM_CORRECTIONS:
+        row = log[(log.row == noun) & (log.column == col)]
+        assert len(row) == 1 and row.reason.iloc[0] == why, (noun, col)
+        assert float(items.loc[noun, col]) == float(new)
+    for noun in build.ITEM_EXCLUDED:
+        assert ((log.row == noun) & (log.new == "removed")).sum() == 1
+        assert noun not in items.index
+    for col in build.ITEM_DROPPED:
+        assert ((log.column == col) & (log.new == "dropped")).sum() == 1
+    assert (log.reason.str.len() > 10).all()
 
 
 def test_group_kfold_six_folds(sets):
@@ -413,7 +530,11 @@ def test_edited_csv_without_new_hash_is_refused(tmp_path):
     shutil.copy(STIM / "items.csv", tmp_path / "items.csv")
     shutil.copy(STIM / "items.json", tmp_path / "items.json")
     p = tmp_path / "items.csv"
-    p.write_text(p.read_text().replace("An elephant,", "An elephant,", 1).replace(",6.0,5.0,5.0,", ",6.0,5.0,4.0,", 1))
+    text = p.read_text()
+    edited = text.replace("\nAn elephant,elephant,elephant,animal,1,1,0,0,1,0,6.0,7.0,5.0,",
+                          "\nAn elephant,elephant,elephant,animal,1,1,0,0,1,0,6.0,7.0,4.0,", 1)
+    assert edited != text
+    p.write_text(edited)
     with pytest.raises(S.StimulusError, match="hash"):
         S.load_file(p)
 
@@ -428,23 +549,24 @@ def test_sidecar_matches(name):
 def test_committed_data_equal_build_output(tmp_path):
     subprocess.run([sys.executable, str(STIM / "build.py"), "--out", str(tmp_path)], check=True,
                    capture_output=True, text=True)
-    for name in SHIPPED:
-        for ext in (".csv", ".json"):
-            built = (tmp_path / f"{name}{ext}").read_bytes()
-            committed = (STIM / f"{name}{ext}").read_bytes()
-            assert built == committed, f"stimuli/{name}{ext} differs from stimuli/build.py output: rerun it"
+    files = [f"{name}{ext}" for name in SHIPPED for ext in (".csv", ".json")] + ["build_log.csv"]
+    for f in files:
+        built = (tmp_path / f).read_bytes()
+        committed = (STIM / f).read_bytes()
+        assert built == committed, f"stimuli/{f} differs from stimuli/build.py output: rerun it"
 
 
 # ------------------------------------------------------------------ WordNet cross-check
 WORDNET_MAX_RATE = 0.10   # per feature: disagreements / items
 
 
-def test_wordnet_cross_check(sets):
+@pytest.mark.parametrize("name", ["items", "items_heldout"])
+def test_wordnet_cross_check(sets, name):
     try:
         wn = S.WordNetNouns()
     except FileNotFoundError as e:
         pytest.skip(f"{e} (WordNet 3.0 files: `apt-get install wordnet-base`; CI installs it)")
-    df = sets["items"]
+    df = sets[name]
     dis = S.wordnet_disagreements(df, wn)
     with pd.option_context("display.width", 200, "display.max_rows", 500, "display.max_colwidth", 70):
         print("\nWordNet disagreements:\n" + dis.to_string())
