@@ -75,16 +75,32 @@ def _summary_lines(verdicts) -> list[str]:
 
 # ----------------------------------------------------------------------------- subcommands
 
+def _preflight(args, models) -> int:
+    """Every model argument checked (device, dtype, where the weights are, a supplied checkpoint's identity)
+    before any work starts: 0, or 2 with the reason."""
+    from .models import ModelInputError, ModelUnavailableError, UnsupportedArchitectureError, preflight
+    for m in models:
+        try:
+            preflight(m, args.dtype, args.device)
+        except ModelInputError as exc:
+            return _usage(str(exc))
+        except (ModelUnavailableError, UnsupportedArchitectureError):
+            pass                 # reported per model when its turn comes (the other models still run)
+    return 0
+
+
 def cmd_run(args) -> int:
-    from .models import ModelUnavailableError, UnsupportedArchitectureError
+    from .models import ModelInputError, ModelUnavailableError, UnsupportedArchitectureError
     from .report import write_report
     models = args.model or [DEFAULT_MODEL]
     _check_experiments(args, _study(args))
+    if _preflight(args, models):
+        return 2
     status = 0
     for model in models:
         try:
             rep = _replicate(args, model)
-        except (ModelUnavailableError, UnsupportedArchitectureError) as exc:
+        except (ModelUnavailableError, UnsupportedArchitectureError, ModelInputError) as exc:
             _err(str(exc))
             status = EXIT_UNAVAILABLE
             continue
@@ -223,7 +239,7 @@ def cmd_expected(args) -> int:
     if args.write_paper:
         print(f"wrote {E.write_paper(study, args.dir)}")
     if args.update_measured:
-        from .models import ModelUnavailableError, UnsupportedArchitectureError
+        from .models import ModelInputError, ModelUnavailableError, UnsupportedArchitectureError
         from .report import measure_run
         if not args.model:
             _err("--update-measured needs --model")
@@ -231,7 +247,7 @@ def cmd_expected(args) -> int:
         for model in args.model:
             try:
                 rep = _replicate(args, model)
-            except (ModelUnavailableError, UnsupportedArchitectureError) as exc:
+            except (ModelUnavailableError, UnsupportedArchitectureError, ModelInputError) as exc:
                 _err(str(exc))
                 return EXIT_UNAVAILABLE
             print(f"wrote measured rows of {rep.model} to "

@@ -37,6 +37,7 @@ class Replication:
     results: dict = field(default_factory=dict)        # experiment name -> ProbeResults
     timings: dict = field(default_factory=dict)
     study: str = "bogdan2025"                           # the study: a shipped id or a study folder
+    transfer: pd.DataFrame | None = None                # held-out transfer scores (probekit.transfer)
 
     def scores(self) -> pd.DataFrame:
         """One tidy table: every experiment's scores with model/experiment columns."""
@@ -54,11 +55,13 @@ class Replication:
         Everything is written into a temporary sibling first and swapped in, so a
         crash leaves either the previous results or the new ones, never a mix."""
         out = Path(out_dir)
-        owned = ("probes", "scores.parquet", "replication.json")
+        owned = ("probes", "scores.parquet", "replication.json", "transfer.parquet")
         with atomic_directory(out, keep=lambda name: name not in owned) as tmp:   # keeps figures, reports
             for name, res in self.results.items():
                 res.save(tmp / "probes" / name)
             self.scores().to_parquet(tmp / "scores.parquet", index=False)
+            if self.transfer is not None:
+                self.transfer.to_parquet(tmp / "transfer.parquet", index=False)
             meta = {"model": self.model, "n_layers": self.n_layers, "d_model": self.d_model,
                     "markers": list(self.markers), "fingerprint": self.fingerprint,
                     "probekit_version": __version__, "timings": self.timings,
@@ -75,6 +78,8 @@ class Replication:
                   timings=meta.get("timings", {}), study=meta.get("study", "bogdan2025"))
         for name in meta["experiments"]:
             rep.results[name] = ProbeResults.load(out / "probes" / name)
+        if (out / "transfer.parquet").exists():
+            rep.transfer = pd.read_parquet(out / "transfer.parquet")
         return rep
 
 
@@ -164,10 +169,13 @@ def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict
     timings = {"load_model_s": round(time.perf_counter() - t0, 2)}
     rep = Replication(model.name, model.n_layers, model.d_model, model.markers, model.fingerprint, timings=timings,
                       study=study.id if study.id in BUILTIN or not study.folder else str(study.folder))
+    kept = {}
     for name in names:
         exp = study.experiments[name]
         t = time.perf_counter()
         acts = extract(model, exp.stimuli(), batch_size=batch_size, store=store, progress=progress)
+        if any(name == tr for tr, _ in study.transfers):
+            kept[name] = acts
         t_ex = time.perf_counter() - t
         t = time.perf_counter()
         rep.results[name] = probe_experiment(acts, exp, probe_kw, cache=bool(store))
@@ -175,5 +183,20 @@ def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict
         timings[name] = {"extract_s": round(t_ex, 2), "probe_s": round(t_pr, 2), "n_stimuli": len(acts)}
         if log:
             log(f"[{model.name}] {name}: {len(acts)} stimuli, extract {t_ex:.1f} s, probes {t_pr:.1f} s")
+    parts = []
+    for train, test_set in study.transfers:
+        if train not in kept:
+            continue
+        from . import stimuli as S
+        from .transfer import transfer_scores
+        t = time.perf_counter()
+        held = extract(model, S.load(test_set), batch_size=batch_size, store=store, progress=progress)
+        parts.append(transfer_scores(kept[train], held).assign(train=train, test=test_set))
+        timings[f"transfer_{train}"] = {"extract_s": round(time.perf_counter() - t, 2), "probe_s": 0.0,
+                                        "n_stimuli": len(held)}
+        if log:
+            log(f"[{model.name}] transfer {train} -> {test_set}: {len(held)} held-out stimuli, "
+                f"{time.perf_counter() - t:.1f} s")
+    rep.transfer = pd.concat(parts, ignore_index=True) if parts else None
     timings["total_s"] = round(time.perf_counter() - t0, 2)
     return rep

@@ -139,6 +139,15 @@ def peak_summary(values, reps, level: float = LEVEL, inflation: float = 1.0) -> 
                        float(np.nanmax(gband.hi)), len(v))
 
 
+def excess(values_a, reps_a, values_b, reps_b, level: float = LEVEL, inflation: float = 1.0):
+    """How far profile A rises above profile B at its best layer: ``(max_l (a - b), lower, upper)``, the
+    bounds from the simultaneous band of the difference profile (replicate ``r`` of A minus replicate ``r``
+    of B), so the choice of the layer is included."""
+    d = np.asarray(values_a, float) - np.asarray(values_b, float)
+    band = simultaneous_band(d, np.asarray(reps_a, float) - np.asarray(reps_b, float), level, inflation)
+    return float(np.nanmax(d)), float(np.nanmax(band.lo)), float(np.nanmax(band.hi))
+
+
 def bootstrap_peak_layers(replicates) -> np.ndarray:
     """Peak layer (first argmax, NaNs ignored) of each bootstrap replicate profile ``[B, L]``
     (a description of instability; not a CI of the peak, see :func:`peak_summary`)."""

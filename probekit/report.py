@@ -390,6 +390,37 @@ def write_report(rep, out_dir, measurements: pd.DataFrame | None = None) -> dict
     return paths
 
 
+def transfer_lines(rep, component: str = OVERVIEW_COMPONENT) -> list[str]:
+    """The held-out transfer table: per label, the probe trained on the experiment's stimuli and tested on
+    a disjoint set, at layer 0 and at its best layer, next to the within-set cross-validated value."""
+    t = getattr(rep, "transfer", None)
+    if t is None or not len(t):
+        return []
+    t = t[(t.component == component) & t.metric.isin(["balanced_accuracy", "r"])]
+    lines = ["## Held-out transfer", "",
+             f"Probe trained on every stimulus of the experiment, tested on a stimulus set with no shared lemma "
+             f"({component}). A profile that reflects the feature transfers; one that reflects the particular "
+             f"nouns does not. `cv` = the same label's within-set group-CV value at the same layer.", "",
+             "| train -> test | label | metric | layer 0 | best layer | transfer at best | cv at best |",
+             "|---|---|---|---|---|---|---|"]
+    for (train, test, label, metric), g in t.groupby(["train", "test", "label", "metric"], sort=False):
+        g = g.sort_values("layer")
+        best = g.loc[g.value.idxmax()]
+        cv = np.nan
+        res = rep.results.get(train)
+        if res is not None and label in res.labels:
+            p = res.profile(label, component, metric)
+            hit = p[p.layer == best.layer]
+            cv = float(hit.value.iloc[0]) if len(hit) else np.nan
+        lines.append(f"| {train} -> {test} | {label} | {metric} | {_fmt(g.value.iloc[0])} | {int(best.layer)} | "
+                     f"{_fmt(best.value)} | {_fmt(cv)} |")
+    mean = t[t.metric == "balanced_accuracy"].groupby("layer").value.mean()
+    if len(mean):
+        lines += ["", f"Mean transfer balanced accuracy over binary labels: layer 0 {mean.iloc[0]:.3f}, best "
+                      f"{mean.max():.3f} at layer {int(mean.idxmax())}.", ""]
+    return lines + [""]
+
+
 def report_markdown(rep, verdicts: pd.DataFrame, figures: list[Path], out_dir: Path) -> str:
     from . import __version__
     rel = {Path(p).name: os.path.relpath(p, out_dir) for p in figures}
@@ -430,7 +461,7 @@ def report_markdown(rep, verdicts: pd.DataFrame, figures: list[Path], out_dir: P
                 f"{s['peak_depth']:.2f}", f"{s['peak_value']:.3f} [{_fmt(lo)}, {_fmt(hi)}]",
                 _fmt(s["layer0_value"]), _fmt(s["surface_baseline"]), _fmt(s["selectivity_at_peak"]),
                 f"[png]({rel[fn]})" if fn in rel else "—"]) + " |")
-    lines += [""]
+    lines += [""] + transfer_lines(rep)
     if verdicts is not None and len(verdicts):
         lines += [claims_markdown(verdicts, title=f"Claims ({study.title})", level=2)]
     else:

@@ -43,6 +43,7 @@ class Study:
     inflation: float = 1.0
     noise: dict = field(default_factory=dict)
     paper_ranges: dict = field(default_factory=dict)
+    transfers: tuple = ()                    # (experiment, held-out stimulus set): probes trained on one, tested
     folder: Path | None = None
 
     def claim(self, claim_id: str):

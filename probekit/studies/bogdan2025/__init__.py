@@ -11,7 +11,7 @@ from pathlib import Path
 from probekit.studies import Study
 
 from .claims import CLAIMS, INFLATION, NOISE
-from .experiments import EXPERIMENTS
+from .experiments import EXPERIMENTS, TRANSFERS
 from .paper import PAPER_RANGES, paper_rows
 
 STUDY = Study(
@@ -23,5 +23,6 @@ STUDY = Study(
     inflation=INFLATION,
     noise=NOISE,
     paper_ranges=PAPER_RANGES,
+    transfers=TRANSFERS,
     folder=Path(__file__).resolve().parent,
 )

@@ -197,14 +197,32 @@ class RelationsDeeper(Deeper):
 
 
 class AnalogiesDeeper(Deeper):
+    """Also: the analogy profile must rise above what either pair alone gives (the shortcut control of the
+    v2 stimuli: a probe that sees only A:B or only C:D is at chance by construction)."""
     id = S + "analogies_deeper"
     title = "Four-item analogies peak deeper still"
     paper = "abstract; Exp 3: 3B layers 10-15"
-    needs = ("relations", "analogies")
+    needs = ("relations", "analogies", "analogies_ab_only", "analogies_cd_only")
     key_metric = "analogies_minus_relations.depth"
     reference_model = "llama-3.2-3b"
     deep, shallow = "analogies", "relations"
-    scenarios = _deeper_scenarios("analogies", "relations", 12.5 / 28, 10 / 28)
+    scenarios = tuple(Scenario(s.name, s.kind, s.description,
+                               dict(s.params, truths={**s.params["truths"],
+                                                      ("analogies_ab_only", RESID): ("flat",),
+                                                      ("analogies_cd_only", RESID): ("flat",)}))
+                      for s in _deeper_scenarios("analogies", "relations", 12.5 / 28, 10 / 28))
+
+    def measure(self, ev):
+        rows = super().measure(ev)
+        va, ra = ev.profile("analogies", RESID)
+        pairs = [ev.profile(e, RESID) for e in ("analogies_ab_only", "analogies_cd_only")]
+        vb = np.maximum(pairs[0][0], pairs[1][0])
+        rb = np.maximum(pairs[0][1], pairs[1][1])
+        x, lo, hi = P.excess(va, ra, vb, rb, LEVEL, INFLATION)
+        rows.append(row(ev, self, "analogies_minus_pair_only.excess", "balanced_accuracy", x, lo, hi, "ci",
+                        f"{RESID}: the analogy profile minus the better of the A:B-only and C:D-only profiles, at "
+                        f"its best layer; simultaneous interval x{INFLATION}"))
+        return rows
 
 
 class DoublePeakClaim(Claim):

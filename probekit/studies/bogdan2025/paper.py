@@ -51,6 +51,9 @@ def paper_rows() -> pd.DataFrame:
                   f"the gain over layer 0, paired-bootstrap CI of the difference above 0)"),
         _r(m, L, "analogies_deeper", "analogies.peak_gain", "balanced_accuracy", "greater", low=0.0,
            judge_on="ci_low", source=f"{ABSTRACT}: analogies have a peak (layers 10-15) ({_RULE}: gain over layer 0)"),
+        _r(m, L, "analogies_deeper", "analogies_minus_pair_only.excess", "balanced_accuracy", "greater", low=0.0,
+           judge_on="ci_low", source=f"{ABSTRACT}: four-item analogies ({_RULE}: the analogy profile beats what "
+                                     f"either pair alone gives, so the label needs all four items)"),
         _r(m, L, "analogies_deeper", "analogies_minus_relations.depth", "depth", "greater", low=0.0,
            judge_on="ci_low", source=f"{ABSTRACT}: 'and then four-item analogies (layers 10-15)' after relations "
                                      f"({_RULE}: centroid difference, CI above 0)"),
