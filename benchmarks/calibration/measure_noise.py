@@ -1,0 +1,395 @@
+"""How much noise is in an experiment's layer profile, really? (issue 9, section 2)
+
+probekit's bootstrap CIs of a layer profile reweight the out-of-fold (OOF)
+predictions of the fitted probes (group bootstrap, no refitting,
+:meth:`probekit.probes.ProbeResults.bootstrap_profiles`). They leave out the
+variance of the fitting itself and of the CV split. This script measures, on the
+real embedded models' activations, for the experiment mean profile exactly as
+:func:`probekit.experiments.experiment_profile` builds it (primary labels,
+balanced accuracy):
+
+* ``sd_reweight[l]``: sd of the pipeline's 1000 group-bootstrap replicates;
+* ``sd_refit[l]``: sd over B full refits on group-bootstrap-resampled data
+  (groups drawn with replacement, every copy of a group keeps the group's id so
+  all copies land in the same CV fold; stimuli rebuilt, shuffled-control column
+  regenerated, the same probe grid rerun: same estimator, same stratified 6-fold
+  group CV, a different fold seed per refit);
+* ``sd_cvseed[l]``: sd over fold seeds alone (same data, refit);
+* ``kappa = sd_refit / sd_reweight`` and its median / p90 / max over layers;
+* lag-1 / lag-2 correlations across layers of the replicate deviations;
+* the same profiles (mean and bootstrap sd) for a randomly initialised SmolLM2
+  (``from_config`` under ``torch.manual_seed(seed)``, own fingerprint).
+
+Usage (from the repository root)::
+
+    nice -n 10 python benchmarks/calibration/measure_noise.py            # the full measurement
+    python benchmarks/calibration/measure_noise.py --quick               # a smoke run (minutes),
+                                                                         # -> results/calibration/
+
+Writes ``benchmarks/calibration/noise_measured.json`` (``--out`` to change).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+COMPONENTS = ("resid_pre", "attn_out")
+EXPERIMENT_NAMES = ("items", "relations", "analogies")
+METRIC = "balanced_accuracy"
+
+
+def log(*a):
+    print(time.strftime("%H:%M:%S"), *a, flush=True)
+
+
+# ------------------------------------------------------------ the grid ---
+
+def grid_labels(stim: pd.DataFrame, primary: list[str]) -> list[str]:
+    """The labels whose columns decide the primary labels' split plan.
+
+    The pipeline's grid (``probe_experiment``) fits every label of the set plus a
+    shuffled copy of each primary label; the folds of the primary labels' plan are
+    stratified on the joint pattern of the plan's *binary* labels, in order. The
+    OOF predictions of a label depend only on the folds (the ridge penalty is chosen
+    per column), so fitting just these binary labels, in the same order, gives the
+    primary labels exactly the pipeline's OOF predictions (checked in ``measure``).
+    """
+    from probekit.probes import resolve_labels
+    specs, Y = resolve_labels(stim, None)
+    g = {s.name: s for s in specs}
+    ref = g[primary[0]]
+    mask = np.isfinite(Y[primary[0]].to_numpy())
+    return [s.name for s in specs if s.kind == "binary" and s.group == ref.group
+            and np.array_equal(np.isfinite(Y[s.name].to_numpy()), mask)]
+
+
+def run_grid(X: dict, stim: pd.DataFrame, primary: list[str], seed: int, layers: list[int],
+             rows: np.ndarray | None = None, n_bootstrap: int = 0):
+    """Experiment profile ``[L, C]`` (NaN outside ``layers``) from one fit of the grid.
+
+    ``rows`` (default all) selects and repeats stimuli: a resampled data set.
+    Returns ``(profile, ProbeResults)``.
+    """
+    from probekit.activations import ActivationSet
+    from probekit.pipeline import with_shuffled_controls
+    from probekit.probes import probe_grid
+    n_layers = 1 + max(l for l, _ in X)
+    d = next(iter(X.values())).shape[1]
+    if rows is None:
+        rows = np.arange(len(stim))
+    s = stim.iloc[rows].reset_index(drop=True)
+    s.attrs = dict(stim.attrs)
+    acts = ActivationSet(stimuli=s, n_layers=n_layers, d_model=d, model_name="noise",
+                         _loader=lambda l, c: X[(l, c)][rows])
+    acts = with_shuffled_controls(acts, primary, seed)
+    labels = grid_labels(acts.stimuli, primary)
+    res = probe_grid(acts, labels, n_permutations=0, n_bootstrap=n_bootstrap, control_task=False,
+                     surface_baseline=False, seed=seed, components=COMPONENTS, layers=layers, n_threads=1)
+    prof = np.full((n_layers, len(COMPONENTS)), np.nan)
+    sc = res.scores[(res.scores.metric == METRIC) & res.scores.label.isin(primary)]
+    piv = sc.groupby(["layer", "component"]).value.mean().unstack()
+    for ci, comp in enumerate(COMPONENTS):
+        prof[piv.index.to_numpy(), ci] = piv[comp].to_numpy()
+    return prof, res
+
+
+def resample_rows(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Rows of a group bootstrap: draw n_groups groups with replacement, keep all their rows.
+
+    Copies keep their group's id (the ``group`` column is not touched), so the CV
+    treats every copy of a group as that one group and puts them in one fold.
+    """
+    uniq, inv = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(inv == g) for g in range(len(uniq))]
+    draw = rng.integers(0, len(uniq), size=len(uniq))
+    return np.concatenate([members[g] for g in draw])
+
+
+# ------------------------------------------------------------- summaries ---
+
+def lag_corr(reps: np.ndarray, lag: int) -> float:
+    """Median over layers of corr(dev[:, l], dev[:, l + lag]) across replicates."""
+    out = []
+    for l in range(reps.shape[1] - lag):
+        a, b = reps[:, l], reps[:, l + lag]
+        if np.std(a) > 0 and np.std(b) > 0:
+            out.append(np.corrcoef(a, b)[0, 1])
+    return float(np.median(out)) if out else float("nan")
+
+
+def lag_corr_subset(reps: np.ndarray, layers: list[int], lag: int) -> float:
+    """``lag_corr`` when only ``layers`` were refitted (pairs l, l+lag both present)."""
+    have = set(layers)
+    out = []
+    for l in layers:
+        if l + lag in have:
+            a, b = reps[:, l], reps[:, l + lag]
+            if np.std(a) > 0 and np.std(b) > 0:
+                out.append(np.corrcoef(a, b)[0, 1])
+    return float(np.median(out)) if out else float("nan")
+
+
+def summ(v) -> dict:
+    v = np.asarray(v, dtype=float)
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return {}
+    return {"min": float(v.min()), "median": float(np.median(v)), "p90": float(np.quantile(v, 0.9)),
+            "max": float(v.max()), "mean": float(v.mean())}
+
+
+def rnd(a, k: int = 5):
+    a = np.asarray(a, dtype=float)
+    return [None if not np.isfinite(x) else round(float(x), k) for x in a.ravel()]
+
+
+def clean(o):
+    """JSON-safe copy: NaN/inf -> None, numpy scalars -> Python."""
+    if isinstance(o, dict):
+        return {str(k): clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [clean(v) for v in o]
+    if isinstance(o, (np.floating, float)):
+        return float(o) if np.isfinite(o) else None
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, np.bool_):
+        return bool(o)
+    return o
+
+
+# --------------------------------------------------------------- measure ---
+
+def load_arrays(acts, layers=None) -> dict:
+    layers = list(acts.layers if layers is None else layers)
+    return {(l, c): np.ascontiguousarray(np.asarray(acts.get(l, c), dtype=np.float32))
+            for l in range(acts.n_layers) for c in COMPONENTS}
+
+
+def measure(model, exp_name: str, *, n_refit: int, n_cvseed: int, layers_mode: str, refit: bool = True,
+            pipeline_check: bool = True) -> dict:
+    import probekit
+    from probekit.experiments import EXPERIMENTS, experiment_profile
+    from probekit.pipeline import probe_experiment
+    exp = EXPERIMENTS[exp_name]
+    t0 = time.perf_counter()
+    acts = probekit.extract(model, exp.stimuli(), store=True)
+    stim = acts.stimuli
+    primary = exp.primary_labels(stim)
+    L = acts.n_layers
+    X = load_arrays(acts)
+    out = {"model": model.name, "fingerprint": model.fingerprint, "experiment": exp_name, "n_layers": L,
+           "n_stimuli": len(stim), "n_groups": int(stim["group"].nunique()), "primary": primary,
+           "metric": METRIC, "components": {}}
+
+    # --- the pipeline's own profile and its 1000 reweighting replicates
+    base_prof, base_res = run_grid(X, stim, primary, seed=0, layers=list(range(L)), n_bootstrap=1000)
+    base_res.meta["primary"] = primary
+    check = {}
+    if pipeline_check:
+        # the real pipeline result (cached for later runs): our grid must give its exact OOF predictions
+        res_p = probe_experiment(acts, exp)
+        for lab in primary:
+            a = res_p.predictions[lab].oof[:, [res_p.components.index(c) for c in COMPONENTS]]
+            b = base_res.predictions[lab].oof
+            check[lab] = float(np.nanmax(np.abs(a.astype(np.float64) - b)))
+        res_use = res_p
+    else:
+        res_use = base_res
+    out["pipeline_check_max_abs_oof_diff"] = check
+    t_base = time.perf_counter() - t0
+
+    if layers_mode == "all":
+        rlayers = list(range(L))
+    else:
+        k = int(layers_mode)
+        rlayers = sorted(set(np.linspace(0, L - 1, k).round().astype(int).tolist()))
+    out["refit_layers"] = rlayers
+
+    # --- refits: group bootstrap of the data + new fold seed; and fold seed alone
+    refit_profiles, cv_profiles = [], []
+    t1 = time.perf_counter()
+    if refit:
+        groups = stim["group"].to_numpy()
+        for b in range(n_refit):
+            rng = np.random.default_rng(10_000 + b)
+            rows = resample_rows(groups, rng)
+            prof, _ = run_grid(X, stim, primary, seed=1 + b, layers=rlayers, rows=rows)
+            refit_profiles.append(prof)
+        for s in range(n_cvseed):
+            prof, _ = run_grid(X, stim, primary, seed=5_000 + s, layers=rlayers)
+            cv_profiles.append(prof)
+    t_refit = time.perf_counter() - t1
+    refit_profiles = np.asarray(refit_profiles) if refit_profiles else np.full((0, L, len(COMPONENTS)), np.nan)
+    cv_profiles = np.asarray(cv_profiles) if cv_profiles else np.full((0, L, len(COMPONENTS)), np.nan)
+
+    for ci, comp in enumerate(COMPONENTS):
+        values, reps = experiment_profile(res_use, exp, comp)
+        sd_rw = reps.std(0, ddof=1)
+        lo, hi = np.nanquantile(reps, 0.025, 0), np.nanquantile(reps, 0.975, 0)
+        d = {"profile": rnd(values), "sd_reweight": rnd(sd_rw), "ci_halfwidth_reweight": rnd((hi - lo) / 2),
+             "summary_sd_reweight": summ(sd_rw), "summary_ci_halfwidth_reweight": summ((hi - lo) / 2),
+             "lag1_corr_reweight": lag_corr(reps, 1), "lag2_corr_reweight": lag_corr(reps, 2),
+             "lag1_corr_reweight_on_refit_layers": lag_corr_subset(reps, rlayers, 1)}
+        if len(refit_profiles):
+            R = refit_profiles[:, :, ci]
+            sd_rf = np.full(L, np.nan)
+            sd_rf[rlayers] = R[:, rlayers].std(0, ddof=1)
+            kappa = sd_rf / sd_rw
+            C = cv_profiles[:, :, ci]
+            sd_cv = np.full(L, np.nan)
+            if len(C) > 1:
+                sd_cv[rlayers] = C[:, rlayers].std(0, ddof=1)
+            rlo = np.full(L, np.nan)
+            rhi = np.full(L, np.nan)
+            rlo[rlayers], rhi[rlayers] = np.quantile(R[:, rlayers], 0.025, 0), np.quantile(R[:, rlayers], 0.975, 0)
+            d.update({
+                "n_refit": int(len(R)), "n_cvseed": int(len(C)),
+                "sd_refit": rnd(sd_rf), "sd_cvseed": rnd(sd_cv), "kappa": rnd(kappa, 4),
+                "kappa_cvseed_only": rnd(sd_cv / sd_rw, 4),
+                # sd_refit^2 ~ sd_reweight^2 + sd_fit^2: the part the reweighting misses
+                "var_share_missing": rnd(1 - (sd_rw / sd_rf) ** 2, 4),
+                "summary_kappa": summ(kappa), "summary_kappa_cvseed_only": summ(sd_cv / sd_rw),
+                "summary_sd_refit": summ(sd_rf), "summary_sd_cvseed": summ(sd_cv),
+                "ci_halfwidth_refit_normal": rnd(1.96 * sd_rf), "ci_halfwidth_refit_percentile": rnd((rhi - rlo) / 2),
+                "summary_ci_halfwidth_refit_normal": summ(1.96 * sd_rf),
+                "refit_mean": rnd(np.where(np.isnan(sd_rf), np.nan, R.mean(0))),
+                "refit_mean_minus_profile": summ(R[:, rlayers].mean(0) - values[rlayers]),
+                "cvseed_mean_minus_profile": summ(C[:, rlayers].mean(0) - values[rlayers]) if len(C) else {},
+                "lag1_corr_refit": lag_corr_subset(R, rlayers, 1), "lag2_corr_refit": lag_corr_subset(R, rlayers, 2),
+                "lag1_corr_cvseed": lag_corr_subset(C, rlayers, 1) if len(C) > 2 else None,
+                "lag2_corr_cvseed": lag_corr_subset(C, rlayers, 2) if len(C) > 2 else None,
+            })
+        out["components"][comp] = d
+    out["timing_s"] = {"baseline": round(t_base, 1), "refits": round(t_refit, 1),
+                       "per_refit": round(t_refit / max(1, n_refit + n_cvseed), 2)}
+    log(f"{model.name} {exp_name}: baseline {t_base:.0f} s, {n_refit}+{n_cvseed} refits {t_refit:.0f} s; "
+        + "; ".join(f"{c}: kappa med {out['components'][c].get('summary_kappa', {}).get('median', float('nan')):.2f}"
+                    for c in COMPONENTS))
+    return out
+
+
+# ----------------------------------------------------------- random init ---
+
+def random_init_model(model, seed: int = 0):
+    """A randomly initialised twin of ``model`` (same architecture, config and tokenizer).
+
+    Built with ``AutoModelForCausalLM.from_config`` under ``torch.manual_seed(seed)``
+    (``model.apply(model._init_weights)`` is a silent no-op in transformers 5). Its
+    fingerprint hashes a deterministic sample of the new weights, so the activation
+    store can never serve the trained model's activations for it.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from probekit.models import LoadedModel
+    cfg = model.model.config
+    torch.manual_seed(seed)
+    rm = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    rm.eval()
+    for p in rm.parameters():
+        p.requires_grad_(False)
+    h = hashlib.sha256()
+    for name, p in sorted(rm.state_dict().items()):
+        flat = p.detach().reshape(-1).float()
+        k = min(4096, flat.numel())
+        idx = torch.arange(k, dtype=torch.int64) * (flat.numel() - 1) // max(1, k - 1)
+        h.update(name.encode())
+        h.update(flat[idx].numpy().tobytes())
+    fp = f"{model.fingerprint}|random-init:seed{seed}:{h.hexdigest()[:16]}"
+    return LoadedModel(model=rm, tokenizer=model.tokenizer, name=f"{model.name}+random:{seed}", fingerprint=fp,
+                       source=f"from_config({model.name}), torch.manual_seed({seed})", dtype="float32", markers=())
+
+
+def measure_random(model, seed: int, *, n_refit: int, layers_mode: str, pipeline_check: bool) -> dict:
+    import probekit
+    from probekit.experiments import EXPERIMENTS
+    rmodel = random_init_model(model, seed)
+    # the weights really differ, and so do the activations
+    p_tr = dict(model.model.named_parameters())
+    diff_w = {n: float((p - p_tr[n]).abs().max()) for n, p in list(rmodel.model.named_parameters())[:3]}
+    out = {"name": rmodel.name, "fingerprint": rmodel.fingerprint, "seed": seed,
+           "weights_max_abs_diff_first_params": diff_w, "experiments": {}}
+    for e in EXPERIMENTS_RANDOM:
+        a_tr = probekit.extract(model, EXPERIMENTS[e].stimuli(), store=True)
+        a_rd = probekit.extract(rmodel, EXPERIMENTS[e].stimuli(), store=True)
+        mid = a_tr.n_layers // 2
+        x_tr, x_rd = np.asarray(a_tr.get(mid, "resid_pre")), np.asarray(a_rd.get(mid, "resid_pre"))
+        m = measure(rmodel, e, n_refit=n_refit, n_cvseed=0, layers_mode=layers_mode, refit=n_refit > 0,
+                    pipeline_check=pipeline_check)
+        m["activation_check"] = {"layer": mid, "store_entries_differ": a_tr.meta["store"] != a_rd.meta["store"],
+                                 "max_abs_diff_resid_pre": float(np.abs(x_tr - x_rd).max()),
+                                 "rel_frobenius_diff": float(np.linalg.norm(x_tr - x_rd) / np.linalg.norm(x_tr))}
+        out["experiments"][e] = m
+    return out
+
+
+EXPERIMENTS_RANDOM = EXPERIMENT_NAMES
+
+
+# ------------------------------------------------------------------ main ---
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smoke run: 1 model, 1 experiment, 5 refits, 6 layers")
+    ap.add_argument("--models", default="smollm2-135m,gemma3-270m")
+    ap.add_argument("--experiments", default=",".join(EXPERIMENT_NAMES))
+    ap.add_argument("--n-refit", type=int, default=150, help="bootstrap refits per model x experiment")
+    ap.add_argument("--n-cvseed", type=int, default=40, help="fold-seed-only refits per model x experiment")
+    ap.add_argument("--layers", default="all", help="'all' or N: N evenly spaced layers for the refits")
+    ap.add_argument("--random-seed", type=int, default=0, help="seed of the random-init SmolLM2")
+    ap.add_argument("--random-refit", type=int, default=40, help="refits for the random-init model (0: none)")
+    ap.add_argument("--no-random", action="store_true", help="skip the random-init model")
+    ap.add_argument("--no-pipeline-check", action="store_true",
+                    help="skip probe_experiment (the full pipeline grid) and use this script's seed-0 grid")
+    ap.add_argument("--out", default=str(HERE / "noise_measured.json"))
+    a = ap.parse_args(argv)
+    import probekit
+    if a.quick:
+        a.models, a.experiments, a.n_refit, a.n_cvseed, a.layers, a.random_refit = (
+            "smollm2-135m", "relations", 5, 3, "6", 3)
+        if a.out == str(HERE / "noise_measured.json"):
+            a.out = str(HERE.parents[1] / "results" / "calibration" / "noise_measured.quick.json")
+    result = {"settings": {k: v for k, v in vars(a).items() if k != "out"},
+              "components": list(COMPONENTS), "metric": METRIC,
+              "probekit_version": probekit.__version__, "python": platform.python_version(),
+              "generated_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "models": {}, "random_init": None}
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save():
+        out.write_text(json.dumps(clean(result), indent=1, allow_nan=False))
+
+    for name in a.models.split(","):
+        model = probekit.load_model(name)
+        result["models"][name] = {"n_layers": model.n_layers, "fingerprint": model.fingerprint, "experiments": {}}
+        for e in a.experiments.split(","):
+            result["models"][name]["experiments"][e] = measure(
+                model, e, n_refit=a.n_refit, n_cvseed=a.n_cvseed, layers_mode=a.layers,
+                pipeline_check=not a.no_pipeline_check)
+            save()
+        if name == "smollm2-135m" and not a.no_random:
+            global EXPERIMENTS_RANDOM
+            EXPERIMENTS_RANDOM = tuple(a.experiments.split(","))
+            result["random_init"] = measure_random(model, a.random_seed, n_refit=a.random_refit,
+                                                   layers_mode=a.layers, pipeline_check=not a.no_pipeline_check)
+            save()
+        del model
+    save()
+    log(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
