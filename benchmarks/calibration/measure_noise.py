@@ -26,7 +26,9 @@ Usage (from the repository root)::
     python benchmarks/calibration/measure_noise.py --quick               # a smoke run (minutes),
                                                                          # -> results/calibration/
 
-Writes ``benchmarks/calibration/noise_measured.json`` (``--out`` to change).
+Writes ``benchmarks/calibration/noise_measured.json`` (``--out`` to change) and, next
+to it, ``noise_measured.npz`` with the raw replicates (``<model>/<experiment>/<component>/
+{profile, reweight, refit, cvseed}``, arrays ``[B, n_layers]``).
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 COMPONENTS = ("resid_pre", "attn_out")
 EXPERIMENT_NAMES = ("items", "relations", "analogies")
+N_SAVE_REWEIGHT = 200          # reweighting replicates kept in the .npz (all 1000 go into the sds)
 METRIC = "balanced_accuracy"
 
 
@@ -177,7 +180,8 @@ def load_arrays(acts, layers=None) -> dict:
 
 
 def measure(model, exp_name: str, *, n_refit: int, n_cvseed: int, layers_mode: str, refit: bool = True,
-            pipeline_check: bool = True) -> dict:
+            pipeline_check: bool = True, arrays: dict | None = None) -> dict:
+    """Numbers for one model x experiment; raw replicates go into ``arrays`` (for the .npz)."""
     import probekit
     from probekit.experiments import EXPERIMENTS, experiment_profile
     from probekit.pipeline import probe_experiment
@@ -235,6 +239,14 @@ def measure(model, exp_name: str, *, n_refit: int, n_cvseed: int, layers_mode: s
 
     for ci, comp in enumerate(COMPONENTS):
         values, reps = experiment_profile(res_use, exp, comp)
+        if arrays is not None:
+            key = f"{model.name}/{exp_name}/{comp}"
+            arrays[f"{key}/profile"] = values.astype(np.float32)
+            arrays[f"{key}/reweight"] = reps[:N_SAVE_REWEIGHT].astype(np.float32)
+            if len(refit_profiles):
+                arrays[f"{key}/refit"] = refit_profiles[:, :, ci].astype(np.float32)
+            if len(cv_profiles):
+                arrays[f"{key}/cvseed"] = cv_profiles[:, :, ci].astype(np.float32)
         sd_rw = reps.std(0, ddof=1)
         lo, hi = np.nanquantile(reps, 0.025, 0), np.nanquantile(reps, 0.975, 0)
         d = {"profile": rnd(values), "sd_reweight": rnd(sd_rw), "ci_halfwidth_reweight": rnd((hi - lo) / 2),
@@ -311,7 +323,8 @@ def random_init_model(model, seed: int = 0):
                        source=f"from_config({model.name}), torch.manual_seed({seed})", dtype="float32", markers=())
 
 
-def measure_random(model, seed: int, *, n_refit: int, layers_mode: str, pipeline_check: bool) -> dict:
+def measure_random(model, seed: int, *, n_refit: int, layers_mode: str, pipeline_check: bool,
+                   arrays: dict | None = None) -> dict:
     import probekit
     from probekit.experiments import EXPERIMENTS
     rmodel = random_init_model(model, seed)
@@ -326,7 +339,7 @@ def measure_random(model, seed: int, *, n_refit: int, layers_mode: str, pipeline
         mid = a_tr.n_layers // 2
         x_tr, x_rd = np.asarray(a_tr.get(mid, "resid_pre")), np.asarray(a_rd.get(mid, "resid_pre"))
         m = measure(rmodel, e, n_refit=n_refit, n_cvseed=0, layers_mode=layers_mode, refit=n_refit > 0,
-                    pipeline_check=pipeline_check)
+                    pipeline_check=pipeline_check, arrays=arrays)
         m["activation_check"] = {"layer": mid, "store_entries_differ": a_tr.meta["store"] != a_rd.meta["store"],
                                  "max_abs_diff_resid_pre": float(np.abs(x_tr - x_rd).max()),
                                  "rel_frobenius_diff": float(np.linalg.norm(x_tr - x_rd) / np.linalg.norm(x_tr))}
@@ -368,8 +381,13 @@ def main(argv=None) -> int:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
+    arrays: dict = {}
+
     def save():
         out.write_text(json.dumps(clean(result), indent=1, allow_nan=False))
+        # raw replicates [B, L] per model/experiment/component: profile, reweight (first
+        # N_SAVE_REWEIGHT), refit, cvseed; for simulating noise with the measured structure
+        np.savez_compressed(out.with_suffix(".npz"), **arrays)
 
     for name in a.models.split(","):
         model = probekit.load_model(name)
@@ -377,13 +395,14 @@ def main(argv=None) -> int:
         for e in a.experiments.split(","):
             result["models"][name]["experiments"][e] = measure(
                 model, e, n_refit=a.n_refit, n_cvseed=a.n_cvseed, layers_mode=a.layers,
-                pipeline_check=not a.no_pipeline_check)
+                pipeline_check=not a.no_pipeline_check, arrays=arrays)
             save()
         if name == "smollm2-135m" and not a.no_random:
             global EXPERIMENTS_RANDOM
             EXPERIMENTS_RANDOM = tuple(a.experiments.split(","))
             result["random_init"] = measure_random(model, a.random_seed, n_refit=a.random_refit,
-                                                   layers_mode=a.layers, pipeline_check=not a.no_pipeline_check)
+                                                   layers_mode=a.layers, pipeline_check=not a.no_pipeline_check,
+                                                   arrays=arrays)
             save()
         del model
     save()
