@@ -106,6 +106,21 @@ def run_grid(X: dict, stim: pd.DataFrame, primary: list[str], seed: int, layers:
     return prof, res
 
 
+def folds_match(stim: pd.DataFrame, primary: list[str], seed: int = 0) -> bool:
+    """The primary labels' CV folds in :func:`run_grid` equal those of ``probe_experiment``'s grid."""
+    from probekit.activations import ActivationSet
+    from probekit.pipeline import with_shuffled_controls
+    from probekit.probes import grid_columns
+    acts = with_shuffled_controls(ActivationSet(stimuli=stim, n_layers=1, d_model=1), primary, seed)
+    kw = dict(seed=seed, n_permutations=0, control_task=False)
+    full = grid_columns(acts.stimuli, None, **kw)
+    mine = grid_columns(acts.stimuli, grid_labels(acts.stimuli, primary), **kw)
+    pf = next(p for p in full.plans if primary[0] in p.labels)
+    pm = next(p for p in mine.plans if primary[0] in p.labels)
+    return (np.array_equal(pf.rows, pm.rows) and pf.stratified_on == pm.stratified_on
+            and all(np.array_equal(a[1], b[1]) for a, b in zip(pf.folds, pm.folds)))
+
+
 def resample_rows(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Rows of a group bootstrap: draw n_groups groups with replacement, keep all their rows.
 
@@ -210,6 +225,11 @@ def measure(model, exp_name: str, *, n_refit: int, n_cvseed: int, layers_mode: s
         res_use = res_p
     else:
         res_use = base_res
+    # cheap check always: the primary labels' folds equal those of the pipeline's full label set
+    # (every label + shuffled controls); a label's OOF predictions depend only on its folds
+    out["folds_equal_pipeline"] = folds_match(stim, primary)
+    if not out["folds_equal_pipeline"]:
+        raise RuntimeError(f"{exp_name}: this script's folds differ from the pipeline's")
     out["pipeline_check_max_abs_oof_diff"] = check
     t_base = time.perf_counter() - t0
 
@@ -350,6 +370,48 @@ def measure_random(model, seed: int, *, n_refit: int, layers_mode: str, pipeline
 EXPERIMENTS_RANDOM = EXPERIMENT_NAMES
 
 
+# --------------------------------------------------------------- tables ---
+
+def f2(x, k=2):
+    return "–" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{k}f}"
+
+
+def tables(result: dict) -> str:
+    """Markdown tables of a ``noise_measured.json`` (the README's)."""
+    lines = ["| model | experiment | component | κ median | κ p90 | κ max | κ(CV seed only) median "
+             "| sd reweight min / med / max | sd refit min / med / max | lag-1 reweight | lag-1 refit "
+             "| lag-2 reweight | lag-2 refit | CI half-width (reweight) med | refit − profile (mean) |",
+             "|---" * 15 + "|"]
+    for mname, m in result["models"].items():
+        for e, d in m["experiments"].items():
+            for comp, c in d["components"].items():
+                k, kc = c.get("summary_kappa", {}), c.get("summary_kappa_cvseed_only", {})
+                sr, sf = c["summary_sd_reweight"], c.get("summary_sd_refit", {})
+                lines.append(
+                    f"| {mname} | {e} | {comp} | {f2(k.get('median'))} | {f2(k.get('p90'))} | {f2(k.get('max'))} "
+                    f"| {f2(kc.get('median'))} "
+                    f"| {f2(sr['min'], 3)} / {f2(sr['median'], 3)} / {f2(sr['max'], 3)} "
+                    f"| {f2(sf.get('min'), 3)} / {f2(sf.get('median'), 3)} / {f2(sf.get('max'), 3)} "
+                    f"| {f2(c['lag1_corr_reweight'])} | {f2(c.get('lag1_corr_refit'))} "
+                    f"| {f2(c['lag2_corr_reweight'])} | {f2(c.get('lag2_corr_refit'))} "
+                    f"| {f2(c['summary_ci_halfwidth_reweight']['median'], 3)} "
+                    f"| {f2(c.get('refit_mean_minus_profile', {}).get('mean'), 3)} |")
+    r = result.get("random_init")
+    if r:
+        lines += ["", f"Random-init twin `{r['name']}` (fingerprint `...{r['fingerprint'][-40:]}`):", "",
+                  "| experiment | component | profile min / mean / max | layer-0 | argmax layer "
+                  "| sd reweight median | κ median | activations vs trained (rel. Frobenius diff) |",
+                  "|---" * 8 + "|"]
+        for e, d in r["experiments"].items():
+            for comp, c in d["components"].items():
+                v = np.array([np.nan if x is None else x for x in c["profile"]])
+                lines.append(f"| {e} | {comp} | {v.min():.3f} / {v.mean():.3f} / {v.max():.3f} | {v[0]:.3f} "
+                             f"| {int(np.nanargmax(v))} | {f2(c['summary_sd_reweight']['median'], 3)} "
+                             f"| {f2(c.get('summary_kappa', {}).get('median'))} "
+                             f"| {f2(d['activation_check']['rel_frobenius_diff'])} |")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------ main ---
 
 def main(argv=None) -> int:
@@ -357,16 +419,40 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 model, 1 experiment, 5 refits, 6 layers")
     ap.add_argument("--models", default="smollm2-135m,gemma3-270m")
     ap.add_argument("--experiments", default=",".join(EXPERIMENT_NAMES))
-    ap.add_argument("--n-refit", type=int, default=150, help="bootstrap refits per model x experiment")
-    ap.add_argument("--n-cvseed", type=int, default=40, help="fold-seed-only refits per model x experiment")
+    ap.add_argument("--n-refit", type=int, default=100, help="bootstrap refits per model x experiment")
+    ap.add_argument("--n-cvseed", type=int, default=20, help="fold-seed-only refits per model x experiment")
     ap.add_argument("--layers", default="all", help="'all' or N: N evenly spaced layers for the refits")
     ap.add_argument("--random-seed", type=int, default=0, help="seed of the random-init SmolLM2")
-    ap.add_argument("--random-refit", type=int, default=40, help="refits for the random-init model (0: none)")
+    ap.add_argument("--random-refit", type=int, default=20, help="refits for the random-init model (0: none)")
     ap.add_argument("--no-random", action="store_true", help="skip the random-init model")
-    ap.add_argument("--no-pipeline-check", action="store_true",
-                    help="skip probe_experiment (the full pipeline grid) and use this script's seed-0 grid")
+    ap.add_argument("--pipeline-check", action="store_true",
+                    help="also run probe_experiment (the full pipeline grid: permutations, controls; slow) and "
+                         "check its OOF predictions equal this script's seed-0 grid (the folds are always checked)")
+    ap.add_argument("--merge", nargs="+", metavar="JSON",
+                    help="combine several runs' JSON (+ .npz) files into --out and exit")
     ap.add_argument("--out", default=str(HERE / "noise_measured.json"))
+    ap.add_argument("--tables", metavar="JSON", help="print the markdown tables of a measured JSON and exit")
     a = ap.parse_args(argv)
+    if a.tables:
+        print(tables(json.loads(Path(a.tables).read_text())))
+        return 0
+    if a.merge:
+        merged, arrs = None, {}
+        for f in a.merge:
+            r = json.loads(Path(f).read_text())
+            if merged is None:
+                merged = r
+                merged["settings"] = {"runs": []}
+            else:
+                merged["models"].update(r["models"])
+                merged["random_init"] = merged.get("random_init") or r.get("random_init")
+            merged["settings"]["runs"].append(dict(r["settings"], file=Path(f).name))
+            z = np.load(Path(f).with_suffix(".npz"))
+            arrs.update({k: z[k] for k in z.files})
+        Path(a.out).write_text(json.dumps(clean(merged), indent=1, allow_nan=False))
+        np.savez_compressed(Path(a.out).with_suffix(".npz"), **arrs)
+        log(f"merged {len(a.merge)} runs into {a.out}")
+        return 0
     import probekit
     if a.quick:
         a.models, a.experiments, a.n_refit, a.n_cvseed, a.layers, a.random_refit = (
@@ -395,13 +481,13 @@ def main(argv=None) -> int:
         for e in a.experiments.split(","):
             result["models"][name]["experiments"][e] = measure(
                 model, e, n_refit=a.n_refit, n_cvseed=a.n_cvseed, layers_mode=a.layers,
-                pipeline_check=not a.no_pipeline_check, arrays=arrays)
+                pipeline_check=a.pipeline_check, arrays=arrays)
             save()
         if name == "smollm2-135m" and not a.no_random:
             global EXPERIMENTS_RANDOM
             EXPERIMENTS_RANDOM = tuple(a.experiments.split(","))
             result["random_init"] = measure_random(model, a.random_seed, n_refit=a.random_refit,
-                                                   layers_mode=a.layers, pipeline_check=not a.no_pipeline_check,
+                                                   layers_mode=a.layers, pipeline_check=a.pipeline_check,
                                                    arrays=arrays)
             save()
         del model
