@@ -235,6 +235,11 @@ def measure(model, exp_name: str, *, n_refit: int, n_cvseed: int, layers_mode: s
 
     if layers_mode == "all":
         rlayers = list(range(L))
+    elif layers_mode.startswith("triplets:"):
+        # K evenly spaced runs of 3 adjacent layers: lag-1 and lag-2 pairs inside every run
+        k = int(layers_mode.split(":")[1])
+        starts = np.linspace(0, L - 3, k).round().astype(int)
+        rlayers = sorted({int(s0) + j for s0 in starts for j in range(3)})
     else:
         k = int(layers_mode)
         rlayers = sorted(set(np.linspace(0, L - 1, k).round().astype(int).tolist()))
@@ -421,7 +426,8 @@ def main(argv=None) -> int:
     ap.add_argument("--experiments", default=",".join(EXPERIMENT_NAMES))
     ap.add_argument("--n-refit", type=int, default=100, help="bootstrap refits per model x experiment")
     ap.add_argument("--n-cvseed", type=int, default=20, help="fold-seed-only refits per model x experiment")
-    ap.add_argument("--layers", default="all", help="'all' or N: N evenly spaced layers for the refits")
+    ap.add_argument("--layers", default="all", help="layers refitted: 'all', N (N evenly spaced layers) or 'triplets:K' (K evenly spaced runs "
+                         "of 3 adjacent layers, so lag-1/lag-2 correlations are measured)")
     ap.add_argument("--random-seed", type=int, default=0, help="seed of the random-init SmolLM2")
     ap.add_argument("--random-refit", type=int, default=20, help="refits for the random-init model (0: none)")
     ap.add_argument("--no-random", action="store_true", help="skip the random-init model")
