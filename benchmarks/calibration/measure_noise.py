@@ -465,13 +465,14 @@ def main(argv=None) -> int:
         merged, arrs = None, {}
         for f in a.merge:
             r = json.loads(Path(f).read_text())
+            settings = dict(r["settings"], file=Path(f).name)
             if merged is None:
                 merged = r
                 merged["settings"] = {"runs": []}
             else:
                 merged["models"].update(r["models"])
                 merged["random_init"] = merged.get("random_init") or r.get("random_init")
-            merged["settings"]["runs"].append(dict(r["settings"], file=Path(f).name))
+            merged["settings"]["runs"].append(settings)
             z = np.load(Path(f).with_suffix(".npz"))
             arrs.update({k: z[k] for k in z.files})
         Path(a.out).write_text(json.dumps(clean(add_derived(merged)), indent=1, allow_nan=False))
