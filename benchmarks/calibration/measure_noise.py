@@ -33,7 +33,6 @@ to it, ``noise_measured.npz`` with the raw replicates (``<model>/<experiment>/<c
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import json
 import platform
@@ -188,8 +187,7 @@ def clean(o):
 
 # --------------------------------------------------------------- measure ---
 
-def load_arrays(acts, layers=None) -> dict:
-    layers = list(acts.layers if layers is None else layers)
+def load_arrays(acts) -> dict:
     return {(l, c): np.ascontiguousarray(np.asarray(acts.get(l, c), dtype=np.float32))
             for l in range(acts.n_layers) for c in COMPONENTS}
 
