@@ -14,6 +14,8 @@ from pathlib import Path
 
 DEFAULT_MODEL = "smollm2-135m"
 EXIT_UNAVAILABLE = 2
+EXIT_USAGE = 2          # a bad argument or path, refused before any work (argparse uses 2 as well)
+EXIT_DATA = 1           # a saved run or results root that cannot be read
 
 
 def _err(msg: str) -> None:
@@ -30,6 +32,37 @@ def _parse_experiments(text: str | None) -> list[str] | None:
         raise argparse.ArgumentTypeError(f"unknown experiment(s) {', '.join(unknown)}; known: "
                                          f"{', '.join(EXPERIMENTS)}")
     return names
+
+
+def _count_type(name: str, minimum: int):
+    """argparse type: an integer >= ``minimum`` (a bad value is a usage error: exit 2 before any work)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer >= {minimum}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _check_paths(args) -> str | None:
+    """Problems with --out and the cache, found before any model is loaded (None: all usable)."""
+    from .checks import PathError, usable_dir
+    from .models import cache_dir
+    try:
+        if getattr(args, "out", None) is not None:
+            usable_dir(args.out, "--out")
+        if not getattr(args, "no_store", False):
+            root = cache_dir()
+            usable_dir(root, "the cache (PROBEKIT_CACHE)", write=False)      # read-only is fine (shared cache)
+            for sub in ("activations", "results", "models"):
+                usable_dir(root / sub, f"the cache (PROBEKIT_CACHE): {sub}/", write=False)
+    except PathError as exc:
+        return str(exc)
+    return None
 
 
 def _replicate(args, model: str):
@@ -64,6 +97,10 @@ def cmd_run(args) -> int:
     from .models import ModelUnavailableError, UnsupportedArchitectureError
     from .report import write_report
     models = args.model or [DEFAULT_MODEL]
+    problem = _check_paths(args)
+    if problem:
+        _err(problem)
+        return EXIT_USAGE
     status = 0
     for model in models:
         try:
@@ -200,13 +237,14 @@ def _add_run_options(p: argparse.ArgumentParser, default_model: bool = True) -> 
                         + (f" (default {DEFAULT_MODEL})" if default_model else ""))
     p.add_argument("--experiments", type=_parse_experiments, default=None, metavar="A,B,...",
                    help="comma-separated experiments (default: all)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=_count_type("--batch-size", 1), default=32,
+                   help="texts per forward pass (default 32; batches are also capped at 8192 padded tokens)")
     p.add_argument("--dtype", default="float32", help="model dtype (default float32)")
     p.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
     from .pipeline import DEFAULT_PROBE
-    p.add_argument("--permutations", type=int, default=DEFAULT_PROBE["n_permutations"],
+    p.add_argument("--permutations", type=_count_type("--permutations", 0), default=DEFAULT_PROBE["n_permutations"],
                    help=f"permutations per label (default {DEFAULT_PROBE['n_permutations']})")
-    p.add_argument("--bootstrap", type=int, default=DEFAULT_PROBE["n_bootstrap"],
+    p.add_argument("--bootstrap", type=_count_type("--bootstrap", 0), default=DEFAULT_PROBE["n_bootstrap"],
                    help=f"group-bootstrap replicates (default {DEFAULT_PROBE['n_bootstrap']})")
     p.add_argument("--no-store", action="store_true", help="do not read or write the activation/result cache")
 

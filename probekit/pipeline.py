@@ -77,6 +77,16 @@ class Replication:
         return rep
 
 
+def check_probe_kw(probe_kw: dict | None) -> dict:
+    """The probe settings with their counts checked (n_splits >= 2, permutations/bootstrap >= 0)."""
+    from .checks import count
+    kw = dict(probe_kw or {})
+    for name, minimum in (("n_splits", 2), ("n_permutations", 0), ("n_bootstrap", 0), ("n_control", 1)):
+        if name in kw:
+            kw[name] = count(kw[name], name, minimum)
+    return kw
+
+
 def _results_key(acts, stimuli: pd.DataFrame, probe_kw: dict, primary: list[str]) -> str:
     from .hashing import frame_hash
     from .probes import SOLVER_VERSION
@@ -148,15 +158,18 @@ def replicate(model, experiments=None, *, store=True, probe_kw: dict | None = No
     """Run ``experiments`` (default: all of :data:`EXPERIMENTS`) on ``model`` (an alias, path, or LoadedModel)."""
     from .extraction import extract
     from .models import LoadedModel, load_model
+    check_probe_kw(probe_kw)                         # every argument checked before the model is loaded
+    from .checks import count
+    batch_size = count(batch_size, "batch_size", 1)
+    names = list(experiments or EXPERIMENTS)
+    unknown = [n for n in names if n not in EXPERIMENTS]
+    if unknown:
+        raise KeyError(f"unknown experiment(s) {unknown}; known: {sorted(EXPERIMENTS)}")
     t0 = time.perf_counter()
     if not isinstance(model, LoadedModel):
         model = load_model(model, dtype=dtype, device=device)
     timings = {"load_model_s": round(time.perf_counter() - t0, 2)}
     rep = Replication(model.name, model.n_layers, model.d_model, model.markers, model.fingerprint, timings=timings)
-    names = list(experiments or EXPERIMENTS)
-    unknown = [n for n in names if n not in EXPERIMENTS]
-    if unknown:
-        raise KeyError(f"unknown experiment(s) {unknown}; known: {sorted(EXPERIMENTS)}")
     for name in names:
         exp = EXPERIMENTS[name]
         t = time.perf_counter()

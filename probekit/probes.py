@@ -827,6 +827,13 @@ def probe_grid(acts, labels=None, *, n_splits: int = 6, estimator: str = "fast",
         made ``eigh`` of a 200 x 200 matrix 5-500x slower than 1 thread
         whenever another process was busy, and never much faster when idle.
     """
+    from .checks import ArgumentError, count
+    n_splits = count(n_splits, "n_splits", 2)
+    n_permutations = count(n_permutations, "n_permutations", 0)
+    n_bootstrap = count(n_bootstrap, "n_bootstrap", 0)
+    n_control = count(n_control, "n_control", 1)
+    if not 0 < level < 1:
+        raise ArgumentError(f"level must be in (0, 1), got {level!r}")
     with _thread_limit(n_threads):
         return _probe_grid(acts, labels, n_splits=n_splits, estimator=estimator, n_permutations=n_permutations,
                            n_bootstrap=n_bootstrap, control_task=control_task, n_control=n_control,

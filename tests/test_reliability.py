@@ -1,0 +1,99 @@
+"""Faults of issue 12, one test each: every one reproduces the original fault and checks that it now ends
+in a specific error or a correct result (never silently wrong). See docs/reliability.md for the table."""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import probekit
+import probekit.extraction as ex
+from probekit import cli
+from probekit.activations import COMPONENTS
+from probekit.checks import ArgumentError
+from probekit.testing import tiny_model
+
+STIMULI = pd.DataFrame({
+    "text": [f"A cat and organ number {i} in the church" if i % 2 else f"An apple {i}" for i in range(24)],
+    "target": [["cat", "organ"] if i % 2 else "apple" for i in range(24)],
+})
+
+
+@pytest.fixture
+def model():
+    return tiny_model("llama", n_layers=2)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty PROBEKIT_CACHE for the test."""
+    d = tmp_path / "cache"
+    monkeypatch.setenv("PROBEKIT_CACHE", str(d))
+    return d
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
+
+
+def _same(a, b):
+    for l in a.layers:
+        for c in COMPONENTS:
+            np.testing.assert_array_equal(np.asarray(a.get(l, c)), np.asarray(b.get(l, c)))
+
+
+# ----------------------------------------------------------------------------- bad counts
+
+@pytest.mark.parametrize("argv", [["--batch-size", "-1"], ["--batch-size", "0"], ["--permutations", "-5"],
+                                  ["--bootstrap", "-1"], ["--batch-size", "two"]])
+def test_bad_counts_exit_2_before_touching_the_cache(argv, cache, tmp_path, capsys):
+    """Was: --batch-size -1 exited 0 with every score 0.5 and poisoned the store; 0 and negative
+    --permutations/--bootstrap gave raw tracebacks."""
+    with pytest.raises(SystemExit) as e:
+        cli.main(["run", "--experiments", "relations", "--out", str(tmp_path / "out"), *argv])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert argv[0] in err and "integer >=" in err
+    assert _files(cache) == [] and not (tmp_path / "out").exists()
+
+
+def test_batch_size_minus_one_never_poisons_the_store(model, tmp_path):
+    """Was: no batch planned, preallocated zeros checksummed as a complete entry, reused by the next run."""
+    store = tmp_path / "store"
+    for bad in (-1, 0, 2.5, True):
+        with pytest.raises(ArgumentError, match="batch_size must be an integer >= 1"):
+            probekit.extract(model, STIMULI, batch_size=bad, store=store)
+    assert _files(store) == []
+    stored = probekit.extract(model, STIMULI, batch_size=4, store=store)      # the following normal run
+    _same(stored, probekit.extract(model, STIMULI, batch_size=4))
+    assert np.abs(np.asarray(stored.get(1, "mlp_out"))).min(axis=1).all() > 0   # real rows, no zero rows
+
+
+def test_store_refuses_a_plan_that_skips_rows(model, tmp_path):
+    from probekit.store import ActivationStore, StoreCorruptError
+    entry = ActivationStore(tmp_path).entry({"n_stimuli": 4, "n_layers": 1, "d_model": 2})
+    with pytest.raises(ValueError, match="covers 0 row slots for 4 stimuli"):
+        entry.begin([])
+    entry.begin([[[0, 1], [2, 3]]])
+    with pytest.raises(StoreCorruptError, match=r"chunks \[0\] not written"):
+        entry.finish()                              # nothing written yet: never checksum the zeros
+    assert not entry.is_complete()
+
+
+def test_library_functions_validate_their_counts(model):
+    from probekit.pipeline import replicate
+    from probekit.probes import make_synthetic_acts, probe_grid
+    acts = make_synthetic_acts(n_groups=12, per_group=2, d=8, n_layers=2)
+    for kw, match in [({"n_permutations": -1}, "n_permutations"), ({"n_bootstrap": -3}, "n_bootstrap"),
+                      ({"n_splits": 1}, "n_splits"), ({"level": 1.5}, "level")]:
+        with pytest.raises(ArgumentError, match=match):
+            probe_grid(acts, **kw)
+    with pytest.raises(ArgumentError, match="batch_size"):
+        replicate(model, ["relations"], store=False, batch_size=0, log=None)
+    with pytest.raises(ArgumentError, match="n_permutations"):
+        replicate(model, ["relations"], store=False, probe_kw={"n_permutations": -1}, log=None)
