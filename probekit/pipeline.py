@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +58,7 @@ class Replication:
         with atomic_directory(out, keep=lambda name: name not in owned) as tmp:   # keeps figures, reports
             for name, res in self.results.items():
                 res.save(tmp / "probes" / name)
+                write_checksums(tmp / "probes" / name)
             self.scores().to_parquet(tmp / "scores.parquet", index=False)
             meta = {"model": self.model, "n_layers": self.n_layers, "d_model": self.d_model,
                     "markers": list(self.markers), "fingerprint": self.fingerprint,
@@ -67,14 +69,77 @@ class Replication:
 
     @classmethod
     def load(cls, out_dir: str | os.PathLike) -> "Replication":
+        """Read a saved run; :class:`SavedRunError` names the file and what to do when it is unusable."""
         from .probes import ProbeResults
         out = Path(out_dir)
-        meta = json.loads((out / "replication.json").read_text())
-        rep = cls(meta["model"], meta["n_layers"], meta["d_model"], tuple(meta["markers"]), meta["fingerprint"],
-                  timings=meta.get("timings", {}))
-        for name in meta["experiments"]:
-            rep.results[name] = ProbeResults.load(out / "probes" / name)
+        rj = out / "replication.json"
+        redo = f"rerun `probekit run --model ... --out {out.parent}` to rewrite it"
+        try:
+            meta = json.loads(rj.read_text())
+            rep = cls(meta["model"], int(meta["n_layers"]), int(meta["d_model"]), tuple(meta["markers"]),
+                      meta["fingerprint"], timings=meta.get("timings", {}))
+            names = list(meta["experiments"])
+        except FileNotFoundError:
+            raise SavedRunError(f"{out} has no replication.json (expected a directory written by `probekit run` "
+                                f"or Replication.save)") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise SavedRunError(f"{rj} is corrupt ({type(exc).__name__}: {what}); {redo}") from None
+        for name in names:
+            d = out / "probes" / name
+            if not d.is_dir():
+                raise SavedRunError(f"{out}: replication.json lists experiment {name!r} but {d} is missing "
+                                    f"(probes/ holds the saved probe results); {redo}")
+            try:
+                verify_checksums(d, required=False)
+                rep.results[name] = ProbeResults.load(d)
+            except ResultsCorruptError as exc:
+                raise SavedRunError(f"{exc}; {redo}") from None
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise SavedRunError(f"{d}: unreadable probe results ({type(exc).__name__}: {exc}); {redo}") from None
         return rep
+
+
+class SavedRunError(ValueError):
+    """A saved run directory that cannot be read: says which file and what to do."""
+
+
+class ResultsCorruptError(ValueError):
+    """A saved probe-results directory failed its checksums."""
+
+
+CHECKSUMS = "checksums.json"
+
+
+def write_checksums(d: str | os.PathLike) -> None:
+    """SHA256 of every file in ``d`` into ``d/checksums.json`` (atomically; written last)."""
+    from .atomic import atomic_write_json
+    from .hashing import file_sha256
+    d = Path(d)
+    sums = {p.name: file_sha256(p) for p in sorted(d.iterdir()) if p.is_file() and p.name != CHECKSUMS}
+    atomic_write_json(d / CHECKSUMS, {"sha256": sums}, fsync=True)
+
+
+def verify_checksums(d: str | os.PathLike, required: bool = True) -> None:
+    """Raise :class:`ResultsCorruptError` unless every file listed in ``d/checksums.json`` matches.
+
+    ``required=False``: a directory without checksums (written before they existed) passes."""
+    from .hashing import file_sha256
+    d = Path(d)
+    try:
+        sums = json.loads((d / CHECKSUMS).read_text())["sha256"]
+    except FileNotFoundError:
+        if required:
+            raise ResultsCorruptError(f"{d}: no {CHECKSUMS} (incomplete or written by an older probekit)") from None
+        return
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ResultsCorruptError(f"{d / CHECKSUMS}: unreadable ({exc})") from None
+    for name, want in sorted(sums.items()):
+        p = d / name
+        if not p.is_file():
+            raise ResultsCorruptError(f"{p}: missing")
+        if file_sha256(p) != want:
+            raise ResultsCorruptError(f"{p}: checksum mismatch (the file changed after it was written)")
 
 
 def check_probe_kw(probe_kw: dict | None) -> dict:
@@ -132,24 +197,35 @@ def probe_experiment(acts, exp: Experiment, probe_kw: dict | None = None, cache:
     """Probe grid for one experiment's activations, cached under ``<cache_dir>/results``."""
     from .models import cache_dir
     from .probes import ProbeResults, probe_grid
-    probe_kw = dict(DEFAULT_PROBE, **(probe_kw or {}))
+    probe_kw = dict(DEFAULT_PROBE, **check_probe_kw(probe_kw))
     stim = acts.stimuli
     primary = exp.primary_labels(stim)
     path = None
     if cache and acts.meta.get("store"):
+        from .checks import usable_dir
         root = cache_dir() / "results" if cache is True else Path(cache)
+        usable_dir(root, f"probe-results cache {root}", write=False)        # a file in the way: say so
         path = root / _results_key(acts, stim, probe_kw, primary)
-        if (path / "meta.json").exists():
+        if path.exists():
             try:
+                verify_checksums(path)
                 return ProbeResults.load(path)
-            except Exception:            # unreadable: recompute below
+            except Exception as exc:     # corrupt, partial or unreadable: recompute, never report it
+                warnings.warn(f"probe-results cache: recomputing {path}: {exc}")
                 shutil.rmtree(path, ignore_errors=True)
     res = probe_grid(with_shuffled_controls(acts, primary, probe_kw["seed"]), **probe_kw)
     res.meta["primary"] = primary
     res.meta["experiment"] = exp.name
     if path is not None:
-        with atomic_directory(path) as tmp:
-            res.save(tmp)
+        try:
+            with atomic_directory(path) as tmp:
+                res.save(tmp)
+                write_checksums(tmp)
+        except OSError as exc:
+            from .store import is_read_only_error
+            if not is_read_only_error(exc):
+                raise
+            warnings.warn(f"probe-results cache {path.parent} is read-only ({exc.strerror}): results not cached")
     return res
 
 

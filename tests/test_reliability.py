@@ -97,3 +97,35 @@ def test_library_functions_validate_their_counts(model):
         replicate(model, ["relations"], store=False, batch_size=0, log=None)
     with pytest.raises(ArgumentError, match="n_permutations"):
         replicate(model, ["relations"], store=False, probe_kw={"n_permutations": -1}, log=None)
+
+
+# ----------------------------------------------------------------------------- probe-results cache
+
+FAST_PROBES = {"n_permutations": 4, "n_bootstrap": 20, "n_control": 1}
+
+
+def _results_dirs(cache: Path) -> list[Path]:
+    return sorted(p for p in (cache / "results").iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def test_flipped_bit_in_cached_scores_is_recomputed(model, cache):
+    """Was: one flipped bit in <cache>/results/<key>/scores.parquet turned 0.717 into 0.967, reported."""
+    from probekit.pipeline import replicate
+    clean = replicate(model, ["relations"], probe_kw=FAST_PROBES, log=None).results["relations"].scores
+    (d,) = _results_dirs(cache)
+    assert json.loads((d / "checksums.json").read_text())["sha256"].keys() >= {"scores.parquet", "meta.json"}
+    # flip one bit of one stored float64 value (the accuracy of a cell), keeping the parquet readable
+    p = d / "scores.parquet"
+    df = pd.read_parquet(p)
+    v = df["value"].to_numpy().copy()
+    v[3] = np.frombuffer((np.float64(v[3]).view(np.uint64) ^ np.uint64(1 << 51)).tobytes(), np.float64)[0]
+    df["value"] = v
+    df.to_parquet(p, index=False)
+    with pytest.warns(UserWarning, match="checksum mismatch"):
+        again = replicate(model, ["relations"], probe_kw=FAST_PROBES, log=None).results["relations"].scores
+    pd.testing.assert_frame_equal(again, clean)
+    # the recomputed entry is whole again: a third run reads it without a warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        third = replicate(model, ["relations"], probe_kw=FAST_PROBES, log=None).results["relations"].scores
+    pd.testing.assert_frame_equal(third, clean)
