@@ -129,3 +129,37 @@ def test_flipped_bit_in_cached_scores_is_recomputed(model, cache):
         warnings.simplefilter("error")
         third = replicate(model, ["relations"], probe_kw=FAST_PROBES, log=None).results["relations"].scores
     pd.testing.assert_frame_equal(third, clean)
+
+
+# ----------------------------------------------------------------------------- probes
+
+def test_finite_overflowing_activation_is_refused_with_layer_and_component():
+    """Was: a finite 3e38 gave only numpy overflow warnings; continuous scores NaN, accuracies shifted."""
+    from probekit.probes import ProbeInputError, make_synthetic_acts, probe_grid
+    acts = make_synthetic_acts(n_groups=12, per_group=2, d=8, n_layers=3)
+    acts._arrays[(2, "attn_out")][5, 3] = 3e38
+    with pytest.raises(ProbeInputError, match=r"layer 2 component 'attn_out'.*largest 3e\+38 at row 5, dim 3"):
+        probe_grid(acts, n_permutations=0, n_bootstrap=0)
+    acts._arrays[(2, "attn_out")][5, 3] = 1e6        # large but harmless: probed normally
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = probe_grid(acts, n_permutations=0, n_bootstrap=0)
+    assert np.isfinite(res.scores.value).all()
+
+
+def test_seven_stimuli_six_folds_gets_a_specific_error():
+    """Was: scikit-learn's 'n_splits=6 cannot be greater than the number of members in each class'."""
+    from probekit.activations import ActivationSet
+    from probekit.probes import ProbeInputError, probe_grid
+    rng = np.random.default_rng(0)
+    stim = pd.DataFrame({"text": [f"t{i}" for i in range(7)], "target": [f"w{i}" for i in range(7)],
+                         "group": np.arange(7), "y": [0, 1, 0, 1, 0, 1, 0]})
+    stim.attrs["labels"] = {"y": {"kind": "binary", "role": "semantic", "group": "group"}}
+    acts = ActivationSet.from_arrays({(l, c): rng.standard_normal((7, 8)).astype(np.float32)
+                                      for l in range(2) for c in COMPONENTS}, stim, model_name="x")
+    with pytest.raises(ProbeInputError) as e:
+        probe_grid(acts, n_permutations=0, n_bootstrap=0)
+    msg = str(e.value)
+    assert "7 stimuli in 7 groups" in msg and "class 0: 4 stimuli in 4 groups" in msg
+    assert "class 1: 3 stimuli in 3 groups" in msg and "use n_splits=4 or fewer" in msg
+    assert probe_grid(acts, n_splits=4, n_permutations=0, n_bootstrap=0).scores.value.notna().all()
