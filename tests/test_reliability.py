@@ -163,3 +163,105 @@ def test_seven_stimuli_six_folds_gets_a_specific_error():
     assert "7 stimuli in 7 groups" in msg and "class 0: 4 stimuli in 4 groups" in msg
     assert "class 1: 3 stimuli in 3 groups" in msg and "use n_splits=4 or fewer" in msg
     assert probe_grid(acts, n_splits=4, n_permutations=0, n_bootstrap=0).scores.value.notna().all()
+
+
+# ----------------------------------------------------------------------------- load_file
+
+@pytest.fixture
+def user_set(tmp_path):
+    """A valid bring-your-own set (the shipped relations, no hash): returns (frame, sidecar dict, writer)."""
+    import probekit.stimuli as S
+    meta = json.loads((S.STIMULI_DIR / "relations.json").read_text())
+    meta.pop("hash")
+    df = pd.read_csv(S.STIMULI_DIR / "relations.csv")
+
+    def write(d, name="mine", suffix=".csv", sidecar=None):
+        p = tmp_path / f"{name}{suffix}"
+        d.to_csv(p, index=False) if suffix == ".csv" else d.to_parquet(p, index=False)
+        (tmp_path / f"{name}.json").write_text(json.dumps(meta) if sidecar is None else sidecar)
+        return p
+    assert len(S.load_file(write(df))) == len(df)
+    return df, meta, write
+
+
+def _problems(path):
+    import probekit.stimuli as S
+    with pytest.raises(S.StimulusError) as e:
+        S.load_file(path)
+    return e.value.problems, str(e.value)
+
+
+def test_load_file_mixed_yes_no_labels_lists_every_row(user_set):
+    """Was: numbers mixed with "yes"/"no" dropped those rows silently (n 96 -> 76); all-"yes"/"no" labels
+    raised `could not convert string to float` and the collected problems were lost."""
+    df, _, write = user_set
+    d = df.copy()
+    d["related"] = d["related"].astype(object)
+    d.loc[::10, "related"] = d.loc[::10, "related"].map({1: "yes", 0: "no"})
+    probs, msg = _problems(write(d))
+    assert sorted(p.row for p in probs) == list(range(0, len(d), 10))        # every one, nothing else
+    assert all(p.word == "related" and "1 for yes/true, 0 for no/false" in p.fix for p in probs)
+    d["related"] = df["related"].map({1: "yes", 0: "no"})
+    probs, _ = _problems(write(d))
+    assert len(probs) == len(d) and "not a number" in probs[0].what
+
+
+def test_load_file_non_utf8_bytes_name_file_line_and_byte(user_set, tmp_path):
+    """Was: a raw UnicodeDecodeError without the file or row."""
+    df, _, write = user_set
+    p = write(df)
+    raw = p.read_bytes()
+    i = raw.index(b"A bee and flower")
+    p.write_bytes(raw[:i] + b"A b\xe9e and flower" + raw[i + len(b"A bee and flower"):])
+    probs, msg = _problems(p)
+    line = raw[:i].count(b"\n") + 1
+    assert f"{p.name}: bytes b'\\xe9' at byte {i + 3} (line {line}, column 4) are not UTF-8" in msg
+    assert probs[0].row == line - 2 and "UTF-8" in probs[0].fix
+
+
+def test_load_file_int_target_column(user_set):
+    """Was: `'int' object is not iterable` (a parquet file with an integer target column)."""
+    df, _, write = user_set
+    d = df.copy()
+    d["target"] = range(len(d))
+    probs, _ = _problems(write(d, suffix=".parquet"))
+    assert len(probs) == len(d)                                      # one per row, no follow-up noise
+    assert probs[5].row == 5 and probs[5].what == "target 5 is a int, not a word"
+
+
+@pytest.mark.parametrize("content,match", [("", "is empty (no header, no rows)"),
+                                           ("text,target,group,related,relatedness\n", "has a header but no rows")])
+def test_load_file_empty_or_header_only(user_set, content, match):
+    """Was: pandas' EmptyDataError / KeyError 'group'."""
+    _, _, write = user_set
+    p = write(pd.DataFrame({"text": ["x"]}))
+    p.write_text(content)
+    probs, _ = _problems(p)
+    assert len(probs) == 1 and match in probs[0].what
+
+
+def test_load_file_malformed_sidecar_names_file_and_position(user_set):
+    """Was: a bare JSONDecodeError without the file name."""
+    df, meta, write = user_set
+    text = json.dumps(meta, indent=1)
+    bad = text.replace('"kind": "binary",', '"kind": "binary"', 1)
+    p = write(df, sidecar=bad)
+    probs, msg = _problems(p)
+    err_line = bad[:bad.index('"kind": "binary"')].count("\n") + 2
+    assert "mine.json is not valid JSON: Expecting ',' delimiter at line" in msg
+    assert f"line {err_line}," in msg
+
+
+def test_load_file_reports_problems_together(user_set):
+    """Encoding, label and validation problems in one error, not one at a time."""
+    df, _, write = user_set
+    d = df.copy()
+    d["related"] = d["related"].astype(object)
+    d.loc[3, "related"] = "yes"
+    d.loc[7, "text"] = "A bee and a flower "                  # whitespace + target problems (validate)
+    p = write(d)
+    raw = p.read_bytes()
+    p.write_bytes(raw.replace(b"A church and organ", b"A church and \xf6rgan", 1))
+    probs, _ = _problems(p)
+    whats = " | ".join(p.what for p in probs)
+    assert "not UTF-8" in whats and "label value 'yes' is not a number" in whats and "whitespace" in whats
