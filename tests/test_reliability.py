@@ -265,3 +265,139 @@ def test_load_file_reports_problems_together(user_set):
     probs, _ = _problems(p)
     whats = " | ".join(p.what for p in probs)
     assert "not UTF-8" in whats and "label value 'yes' is not a number" in whats and "whitespace" in whats
+
+
+# ----------------------------------------------------------------------------- filesystem
+
+import errno  # noqa: E402
+import sys  # noqa: E402
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+_PATH_EVENTS = {"os.mkdir": 1, "os.rename": 2, "os.remove": 1, "os.rmdir": 1, "os.truncate": 1, "os.chmod": 1,
+                "os.link": 2, "os.symlink": 2, "os.utime": 1}
+_READ_ONLY: dict = {"roots": (), "attempts": []}
+
+
+def _audit(event, args):
+    roots = _READ_ONLY["roots"]
+    if not roots:
+        return
+    if event == "open":
+        path, _, flags = args
+        paths = [path] if isinstance(path, (str, bytes, os.PathLike)) and flags & _WRITE_FLAGS else []
+    elif event in _PATH_EVENTS:
+        paths = [a for a in args[:_PATH_EVENTS[event]] if isinstance(a, (str, bytes, os.PathLike))]
+    else:
+        return
+    for p in paths:
+        p = os.path.abspath(os.fsdecode(p))
+        if any(p == r or p.startswith(r + os.sep) for r in roots):
+            _READ_ONLY["attempts"].append((event, p))
+            raise PermissionError(errno.EROFS, "Read-only file system", p)
+
+
+sys.addaudithook(_audit)
+
+
+@pytest.fixture
+def read_only():
+    """``read_only(path)``: from now on every write under ``path`` fails with EROFS, as on a read-only mount
+    (also for root, who ignores chmod); ``read_only.attempts`` lists what tried to write."""
+    class RO:
+        attempts = _READ_ONLY["attempts"]
+
+        def __call__(self, path):
+            _READ_ONLY["roots"] = (*_READ_ONLY["roots"], os.path.abspath(path))
+    _READ_ONLY["attempts"].clear()
+    yield RO()
+    _READ_ONLY["roots"] = ()
+
+
+def _snapshot(root: Path) -> dict:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+def test_warm_cache_works_read_only(model, cache, read_only):
+    """Was: even a warm cache could not be read when read-only (`.lock` and `verified` writes)."""
+    from probekit.pipeline import replicate
+    warm = replicate(model, ["relations"], probe_kw=FAST_PROBES, log=None).results["relations"].scores
+    before = _snapshot(cache)
+    read_only(cache)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # no "rebuilding", no "not cached": read as it is
+        again = replicate(model, ["relations"], probe_kw=FAST_PROBES, log=None).results["relations"].scores
+    pd.testing.assert_frame_equal(again, warm)
+    assert _snapshot(cache) == before
+    # the only writes tried: taking the entry's lock (mkdir, .lock), which fails and is read without it
+    assert all(p.endswith(".lock") or Path(p).parent.name == "activations" for _, p in read_only.attempts)
+
+
+def test_cold_read_only_cache_extracts_in_memory(model, cache, read_only):
+    from probekit.pipeline import replicate
+    clean = replicate(model, ["relations"], store=False, probe_kw=FAST_PROBES, log=None)
+    cache.mkdir()
+    read_only(cache)
+    with pytest.warns(UserWarning, match="read-only"):
+        rep = replicate(model, ["relations"], probe_kw=FAST_PROBES, log=None)
+    pd.testing.assert_frame_equal(rep.results["relations"].scores, clean.results["relations"].scores)
+    assert _files(cache) == []
+
+
+def test_embedded_model_verification_on_a_read_only_cache(cache, read_only):
+    """The GGUF check's `verified` stamp is a convenience: a read-only cache verifies every time instead."""
+    from probekit.models import ModelUnavailableError, embedded_gguf
+    cache.mkdir()
+    read_only(cache)
+    try:
+        path = embedded_gguf("smollm2-135m")
+    except ModelUnavailableError as exc:
+        pytest.skip(str(exc))
+    assert path.exists() and read_only.attempts and _files(cache) == []
+
+
+def test_no_store_never_writes_to_the_cache(model, cache, read_only):
+    """Was: --no-store still touched the cache."""
+    from probekit.pipeline import replicate
+    read_only(cache)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        replicate(model, ["relations"], store=False, probe_kw=FAST_PROBES, log=None)
+    assert read_only.attempts == [] and not cache.exists()
+
+
+def _no_model_load(monkeypatch):
+    import probekit.models
+    import probekit.pipeline
+
+    def refuse(*a, **k):
+        raise AssertionError("the model was loaded before the paths were checked")
+    monkeypatch.setattr(probekit.models, "load_model", refuse)
+    monkeypatch.setattr(probekit.pipeline, "replicate", refuse)
+
+
+@pytest.mark.parametrize("blocked", ["cache", "cache/activations", "cache/results", "out_parent"])
+def test_a_file_in_the_way_is_reported_before_any_work(blocked, cache, tmp_path, monkeypatch, capsys):
+    """Was: a file where the cache, activations/, results/ or the --out parent should be surfaced only
+    after all extraction and probing (or as a raw NotADirectoryError)."""
+    _no_model_load(monkeypatch)
+    out = tmp_path / "runs" / "results"
+    f = (tmp_path / "runs") if blocked == "out_parent" else tmp_path / blocked
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text("not a directory")
+    assert cli.main(["run", "--experiments", "relations", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{f} is a file, not a directory" in err
+    assert ("--out" in err) if blocked == "out_parent" else ("PROBEKIT_CACHE" in err)
+
+
+def test_library_names_a_file_in_the_way(model, tmp_path):
+    from probekit.checks import PathError
+    from probekit.experiments import EXPERIMENTS
+    from probekit.pipeline import probe_experiment
+    (tmp_path / "store").write_text("x")
+    with pytest.raises(PathError, match="store is a file, not a directory"):
+        probekit.extract(model, STIMULI, store=tmp_path / "store")
+    acts = probekit.extract(model, EXPERIMENTS["relations"].stimuli(), store=tmp_path / "acts")
+    (tmp_path / "res").write_text("x")
+    with pytest.raises(PathError, match="res is a file, not a directory"):
+        probe_experiment(acts, EXPERIMENTS["relations"], FAST_PROBES, cache=str(tmp_path / "res"))
