@@ -130,14 +130,21 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .pipeline import Replication
+    from .checks import PathError, usable_dir
+    from .pipeline import Replication, SavedRunError
     from .report import write_report
     src = Path(args.from_dir)
-    if not (src / "replication.json").exists():
-        _err(f"{src} has no replication.json (expected a directory written by `probekit run` or Replication.save)")
-        return 1
-    rep = Replication.load(src)
     out = Path(args.out) if args.out else src
+    try:
+        usable_dir(out, "--out" if args.out else "--from (reports are written next to the run)")
+    except PathError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    try:
+        rep = Replication.load(src)
+    except SavedRunError as exc:
+        _err(str(exc))
+        return EXIT_DATA
     paths = write_report(rep, out)
     print("\n".join(_summary_lines(paths["verdicts_df"])))
     print(f"wrote {out}/: report.md, claims.md, verdicts.parquet, measurements.parquet, figures/ "
@@ -151,8 +158,11 @@ def _measurements_for(run_dir: Path):
     from .claims import measure
     from .pipeline import Replication
     mp, rj = run_dir / "measurements.parquet", run_dir / "replication.json"
-    if mp.exists() and mp.stat().st_mtime >= rj.stat().st_mtime:
-        return pd.read_parquet(mp)
+    if mp.exists() and rj.exists() and mp.stat().st_mtime >= rj.stat().st_mtime:
+        try:
+            return pd.read_parquet(mp)
+        except Exception:          # unreadable: re-measure from the saved run (which says what is wrong)
+            pass
     return measure(Replication.load(run_dir))
 
 
@@ -160,21 +170,44 @@ def cmd_audit(args) -> int:
     import pandas as pd
     from .report import (all_verdicts, atomic_write_parquet, atomic_write_text, claims_markdown,
                          load_expected)
+    from .checks import PathError, usable_dir
+    from .pipeline import SavedRunError
     root = Path(args.results)
+    if not root.is_dir():
+        _err(f"--results {root} is not a directory (expected the results root of `probekit run`, "
+             f"holding <model>/replication.json)")
+        return EXIT_USAGE
     runs = sorted(p.parent for p in root.glob("*/replication.json"))
     if not runs:
-        _err(f"no runs under {root} (looked for {root}/<model>/replication.json)")
-        return 1
+        _err(f"no runs under {root} (looked for {root}/<model>/replication.json); run `probekit run --out {root}` first")
+        return EXIT_DATA
+    out = Path(args.out) if args.out else root / "audit.md"
+    try:
+        usable_dir(out.parent, "--out" if args.out else f"--results {root}")
+    except PathError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
     expected = load_expected()
-    parts = []
+    parts, broken = [], []
     for run_dir in runs:
-        meas = _measurements_for(run_dir)
+        try:
+            meas = _measurements_for(run_dir)
+        except SavedRunError as exc:
+            broken.append(str(exc))
+            continue
         if len(meas) == 0:
             print(f"  {run_dir.name}: nothing measured, skipped")
             continue
         parts.append(all_verdicts(meas, expected))
-    verdicts = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    out = Path(args.out) if args.out else root / "audit.md"
+    if broken:                   # an audit silently missing a model would mislead: refuse instead
+        for msg in broken:
+            _err(msg)
+        _err(f"{len(broken)} of {len(runs)} run(s) under {root} cannot be read; audit not written")
+        return EXIT_DATA
+    if not parts:
+        _err(f"none of the {len(runs)} run(s) under {root} has measured claims; audit not written")
+        return EXIT_DATA
+    verdicts = pd.concat(parts, ignore_index=True)
     atomic_write_text(out, claims_markdown(verdicts, title=f"Claims audit: {len(runs)} model(s) under {root}"))
     pq = out.with_name(out.stem + "_verdicts.parquet")
     if len(verdicts):

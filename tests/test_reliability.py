@@ -401,3 +401,61 @@ def test_library_names_a_file_in_the_way(model, tmp_path):
     (tmp_path / "res").write_text("x")
     with pytest.raises(PathError, match="res is a file, not a directory"):
         probe_experiment(acts, EXPERIMENTS["relations"], FAST_PROBES, cache=str(tmp_path / "res"))
+
+
+# ----------------------------------------------------------------------------- report / audit
+
+@pytest.fixture
+def saved_run(tmp_path):
+    from test_report import cached_replication
+    d = tmp_path / "results" / "synth-10l"
+    cached_replication().save(d)
+    return d
+
+
+@pytest.mark.parametrize("damage,match", [
+    ("json", r"replication.json is corrupt \(JSONDecodeError"),
+    ("field", r"replication.json is corrupt \(KeyError: missing field 'experiments'\)"),
+    ("probes", r"lists experiment 'items' but .*probes/items is missing"),
+    ("bitflip", r"scores.parquet: checksum mismatch"),
+])
+def test_report_from_a_damaged_run_says_what_is_wrong(saved_run, damage, match, capsys):
+    """Was: a raw JSONDecodeError / FileNotFoundError traceback."""
+    import shutil
+    rj = saved_run / "replication.json"
+    if damage == "json":
+        rj.write_text(rj.read_text()[:40])
+    elif damage == "field":
+        meta = json.loads(rj.read_text())
+        del meta["experiments"]
+        rj.write_text(json.dumps(meta))
+    elif damage == "probes":
+        shutil.rmtree(saved_run / "probes")
+    else:
+        p = saved_run / "probes" / "items" / "scores.parquet"
+        b = bytearray(p.read_bytes())
+        b[len(b) // 2] ^= 1
+        p.write_bytes(bytes(b))
+    assert cli.main(["report", "--from", str(saved_run)]) == 1
+    err = capsys.readouterr().err
+    import re
+    assert re.search(match, err) and "rerun `probekit run" in err
+    # the audit refuses too, naming the run, rather than leaving the model out
+    assert cli.main(["audit", "--results", str(saved_run.parent)]) == 1
+    err = capsys.readouterr().err
+    assert re.search(match, err) and "audit not written" in err
+    assert not (saved_run.parent / "audit.md").exists()
+
+
+def test_audit_over_an_empty_or_missing_results_dir(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["audit", "--results", str(tmp_path / "empty")]) == 1
+    assert "no runs under" in capsys.readouterr().err
+    assert cli.main(["audit", "--results", str(tmp_path / "missing")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    (tmp_path / "empty" / "m").mkdir()
+    (tmp_path / "empty" / "m" / "replication.json").write_text(json.dumps(
+        {"model": "m", "n_layers": 4, "d_model": 8, "markers": [], "fingerprint": "x", "experiments": []}))
+    assert cli.main(["audit", "--results", str(tmp_path / "empty")]) == 1
+    assert "none of the 1 run(s)" in capsys.readouterr().err
+    assert not (tmp_path / "empty" / "audit.md").exists()
