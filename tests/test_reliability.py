@@ -459,3 +459,80 @@ def test_audit_over_an_empty_or_missing_results_dir(tmp_path, capsys):
     assert cli.main(["audit", "--results", str(tmp_path / "empty")]) == 1
     assert "none of the 1 run(s)" in capsys.readouterr().err
     assert not (tmp_path / "empty" / "audit.md").exists()
+
+
+# ----------------------------------------------------------------------------- extraction cost
+
+def test_token_budget_gives_one_long_text_its_own_batch():
+    """Was: a 5,000-word text in a 12-row set padded every row to ~5,000 tokens in one batch (~10 min)."""
+    from probekit.extraction import DEFAULT_MAX_BATCH_TOKENS, plan_batches
+    lengths = [7, 9, 6, 8, 6500, 7, 5, 9, 8, 6, 7, 9]
+    assert plan_batches(lengths, 32) == [[6, 2, 9, 0, 5, 10, 3, 8, 1, 7, 11], [4]]
+    assert plan_batches(lengths, 32, max_tokens=None) == [sorted(range(12), key=lambda i: (lengths[i], i))]
+    # short texts (the embedded sets: <= ~160 tokens) are batched by count alone, as before
+    short = [5 + (i * 37) % 150 for i in range(354)]
+    assert [len(b) for b in plan_batches(short, 32)] == [32] * 11 + [2]
+    assert 32 * 160 <= DEFAULT_MAX_BATCH_TOKENS
+    # padded tokens per batch never exceed the budget unless one text alone does
+    lengths = [3, 40, 41, 90, 91, 92, 300, 5, 6]
+    for b in plan_batches(lengths, 4, max_tokens=100):
+        assert len(b) * max(lengths[i] for i in b) <= 100 or len(b) == 1
+
+
+def test_long_text_batched_alone_gives_the_same_activations(model, monkeypatch):
+    stim = pd.DataFrame({"text": [f"An apple {i}" for i in range(11)] + ["A church and organ " * 20 + "and apple"],
+                         "target": ["apple"] * 12})
+    shapes = []
+    real = ex._forward
+
+    def recording(m, hooks, ids, weights, pad_id):
+        shapes.append((len(ids), max(len(x) for x in ids)))
+        return real(m, hooks, ids, weights, pad_id)
+    monkeypatch.setattr(ex, "_forward", recording)
+    budget = probekit.extract(model, stim, batch_size=32, max_batch_tokens=512)
+    assert len(shapes) == 2 and shapes[0][0] == 11 and shapes[0][1] < 10 and shapes[1][0] == 1
+    one = probekit.extract(model, stim, batch_size=1)
+    for l in range(model.n_layers):
+        for c in COMPONENTS:
+            np.testing.assert_allclose(budget.get(l, c), one.get(l, c), rtol=1e-4, atol=1e-5)
+
+
+def test_progress_lines_show_stimuli_and_tokens_per_second(model, monkeypatch, capsys):
+    """Was: no progress output at all during a 10-minute extraction."""
+    monkeypatch.setattr(ex, "_PROGRESS_AFTER_S", 600.0)            # shorter than the threshold: quiet
+    probekit.extract(model, STIMULI, batch_size=4)
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(ex, "_PROGRESS_AFTER_S", 0.0)              # as if it had run for a while
+    monkeypatch.setattr(ex, "_PROGRESS_EVERY_S", 0.0)
+    probekit.extract(model, STIMULI, batch_size=4)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 7                                         # 6 batches + the closing line
+    assert lines[0].startswith("extract tiny-llama: 4/24 stimuli, ") and "stimuli/s" in lines[0]
+    assert "tokens/s" in lines[0] and "s left" in lines[0] and "done in" in lines[-1]
+    probekit.extract(model, STIMULI, batch_size=4, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_too_long_text_error_shows_it_truncated(model):
+    """Was: the whole text in the message (50,000 characters)."""
+    from probekit.extraction import ExtractionError
+    long = "An apple " + "and a church " * 3900
+    stim = pd.DataFrame({"text": ["An apple", long], "target": ["apple", "apple"]})
+    with pytest.raises(ExtractionError) as e:
+        probekit.extract(model, stim)
+    msg = str(e.value)
+    assert len(msg) < 400 and f"{len(long)} characters" in msg and repr(long[:80]) in msg
+    assert msg.startswith("stimulus 1 (") and "exceed model tiny-llama's context of 256" in msg
+
+
+def test_token_budget_leaves_the_embedded_sets_batches_unchanged(smollm2):
+    """The budget binds only for long texts: for every shipped set the batches are exactly those of a plain
+    count, so the stored activations stay byte-identical to the ones before the budget existed."""
+    from probekit.experiments import EXPERIMENTS
+    from probekit.extraction import encode, plan_chunks
+    for exp in EXPERIMENTS.values():
+        stim = exp.stimuli()
+        enc = encode(smollm2.tokenizer, stim, stim.attrs.get("pooling") or "target_mean", smollm2.name)
+        lengths = [len(x) for x in enc.input_ids]
+        for bs in (32, 64):
+            assert plan_chunks(lengths, bs) == plan_chunks(lengths, bs, max_tokens=None), (exp.name, bs)
