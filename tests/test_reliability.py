@@ -536,3 +536,71 @@ def test_token_budget_leaves_the_embedded_sets_batches_unchanged(smollm2):
         lengths = [len(x) for x in enc.input_ids]
         for bs in (32, 64):
             assert plan_chunks(lengths, bs) == plan_chunks(lengths, bs, max_tokens=None), (exp.name, bs)
+
+
+# ----------------------------------------------------------------------------- robust behaviours (kept)
+
+_CHILD = r"""
+import os, signal, sys
+import numpy as np
+import probekit, probekit.extraction as ex
+from probekit.testing import tiny_model
+sys.path.insert(0, {tests!r})
+from test_reliability import STIMULI
+store, mode, out = sys.argv[1], sys.argv[2], sys.argv[3]
+m = tiny_model("llama", n_layers=2)
+if mode == "kill":
+    real, n = ex._forward, [0]
+    def dying(*a, **k):
+        n[0] += 1
+        if n[0] == 10:                                 # mid-extraction, in the second chunk
+            os.kill(os.getpid(), signal.SIGKILL)       # kill -9: no finally, no cleanup
+        return real(*a, **k)
+    ex._forward = dying
+acts = probekit.extract(m, STIMULI, batch_size=2, store=store)
+np.savez(out, **{{f"{{l}}_{{c}}": np.asarray(acts.get(l, c)) for l in acts.layers for c in acts.components}})
+"""
+
+
+def _child(tmp_path, *args):
+    import subprocess
+    script = tmp_path / "child.py"
+    script.write_text(_CHILD.format(tests=str(Path(__file__).parent)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(probekit.__file__).parents[1]),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    return subprocess.Popen([sys.executable, str(script), *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_kill_9_mid_extraction_resumes_byte_identically(model, tmp_path, monkeypatch):
+    import signal
+    from probekit.extraction import plan_chunks
+    p = _child(tmp_path, tmp_path / "store", "kill", tmp_path / "never.npz")
+    p.wait(timeout=300)
+    assert p.returncode == -signal.SIGKILL, p.stderr.read()
+    (entry,) = [d for d in (tmp_path / "store").iterdir() if d.is_dir()]
+    done = json.loads((entry / "progress.json").read_text())["done"]
+    assert not (entry / "complete.json").exists() and done == [0]           # 8 of 12 batches kept
+    calls = {"n": 0}
+    real = ex._forward
+
+    def counting(*a, **k):
+        calls["n"] += 1
+        return real(*a, **k)
+    monkeypatch.setattr(ex, "_forward", counting)
+    resumed = probekit.extract(model, STIMULI, batch_size=2, store=tmp_path / "store")
+    n_batches = sum(len(c) for c in plan_chunks([1] * len(STIMULI), 2))
+    assert calls["n"] == n_batches - 8                                      # only the chunk not done
+    _same(resumed, probekit.extract(model, STIMULI, batch_size=2))
+
+
+def test_concurrent_cold_runs_on_one_cache_agree_byte_for_byte(tmp_path):
+    procs = [_child(tmp_path, tmp_path / "store", "plain", tmp_path / f"run{k}.npz") for k in range(2)]
+    for p in procs:
+        p.wait(timeout=300)
+        assert p.returncode == 0, p.stderr.read()
+    a, b = np.load(tmp_path / "run0.npz"), np.load(tmp_path / "run1.npz")
+    assert sorted(a.files) == sorted(b.files) and len(a.files) == 2 * 3
+    for k in a.files:
+        assert a[k].tobytes() == b[k].tobytes() and np.abs(a[k]).sum() > 0
+    assert len([d for d in (tmp_path / "store").iterdir() if d.is_dir()]) == 1   # one entry, written once
