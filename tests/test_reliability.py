@@ -74,6 +74,28 @@ def test_batch_size_minus_one_never_poisons_the_store(model, tmp_path):
     assert np.abs(np.asarray(stored.get(1, "mlp_out"))).min(axis=1).all() > 0   # real rows, no zero rows
 
 
+
+def test_cli_batch_size_minus_one_then_a_normal_run_gives_real_scores(cache, tmp_path, capsys):
+    """The issue's 'done when': --batch-size -1 exits 2 before touching the store, and a following normal
+    run gives the real scores (those of an uncached run), not the 0.5s of a poisoned entry."""
+    from probekit.models import load_model
+    from probekit.pipeline import replicate
+    ckpt = tmp_path / "tiny-ckpt"
+    src = tiny_model("llama", n_layers=2)
+    src.model.save_pretrained(ckpt)
+    src.tokenizer.save_pretrained(ckpt)
+    argv = ["run", "--model", str(ckpt), "--experiments", "relations", "--permutations", "4",
+            "--bootstrap", "20", "--out", str(tmp_path / "results")]
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv + ["--batch-size", "-1"])
+    assert e.value.code == 2 and _files(cache) == []
+    assert cli.main(argv) == 0
+    got = pd.read_parquet(tmp_path / "results" / "tiny-ckpt" / "scores.parquet")
+    ref = replicate(load_model(str(ckpt)), ["relations"], store=False, log=None,
+                    probe_kw={"n_permutations": 4, "n_bootstrap": 20}).scores()
+    np.testing.assert_array_equal(got["value"].to_numpy(), ref["value"].to_numpy())
+    assert (got["value"] != 0.5).mean() > 0.5
+
 def test_store_refuses_a_plan_that_skips_rows(model, tmp_path):
     from probekit.store import ActivationStore, StoreCorruptError
     entry = ActivationStore(tmp_path).entry({"n_stimuli": 4, "n_layers": 1, "d_model": 2})
