@@ -70,6 +70,7 @@ def _replicate(args, model: str):
     probe_kw = {"n_permutations": args.permutations, "n_bootstrap": args.bootstrap}
     return replicate(model, args.experiments, store=not args.no_store, probe_kw=probe_kw,
                      batch_size=args.batch_size, dtype=args.dtype, device=args.device,
+                     max_batch_tokens=getattr(args, "max_batch_tokens", None),
                      log=lambda m: print(m, flush=True))
 
 
@@ -271,7 +272,10 @@ def _add_run_options(p: argparse.ArgumentParser, default_model: bool = True) -> 
     p.add_argument("--experiments", type=_parse_experiments, default=None, metavar="A,B,...",
                    help="comma-separated experiments (default: all)")
     p.add_argument("--batch-size", type=_count_type("--batch-size", 1), default=32,
-                   help="texts per forward pass (default 32; batches are also capped at 8192 padded tokens)")
+                   help="texts per forward pass (default 32; see --max-batch-tokens)")
+    p.add_argument("--max-batch-tokens", type=_count_type("--max-batch-tokens", 1), default=None, metavar="N",
+                   help="padded tokens per forward pass (rows x longest row; default 8192): one long text "
+                        "gets a batch of its own instead of padding the others")
     p.add_argument("--dtype", default="float32", help="model dtype (default float32)")
     p.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
     from .pipeline import DEFAULT_PROBE

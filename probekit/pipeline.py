@@ -230,13 +230,17 @@ def probe_experiment(acts, exp: Experiment, probe_kw: dict | None = None, cache:
 
 
 def replicate(model, experiments=None, *, store=True, probe_kw: dict | None = None, batch_size: int = 32,
-              dtype="float32", device="cpu", progress: bool | None = None, log=print) -> Replication:
+              dtype="float32", device="cpu", progress: bool | None = None, log=print,
+              max_batch_tokens: int | None = None) -> Replication:
     """Run ``experiments`` (default: all of :data:`EXPERIMENTS`) on ``model`` (an alias, path, or LoadedModel)."""
     from .extraction import extract
     from .models import LoadedModel, load_model
     check_probe_kw(probe_kw)                         # every argument checked before the model is loaded
     from .checks import count
     batch_size = count(batch_size, "batch_size", 1)
+    from .extraction import DEFAULT_MAX_BATCH_TOKENS
+    max_batch_tokens = DEFAULT_MAX_BATCH_TOKENS if max_batch_tokens is None else \
+        count(max_batch_tokens, "max_batch_tokens", 1)
     names = list(experiments or EXPERIMENTS)
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown:
@@ -249,7 +253,8 @@ def replicate(model, experiments=None, *, store=True, probe_kw: dict | None = No
     for name in names:
         exp = EXPERIMENTS[name]
         t = time.perf_counter()
-        acts = extract(model, exp.stimuli(), batch_size=batch_size, store=store, progress=progress)
+        acts = extract(model, exp.stimuli(), batch_size=batch_size, store=store, progress=progress,
+                       max_batch_tokens=max_batch_tokens)
         t_ex = time.perf_counter() - t
         t = time.perf_counter()
         rep.results[name] = probe_experiment(acts, exp, probe_kw, cache=bool(store))

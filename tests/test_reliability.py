@@ -50,7 +50,7 @@ def _same(a, b):
 # ----------------------------------------------------------------------------- bad counts
 
 @pytest.mark.parametrize("argv", [["--batch-size", "-1"], ["--batch-size", "0"], ["--permutations", "-5"],
-                                  ["--bootstrap", "-1"], ["--batch-size", "two"]])
+                                  ["--bootstrap", "-1"], ["--batch-size", "two"], ["--max-batch-tokens", "0"]])
 def test_bad_counts_exit_2_before_touching_the_cache(argv, cache, tmp_path, capsys):
     """Was: --batch-size -1 exited 0 with every score 0.5 and poisoned the store; 0 and negative
     --permutations/--bootstrap gave raw tracebacks."""
