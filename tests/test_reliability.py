@@ -2,8 +2,10 @@
 in a specific error or a correct result (never silently wrong). See docs/reliability.md for the table."""
 from __future__ import annotations
 
+import errno
 import json
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -291,13 +293,10 @@ def test_load_file_reports_problems_together(user_set):
 
 # ----------------------------------------------------------------------------- filesystem
 
-import errno  # noqa: E402
-import sys  # noqa: E402
-
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 _PATH_EVENTS = {"os.mkdir": 1, "os.rename": 2, "os.remove": 1, "os.rmdir": 1, "os.truncate": 1, "os.chmod": 1,
                 "os.link": 2, "os.symlink": 2, "os.utime": 1}
-_READ_ONLY: dict = {"roots": (), "attempts": []}
+_READ_ONLY: dict = {"roots": (), "attempts": [], "hooked": False}
 
 
 def _audit(event, args):
@@ -318,8 +317,6 @@ def _audit(event, args):
             raise PermissionError(errno.EROFS, "Read-only file system", p)
 
 
-sys.addaudithook(_audit)
-
 
 @pytest.fixture
 def read_only():
@@ -330,6 +327,9 @@ def read_only():
 
         def __call__(self, path):
             _READ_ONLY["roots"] = (*_READ_ONLY["roots"], os.path.abspath(path))
+    if not _READ_ONLY["hooked"]:          # an audit hook cannot be removed: install it once, only if needed
+        sys.addaudithook(_audit)
+        _READ_ONLY["hooked"] = True
     _READ_ONLY["attempts"].clear()
     yield RO()
     _READ_ONLY["roots"] = ()
