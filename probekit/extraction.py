@@ -121,12 +121,18 @@ def _tokens_in_span(offsets, ids, special, s: int, e: int) -> np.ndarray:
 #: (the embedded sets: <= ~160 tokens) never reach it at batch_size 32, so their batches are
 #: those of a plain count; one long text gets a batch of its own instead of padding the others.
 DEFAULT_MAX_BATCH_TOKENS = 8192
+#: A batch above this many padded tokens is also closed when less than _MIN_FILL of it would be real
+#: tokens (e.g. eleven 6-token texts and one of 300 tokens: two batches, not 3,600 padded tokens).
+_PAD_FLOOR = 2048
+_MIN_FILL = 0.5
 
 
 def plan_batches(lengths: list[int], batch_size: int, max_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS
                  ) -> list[list[int]]:
     """Batches of stimulus rows, sorted by token length, each holding at most ``batch_size`` rows and at most
-    ``max_tokens`` padded tokens (rows x longest row; a single longer text gets a batch of its own).
+    ``max_tokens`` padded tokens (rows x longest row; a single longer text gets a batch of its own). With a
+    budget, a batch of more than 2048 padded tokens is also closed before it would become more than half
+    padding, so a moderately long text does not pad many short ones either.
 
     Every row is in exactly one batch (checked: an entry of the store is only completed from a plan
     that covers every row)."""
@@ -137,11 +143,15 @@ def plan_batches(lengths: list[int], batch_size: int, max_tokens: int | None = D
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
     batches: list[list[int]] = []
     cur: list[int] = []
+    real = 0
     for i in order:                                  # ascending length: row i is the longest so far
-        if cur and (len(cur) >= batch_size or (max_tokens is not None and (len(cur) + 1) * lengths[i] > max_tokens)):
+        padded = (len(cur) + 1) * lengths[i]
+        if cur and (len(cur) >= batch_size or max_tokens is not None and (
+                padded > max_tokens or padded > _PAD_FLOOR and (real + lengths[i]) < _MIN_FILL * padded)):
             batches.append(cur)
-            cur = []
+            cur, real = [], 0
         cur.append(i)
+        real += lengths[i]
     if cur:
         batches.append(cur)
     covered = sorted(i for b in batches for i in b)

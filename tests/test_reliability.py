@@ -495,6 +495,9 @@ def test_token_budget_gives_one_long_text_its_own_batch():
     short = [5 + (i * 37) % 150 for i in range(354)]
     assert [len(b) for b in plan_batches(short, 32)] == [32] * 11 + [2]
     assert 32 * 160 <= DEFAULT_MAX_BATCH_TOKENS
+    # a moderately long text does not pad many short ones either (batch over 2048 tokens, mostly padding)
+    assert plan_batches([6] * 11 + [300], 32)[-1] == [11]
+    assert plan_batches([6] * 11 + [150], 32) == [list(range(12))]     # 1800 padded tokens: cheap, kept
     # padded tokens per batch never exceed the budget unless one text alone does
     lengths = [3, 40, 41, 90, 91, 92, 300, 5, 6]
     for b in plan_batches(lengths, 4, max_tokens=100):
