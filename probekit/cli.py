@@ -14,6 +14,8 @@ from pathlib import Path
 
 DEFAULT_MODEL = "smollm2-135m"
 EXIT_UNAVAILABLE = 2
+EXIT_USAGE = 2          # a bad argument or path, refused before any work (argparse uses 2 as well)
+EXIT_DATA = 1           # a saved run or results root that cannot be read
 
 
 def _err(msg: str) -> None:
@@ -48,11 +50,43 @@ def _check_experiments(args, study) -> None:
                                 f"{', '.join(study.experiments)}"))
 
 
+def _count_type(name: str, minimum: int):
+    """argparse type: an integer >= ``minimum`` (a bad value is a usage error: exit 2 before any work)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer >= {minimum}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _check_paths(args) -> str | None:
+    """Problems with --out and the cache, found before any model is loaded (None: all usable)."""
+    from .checks import PathError, usable_dir
+    from .models import cache_dir
+    try:
+        if getattr(args, "out", None) is not None:
+            usable_dir(args.out, "--out")
+        if not getattr(args, "no_store", False):
+            root = cache_dir()
+            usable_dir(root, "the cache (PROBEKIT_CACHE)", write=False)      # read-only is fine (shared cache)
+            for sub in ("activations", "results", "models"):
+                usable_dir(root / sub, f"the cache (PROBEKIT_CACHE): {sub}/", write=False)
+    except PathError as exc:
+        return str(exc)
+    return None
+
+
 def _replicate(args, model: str):
     from .pipeline import replicate
     probe_kw = {"n_permutations": args.permutations, "n_bootstrap": args.bootstrap}
     return replicate(model, args.experiments, study=_study(args), store=not args.no_store, probe_kw=probe_kw,
                      batch_size=args.batch_size, dtype=args.dtype, device=args.device,
+                     max_batch_tokens=getattr(args, "max_batch_tokens", None),
                      log=lambda m: print(m, flush=True))
 
 
@@ -94,8 +128,12 @@ def cmd_run(args) -> int:
     from .report import write_report
     models = args.model or [DEFAULT_MODEL]
     _check_experiments(args, _study(args))
+    problem = _check_paths(args)
+    if problem:
+        _err(problem)
+        return EXIT_USAGE
     if _preflight(args, models):
-        return 2
+        return EXIT_USAGE
     status = 0
     for model in models:
         try:
@@ -125,14 +163,21 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .pipeline import Replication
+    from .checks import PathError, usable_dir
+    from .pipeline import Replication, SavedRunError
     from .report import write_report
     src = Path(args.from_dir)
-    if not (src / "replication.json").exists():
-        _err(f"{src} has no replication.json (expected a directory written by `probekit run` or Replication.save)")
-        return 1
-    rep = Replication.load(src)
     out = Path(args.out) if args.out else src
+    try:
+        usable_dir(out, "--out" if args.out else "--from (reports are written next to the run)")
+    except PathError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    try:
+        rep = Replication.load(src)
+    except SavedRunError as exc:
+        _err(str(exc))
+        return EXIT_DATA
     paths = write_report(rep, out)
     print("\n".join(_summary_lines(paths["verdicts_df"])))
     print(f"wrote {out}/: report.md, claims.md, verdicts.parquet, measurements.parquet, figures/ "
@@ -149,10 +194,13 @@ def _measurements_for(run_dir: Path):
     from .pipeline import Replication
     from .report import measure_run
     mp, rj = run_dir / "measurements.parquet", run_dir / "replication.json"
-    if mp.exists() and mp.stat().st_mtime >= rj.stat().st_mtime:
-        m = pd.read_parquet(mp)
-        if list(m.columns) == MEASUREMENT_COLUMNS:
-            return m
+    if mp.exists() and rj.exists() and mp.stat().st_mtime >= rj.stat().st_mtime:
+        try:
+            m = pd.read_parquet(mp)
+            if list(m.columns) == MEASUREMENT_COLUMNS:
+                return m
+        except Exception:          # unreadable: re-measure from the saved run (which says what is wrong)
+            pass
     return measure_run(Replication.load(run_dir))
 
 
@@ -161,25 +209,48 @@ def cmd_audit(args) -> int:
 
     import pandas as pd
 
+    from .checks import PathError, usable_dir
+    from .pipeline import SavedRunError
     from .report import all_verdicts, atomic_write_parquet, atomic_write_text, claims_markdown, twin_markdown
     from .studies import load_study
     root = Path(args.results)
+    if not root.is_dir():
+        _err(f"--results {root} is not a directory (expected the results root of `probekit run`, "
+             f"holding <model>/replication.json)")
+        return EXIT_USAGE
     runs = sorted(p.parent for p in root.glob("*/replication.json"))
     if not runs:
-        _err(f"no runs under {root} (looked for {root}/<model>/replication.json)")
-        return 1
-    parts = []
+        _err(f"no runs under {root} (looked for {root}/<model>/replication.json); run `probekit run --out {root}` first")
+        return EXIT_DATA
+    out = Path(args.out) if args.out else root / "audit.md"
+    try:
+        usable_dir(out.parent, "--out" if args.out else f"--results {root}")
+    except PathError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    parts, broken = [], []
     for run_dir in runs:
-        meas = _measurements_for(run_dir)
+        try:
+            meas = _measurements_for(run_dir)
+        except SavedRunError as exc:
+            broken.append(str(exc))
+            continue
         if len(meas) == 0:
             print(f"  {run_dir.name}: nothing measured, skipped")
             continue
         study = load_study(json.loads((run_dir / "replication.json").read_text()).get("study"))
         parts.append(all_verdicts(meas, study))
-    verdicts = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    out = Path(args.out) if args.out else root / "audit.md"
+    if broken:                   # an audit silently missing a model would mislead: refuse instead
+        for msg in broken:
+            _err(msg)
+        _err(f"{len(broken)} of {len(runs)} run(s) under {root} cannot be read; audit not written")
+        return EXIT_DATA
+    if not parts:
+        _err(f"none of the {len(runs)} run(s) under {root} has measured claims; audit not written")
+        return EXIT_DATA
+    verdicts = pd.concat(parts, ignore_index=True)
     text = claims_markdown(verdicts, title=f"Claims audit: {len(runs)} model(s) under {root}")
-    twins = twin_markdown(verdicts) if len(verdicts) else ""
+    twins = twin_markdown(verdicts)
     atomic_write_text(out, text + ("\n" + twins if twins else ""))
     pq = out.with_name(out.stem + "_verdicts.parquet")
     if len(verdicts):
@@ -265,13 +336,17 @@ def _add_run_options(p: argparse.ArgumentParser, default_model: bool = True) -> 
                    help="a shipped study (default bogdan2025) or a study folder")
     p.add_argument("--experiments", type=_parse_experiments, default=None, metavar="A,B,...",
                    help="comma-separated experiments of the study (default: all)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=_count_type("--batch-size", 1), default=32,
+                   help="texts per forward pass (default 32; see --max-batch-tokens)")
+    p.add_argument("--max-batch-tokens", type=_count_type("--max-batch-tokens", 1), default=None, metavar="N",
+                   help="padded tokens per forward pass (rows x longest row; default 8192): one long text "
+                        "gets a batch of its own instead of padding the others")
     p.add_argument("--dtype", default="float32", help="model dtype (default float32)")
     p.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
     from .pipeline import DEFAULT_PROBE
-    p.add_argument("--permutations", type=int, default=DEFAULT_PROBE["n_permutations"],
+    p.add_argument("--permutations", type=_count_type("--permutations", 0), default=DEFAULT_PROBE["n_permutations"],
                    help=f"permutations per label (default {DEFAULT_PROBE['n_permutations']})")
-    p.add_argument("--bootstrap", type=int, default=DEFAULT_PROBE["n_bootstrap"],
+    p.add_argument("--bootstrap", type=_count_type("--bootstrap", 0), default=DEFAULT_PROBE["n_bootstrap"],
                    help=f"group-bootstrap replicates (default {DEFAULT_PROBE['n_bootstrap']})")
     p.add_argument("--no-store", action="store_true", help="do not read or write the activation/result cache")
 

@@ -28,7 +28,7 @@ from . import __version__
 from .activations import COMPONENTS, ActivationSet
 from .adapters import adapter_for, base_model, blocks, sublayer
 from .hashing import frame_hash
-from .store import ActivationStore, StoreCorruptError, StoreMismatchError
+from .store import ActivationStore, StoreCorruptError, StoreMismatchError, is_read_only_error
 from .text import TargetNotFoundError, as_targets, target_spans
 
 POOLINGS = ("target_mean", "last_token")
@@ -51,8 +51,13 @@ def stimulus_key_hash(stimuli: pd.DataFrame) -> str:
     return frame_hash(stimuli, cols)
 
 
-def _describe(i: int, stimuli: pd.DataFrame) -> str:
-    return f"stimulus {i} ({stimuli['text'].iloc[i]!r}): "
+def _describe(i: int, stimuli: pd.DataFrame, width: int = 80) -> str:
+    """``stimulus 3 ('An apple'): `` -- a long text is shown truncated, with its length."""
+    text = stimuli["text"].iloc[i]
+    sid = f" id={stimuli['id'].iloc[i]!r}" if "id" in stimuli.columns else ""
+    if isinstance(text, str) and len(text) > width:
+        return f"stimulus {i}{sid} ({text[:width]!r}... {len(text)} characters): "
+    return f"stimulus {i}{sid} ({text!r}): "
 
 
 def encode(tokenizer, stimuli: pd.DataFrame, pooling: str, model_name: str = "", max_length: int | None = None) -> _Encoded:
@@ -112,10 +117,53 @@ def _tokens_in_span(offsets, ids, special, s: int, e: int) -> np.ndarray:
                      if b > a and a < e and b > s and tid not in special], dtype=np.int64)
 
 
-def plan_chunks(lengths: list[int], batch_size: int, batches_per_chunk: int = 8) -> list[list[list[int]]]:
-    """Batches of stimulus rows sorted by token length (less padding), grouped into resumable chunks."""
+#: Default token budget of one batch: padded tokens (batch rows x longest row). Short texts
+#: (the embedded sets: <= ~160 tokens) never reach it at batch_size 32, so their batches are
+#: those of a plain count; one long text gets a batch of its own instead of padding the others.
+DEFAULT_MAX_BATCH_TOKENS = 8192
+#: A batch above this many padded tokens is also closed when less than _MIN_FILL of it would be real
+#: tokens (e.g. eleven 6-token texts and one of 300 tokens: two batches, not 3,600 padded tokens).
+_PAD_FLOOR = 2048
+_MIN_FILL = 0.5
+
+
+def plan_batches(lengths: list[int], batch_size: int, max_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS
+                 ) -> list[list[int]]:
+    """Batches of stimulus rows, sorted by token length, each holding at most ``batch_size`` rows and at most
+    ``max_tokens`` padded tokens (rows x longest row; a single longer text gets a batch of its own). With a
+    budget, a batch of more than 2048 padded tokens is also closed before it would become more than half
+    padding, so a moderately long text does not pad many short ones either.
+
+    Every row is in exactly one batch (checked: an entry of the store is only completed from a plan
+    that covers every row)."""
+    from .checks import count
+    batch_size = count(batch_size, "batch_size", 1)
+    if max_tokens is not None:
+        max_tokens = count(max_tokens, "max_batch_tokens", 1)
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-    batches = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    real = 0
+    for i in order:                                  # ascending length: row i is the longest so far
+        padded = (len(cur) + 1) * lengths[i]
+        if cur and (len(cur) >= batch_size or max_tokens is not None and (
+                padded > max_tokens or padded > _PAD_FLOOR and (real + lengths[i]) < _MIN_FILL * padded)):
+            batches.append(cur)
+            cur, real = [], 0
+        cur.append(i)
+        real += lengths[i]
+    if cur:
+        batches.append(cur)
+    covered = sorted(i for b in batches for i in b)
+    if covered != list(range(len(lengths))):        # a plan that skips a row would store zeros as activations
+        raise AssertionError(f"batch plan covers {len(covered)} of {len(lengths)} rows")
+    return batches
+
+
+def plan_chunks(lengths: list[int], batch_size: int, batches_per_chunk: int = 8,
+                max_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS) -> list[list[list[int]]]:
+    """:func:`plan_batches` grouped into resumable chunks of ``batches_per_chunk`` batches."""
+    batches = plan_batches(lengths, batch_size, max_tokens)
     return [batches[k:k + batches_per_chunk] for k in range(0, len(batches), batches_per_chunk)]
 
 
@@ -209,41 +257,78 @@ def _check_finite(out: dict, rows: list[int], stimuli: pd.DataFrame, model_name:
 
 
 def extract(model, stimuli: pd.DataFrame, pooling: str | None = None, *, batch_size: int = 32,
-            store: ActivationStore | str | bool | None = None, progress: bool | None = None) -> ActivationSet:
+            store: ActivationStore | str | bool | None = None, progress: bool | None = None,
+            max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS) -> ActivationSet:
     """Pooled per-layer activations of ``stimuli`` (a DataFrame with ``text`` and ``target``).
 
     ``model`` is a :class:`probekit.models.LoadedModel`. ``pooling`` defaults to
     ``stimuli.attrs['pooling']`` or ``'target_mean'``. ``store``: ``None`` keeps
     everything in memory; ``True`` uses the default on-disk store; a path or
-    :class:`ActivationStore` uses that one (resumable, verified, memory-mapped).
+    :class:`ActivationStore` uses that one (resumable, verified, memory-mapped;
+    a read-only store serves complete entries and extracts the rest in memory).
+    Batches hold at most ``batch_size`` texts and ``max_batch_tokens`` padded
+    tokens (None: no token budget). ``progress``: None prints progress lines
+    (stimuli and tokens per second) to stderr once an extraction has run for a
+    few seconds; True from the start; False never.
     """
+    from .checks import count
+    batch_size = count(batch_size, "batch_size", 1)
+    if max_batch_tokens is not None:
+        max_batch_tokens = count(max_batch_tokens, "max_batch_tokens", 1)
+    if store is not None and store is not False and not isinstance(store, ActivationStore):
+        store = ActivationStore(None if store is True else store)
+    if isinstance(store, ActivationStore):
+        from .checks import usable_dir
+        usable_dir(store.root, f"activation store {store.root}", write=False)     # a file in the way: now
     pooling = pooling or stimuli.attrs.get("pooling") or "target_mean"
     stimuli = stimuli.reset_index(drop=True)
     tok = model.tokenizer
     max_len = getattr(model.config, "max_position_embeddings", None)
     enc = encode(tok, stimuli, pooling, model.name, max_length=max_len)
-    chunks = plan_chunks([len(x) for x in enc.input_ids], batch_size)
+    chunks = plan_chunks([len(x) for x in enc.input_ids], batch_size, max_tokens=max_batch_tokens)
     meta = {"probekit_version": __version__, "model_fingerprint": model.fingerprint,
             "stimulus_set": stimuli.attrs.get("name"), "stimulus_version": stimuli.attrs.get("version"),
             "stimulus_hash": stimuli.attrs.get("hash")}
     stim_out = stimuli.copy()
     stim_out.attrs = dict(stimuli.attrs)
 
-    if store is None or store is False:
+    def in_memory() -> ActivationSet:
         arrays = {(l, c): np.zeros((len(stimuli), model.d_model), np.float32)
                   for l in range(model.n_layers) for c in COMPONENTS}
         _run(model, enc, chunks, stimuli, arrays, done=set(), on_chunk=None, progress=progress)
         stim_out["n_target_tokens"] = enc.n_target_tokens
         return ActivationSet.from_arrays(arrays, stim_out, model_name=model.name, pooling=pooling, meta=meta)
 
-    if not isinstance(store, ActivationStore):
-        store = ActivationStore(None if store is True else store)
+    if store is None or store is False:
+        return in_memory()
+
     identity = {"model_fingerprint": model.fingerprint, "model_name": model.name,
                 "stimulus_hash": stimulus_key_hash(stimuli), "pooling": pooling,
                 "probekit_version": __version__, "n_stimuli": len(stimuli),
                 "n_layers": model.n_layers, "d_model": model.d_model, "dtype": "float32"}
     entry = store.entry(identity)
-    with entry.lock():
+
+    def stored() -> ActivationSet:
+        stim_out["n_target_tokens"] = entry.n_target_tokens()
+        return ActivationSet(stimuli=stim_out, n_layers=model.n_layers, d_model=model.d_model,
+                             model_name=model.name, pooling=pooling, meta=dict(meta, store=str(entry.path)),
+                             _loader=entry.load)
+
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(entry.lock())
+        except OSError as exc:
+            if not is_read_only_error(exc):
+                raise
+            # a read-only store (e.g. a shared cache): a complete, intact entry is read without a lock
+            try:
+                entry.verify()
+                return stored()
+            except (StoreCorruptError, StoreMismatchError) as bad:
+                why = f"its entry is not usable ({bad})" if entry.path.exists() else "it has no entry for these stimuli"
+            warnings.warn(f"activation store {store.root} is read-only ({exc.strerror}) and {why}: "
+                          f"extracting in memory, nothing is cached")
+            return in_memory()
         if entry.is_complete():
             try:
                 entry.verify()
@@ -259,34 +344,72 @@ def extract(model, stimuli: pd.DataFrame, pooling: str | None = None, *, batch_s
                  on_chunk=lambda k: entry.mark_done(writers, k), progress=progress)
             del writers
             entry.finish()
-    stim_out["n_target_tokens"] = entry.n_target_tokens()
-    return ActivationSet(stimuli=stim_out, n_layers=model.n_layers, d_model=model.d_model,
-                         model_name=model.name, pooling=pooling, meta=dict(meta, store=str(entry.path)),
-                         _loader=entry.load)
+    return stored()
+
+
+#: Progress lines start once an extraction has run this long (seconds), then come every _PROGRESS_EVERY_S.
+_PROGRESS_AFTER_S = 3.0
+_PROGRESS_EVERY_S = 10.0
+
+
+class _Progress:
+    """Progress lines on stderr: stimuli done, stimuli/s, tokens/s (real, not padding), time left."""
+
+    def __init__(self, name: str, n_stimuli: int, n_tokens: int, mode: bool | None):
+        import time
+        self.name, self.n, self.n_tokens, self.mode = name, n_stimuli, n_tokens, mode
+        self.done = self.tokens = 0
+        self.t0 = time.monotonic()
+        self.last = None
+        self.after = 0.0 if mode else _PROGRESS_AFTER_S
+
+    def _line(self, now: float, final: bool = False) -> str:
+        dt = max(now - self.t0, 1e-9)
+        sps, tps = self.done / dt, self.tokens / dt
+        left = "" if final or sps == 0 else f", ~{(self.n - self.done) / sps:.0f} s left"
+        return (f"extract {self.name}: {self.done}/{self.n} stimuli, {sps:.1f} stimuli/s, {tps:.0f} tokens/s"
+                f"{left}" + (f" (done in {dt:.1f} s)" if final else ""))
+
+    def update(self, n_stimuli: int, n_tokens: int) -> None:
+        import sys
+        import time
+        self.done += n_stimuli
+        self.tokens += n_tokens
+        if self.mode is False:
+            return
+        now = time.monotonic()
+        if now - self.t0 >= self.after and (self.last is None or now - self.last >= _PROGRESS_EVERY_S):
+            self.last = now
+            print(self._line(now), file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        import sys
+        import time
+        if self.last is not None:                    # a line was printed: say how it ended
+            print(self._line(time.monotonic(), final=True), file=sys.stderr, flush=True)
 
 
 def _run(model, enc: _Encoded, chunks, stimuli, arrays, done: set, on_chunk, progress) -> None:
-    from tqdm.auto import tqdm
     todo = [(k, chunk) for k, chunk in enumerate(chunks) if k not in done]
-    n_batches = sum(len(c) for _, c in todo)
-    if n_batches == 0:
+    if not todo:
         return
     pad_id = model.tokenizer.pad_token_id
+    rows_todo = [i for _, chunk in todo for rows in chunk for i in rows]
+    bar = _Progress(model.name, len(rows_todo), sum(len(enc.input_ids[i]) for i in rows_todo), progress)
     hooks = _Hooks(model.model)
     try:
-        with tqdm(total=n_batches, desc=f"extract {model.name}", unit="batch",
-                  disable=(not progress) if progress is not None else (n_batches < 4 or None)) as bar:
-            for k, chunk in todo:
-                for rows in chunk:
-                    out = _forward(model.model, hooks, [enc.input_ids[i] for i in rows],
-                                   [enc.weights[i] for i in rows], pad_id)
-                    _check_finite(out, rows, stimuli, model.name)
-                    idx = np.asarray(rows)
-                    for key, t in out.items():
-                        arrays[key][idx] = t.cpu().numpy()
-                    bar.update(1)
-                if on_chunk is not None:
-                    on_chunk(k)
+        for k, chunk in todo:
+            for rows in chunk:
+                out = _forward(model.model, hooks, [enc.input_ids[i] for i in rows],
+                               [enc.weights[i] for i in rows], pad_id)
+                _check_finite(out, rows, stimuli, model.name)
+                idx = np.asarray(rows)
+                for key, t in out.items():
+                    arrays[key][idx] = t.cpu().numpy()
+                bar.update(len(rows), sum(len(enc.input_ids[i]) for i in rows))
+            if on_chunk is not None:
+                on_chunk(k)
+        bar.close()
     finally:
         hooks.remove()
 

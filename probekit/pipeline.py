@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +60,7 @@ class Replication:
         with atomic_directory(out, keep=lambda name: name not in owned) as tmp:   # keeps figures, reports
             for name, res in self.results.items():
                 res.save(tmp / "probes" / name)
+                write_checksums(tmp / "probes" / name)
             self.scores().to_parquet(tmp / "scores.parquet", index=False)
             if self.transfer is not None:
                 self.transfer.to_parquet(tmp / "transfer.parquet", index=False)
@@ -71,16 +73,89 @@ class Replication:
 
     @classmethod
     def load(cls, out_dir: str | os.PathLike) -> "Replication":
+        """Read a saved run; :class:`SavedRunError` names the file and what to do when it is unusable."""
         from .probes import ProbeResults
         out = Path(out_dir)
-        meta = json.loads((out / "replication.json").read_text())
-        rep = cls(meta["model"], meta["n_layers"], meta["d_model"], tuple(meta["markers"]), meta["fingerprint"],
-                  timings=meta.get("timings", {}), study=meta.get("study", "bogdan2025"))
-        for name in meta["experiments"]:
-            rep.results[name] = ProbeResults.load(out / "probes" / name)
+        rj = out / "replication.json"
+        redo = f"rerun `probekit run --model ... --out {out.parent}` to rewrite it"
+        try:
+            meta = json.loads(rj.read_text())
+            rep = cls(meta["model"], int(meta["n_layers"]), int(meta["d_model"]), tuple(meta["markers"]),
+                      meta["fingerprint"], timings=meta.get("timings", {}), study=meta.get("study", "bogdan2025"))
+            names = list(meta["experiments"])
+        except FileNotFoundError:
+            raise SavedRunError(f"{out} has no replication.json (expected a directory written by `probekit run` "
+                                f"or Replication.save)") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise SavedRunError(f"{rj} is corrupt ({type(exc).__name__}: {what}); {redo}") from None
+        for name in names:
+            d = out / "probes" / name
+            if not d.is_dir():
+                raise SavedRunError(f"{out}: replication.json lists experiment {name!r} but {d} is missing "
+                                    f"(probes/ holds the saved probe results); {redo}")
+            try:
+                verify_checksums(d, required=False)
+                rep.results[name] = ProbeResults.load(d)
+            except ResultsCorruptError as exc:
+                raise SavedRunError(f"{exc}; {redo}") from None
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise SavedRunError(f"{d}: unreadable probe results ({type(exc).__name__}: {exc}); {redo}") from None
         if (out / "transfer.parquet").exists():
             rep.transfer = pd.read_parquet(out / "transfer.parquet")
         return rep
+
+
+class SavedRunError(ValueError):
+    """A saved run directory that cannot be read: says which file and what to do."""
+
+
+class ResultsCorruptError(ValueError):
+    """A saved probe-results directory failed its checksums."""
+
+
+CHECKSUMS = "checksums.json"
+
+
+def write_checksums(d: str | os.PathLike) -> None:
+    """SHA256 of every file in ``d`` into ``d/checksums.json`` (atomically; written last)."""
+    from .atomic import atomic_write_json
+    from .hashing import file_sha256
+    d = Path(d)
+    sums = {p.name: file_sha256(p) for p in sorted(d.iterdir()) if p.is_file() and p.name != CHECKSUMS}
+    atomic_write_json(d / CHECKSUMS, {"sha256": sums}, fsync=True)
+
+
+def verify_checksums(d: str | os.PathLike, required: bool = True) -> None:
+    """Raise :class:`ResultsCorruptError` unless every file listed in ``d/checksums.json`` matches.
+
+    ``required=False``: a directory without checksums (written before they existed) passes."""
+    from .hashing import file_sha256
+    d = Path(d)
+    try:
+        sums = json.loads((d / CHECKSUMS).read_text())["sha256"]
+    except FileNotFoundError:
+        if required:
+            raise ResultsCorruptError(f"{d}: no {CHECKSUMS} (incomplete or written by an older probekit)") from None
+        return
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ResultsCorruptError(f"{d / CHECKSUMS}: unreadable ({exc})") from None
+    for name, want in sorted(sums.items()):
+        p = d / name
+        if not p.is_file():
+            raise ResultsCorruptError(f"{p}: missing")
+        if file_sha256(p) != want:
+            raise ResultsCorruptError(f"{p}: checksum mismatch (the file changed after it was written)")
+
+
+def check_probe_kw(probe_kw: dict | None) -> dict:
+    """The probe settings with their counts checked (n_splits >= 2, permutations/bootstrap >= 0)."""
+    from .checks import count
+    kw = dict(probe_kw or {})
+    for name, minimum in (("n_splits", 2), ("n_permutations", 0), ("n_bootstrap", 0), ("n_control", 1)):
+        if name in kw:
+            kw[name] = count(kw[name], name, minimum)
+    return kw
 
 
 def _results_key(acts, stimuli: pd.DataFrame, probe_kw: dict, primary: list[str]) -> str:
@@ -128,29 +203,41 @@ def probe_experiment(acts, exp: Experiment, probe_kw: dict | None = None, cache:
     """Probe grid for one experiment's activations, cached under ``<cache_dir>/results``."""
     from .models import cache_dir
     from .probes import ProbeResults, probe_grid
-    probe_kw = dict(DEFAULT_PROBE, **(probe_kw or {}))
+    probe_kw = dict(DEFAULT_PROBE, **check_probe_kw(probe_kw))
     stim = acts.stimuli
     primary = exp.primary_labels(stim)
     path = None
     if cache and acts.meta.get("store"):
+        from .checks import usable_dir
         root = cache_dir() / "results" if cache is True else Path(cache)
+        usable_dir(root, f"probe-results cache {root}", write=False)        # a file in the way: say so
         path = root / _results_key(acts, stim, probe_kw, primary)
-        if (path / "meta.json").exists():
+        if path.exists():
             try:
+                verify_checksums(path)
                 return ProbeResults.load(path)
-            except Exception:            # unreadable: recompute below
+            except Exception as exc:     # corrupt, partial or unreadable: recompute, never report it
+                warnings.warn(f"probe-results cache: recomputing {path}: {exc}")
                 shutil.rmtree(path, ignore_errors=True)
     res = probe_grid(with_shuffled_controls(acts, primary, probe_kw["seed"]), **probe_kw)
     res.meta["primary"] = primary
     res.meta["experiment"] = exp.name
     if path is not None:
-        with atomic_directory(path) as tmp:
-            res.save(tmp)
+        try:
+            with atomic_directory(path) as tmp:
+                res.save(tmp)
+                write_checksums(tmp)
+        except OSError as exc:
+            from .store import is_read_only_error
+            if not is_read_only_error(exc):
+                raise
+            warnings.warn(f"probe-results cache {path.parent} is read-only ({exc.strerror}): results not cached")
     return res
 
 
 def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict | None = None, batch_size: int = 32,
-              dtype="float32", device="cpu", progress: bool | None = None, log=print) -> Replication:
+              dtype="float32", device="cpu", progress: bool | None = None, log=print,
+              max_batch_tokens: int | None = None) -> Replication:
     """Run ``experiments`` (default: all of the study's) on ``model`` (an alias, path, or LoadedModel).
 
     ``study``: a :class:`~probekit.studies.Study`, a shipped study's id or a study folder (default
@@ -158,6 +245,12 @@ def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict
     from .extraction import extract
     from .models import LoadedModel, load_model
     from .studies import BUILTIN, Study, load_study
+    check_probe_kw(probe_kw)                         # every argument checked before the model is loaded
+    from .checks import count
+    batch_size = count(batch_size, "batch_size", 1)
+    from .extraction import DEFAULT_MAX_BATCH_TOKENS
+    max_batch_tokens = DEFAULT_MAX_BATCH_TOKENS if max_batch_tokens is None else \
+        count(max_batch_tokens, "max_batch_tokens", 1)
     study = study if isinstance(study, Study) else load_study(study)
     names = list(experiments or study.experiments)
     unknown = [n for n in names if n not in study.experiments]
@@ -173,7 +266,8 @@ def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict
     for name in names:
         exp = study.experiments[name]
         t = time.perf_counter()
-        acts = extract(model, exp.stimuli(), batch_size=batch_size, store=store, progress=progress)
+        acts = extract(model, exp.stimuli(), batch_size=batch_size, store=store, progress=progress,
+                       max_batch_tokens=max_batch_tokens)
         if any(name == tr for tr, _ in study.transfers):
             kept[name] = acts
         t_ex = time.perf_counter() - t
@@ -190,7 +284,8 @@ def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict
         from . import stimuli as S
         from .transfer import transfer_scores
         t = time.perf_counter()
-        held = extract(model, S.load(test_set), batch_size=batch_size, store=store, progress=progress)
+        held = extract(model, S.load(test_set), batch_size=batch_size, store=store, progress=progress,
+                       max_batch_tokens=max_batch_tokens)
         parts.append(transfer_scores(kept[train], held).assign(train=train, test=test_set))
         timings[f"transfer_{train}"] = {"extract_s": round(time.perf_counter() - t, 2), "probe_s": 0.0,
                                         "n_stimuli": len(held)}

@@ -262,20 +262,43 @@ def make_plans(stimuli: pd.DataFrame, specs: Sequence[LabelSpec], Y: pd.DataFram
                     break
                 strat = cand.ravel()
                 strat_on.append(binary[j])
-            cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="The least populated class")
-                folds = list(cv.split(X0, strat.ravel(), ginv))
+            split = lambda k: _split_folds(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed),
+                                           X0, strat.ravel(), ginv)
         else:
             strat_on = []
-            cv = GroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-            folds = list(cv.split(X0, None, ginv))
-        for k, (tr, te) in enumerate(folds):
-            if len(te) == 0 or len(tr) == 0:
-                raise ProbeInputError(f"labels {[s.name for s in lspecs]}: fold {k} is empty; "
-                                      f"too few groups for {n_splits} folds")
+            split = lambda k: _split_folds(GroupKFold(n_splits=k, shuffle=True, random_state=seed), X0, None, ginv)
+        folds = split(n_splits)
+        if folds is None:       # too few stimuli/groups per class for n_splits: say how many and what works
+            raise ProbeInputError(_too_small_message(lspecs, Y, rows, ginv, n_splits, split))
         plans.append(SplitPlan(rows, ginv, folds, [s.name for s in lspecs], tuple(strat_on)))
     return plans
+
+
+def _split_folds(cv, X0, strat, ginv):
+    """``cv``'s folds, or None when they cannot be made (sklearn refuses, or a fold is empty)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The least populated class")
+            folds = list(cv.split(X0, strat, ginv))
+    except ValueError:
+        return None
+    return None if any(len(te) == 0 or len(tr) == 0 for tr, te in folds) else folds
+
+
+def _too_small_message(lspecs, Y, rows, ginv, n_splits, split) -> str:
+    names = [s.name for s in lspecs]
+    parts = [f"{len(rows)} stimuli in {len(np.unique(ginv))} groups"]
+    for s in lspecs:
+        if s.kind == "binary":
+            y = Y[s.name].to_numpy()[rows]
+            per = ", ".join(f"class {c}: {int((y == c).sum())} stimuli in {len(np.unique(ginv[y == c]))} groups"
+                            for c in (0, 1))
+            parts.append(f"{s.name!r}: {per}")
+    works = next((k for k in range(n_splits - 1, 1, -1) if split(k) is not None), None)
+    fix = (f"use n_splits={works} or fewer" if works else "no n_splits >= 2 works") + \
+        f", or add stimuli (groups) so each class has at least {n_splits} groups"
+    return (f"label(s) {names}: {'; '.join(parts)}: too few for {n_splits}-fold group CV "
+            f"(stratified on the binary classes, every fold needs test and training rows); {fix}")
 
 
 # ------------------------------------------------------------------ engine ---
@@ -644,7 +667,19 @@ def _load_matrix(acts, layer: int, comp: str, n: int) -> np.ndarray:
             f"activations layer {layer} component {comp!r} contain {int(np.isnan(X).sum())} NaN and "
             f"{int(np.isinf(X).sum())} inf values in {int(bad.any(1).sum())} rows (fp16 overflow? "
             f"extract in float32/bfloat16)")
+    big = np.abs(X) > _MAX_ABS_ACTIVATION
+    if big.any():                   # finite, but the squares in the standardisation and Grams overflow float32
+        r, c = np.unravel_index(int(np.argmax(np.abs(X))), X.shape)
+        raise ProbeInputError(
+            f"activations layer {layer} component {comp!r}: {int(big.sum())} values in {int(big.any(1).sum())} "
+            f"rows exceed {_MAX_ABS_ACTIVATION:.3g} in magnitude (largest {X[r, c]:.3g} at row {r}, dim {c}); "
+            f"their squares overflow float32, so probe scores would be NaN or wrong. No real activation is this "
+            f"large: re-extract the activations (float32/bfloat16 model) or check the matrix for corruption")
     return X
+
+
+#: Activations larger than this in magnitude are refused: their squares overflow float32 (~3.4e38).
+_MAX_ABS_ACTIVATION = float(np.sqrt(np.finfo(np.float32).max))
 
 
 def _surface_matrix(stimuli: pd.DataFrame, exclude: str) -> tuple[np.ndarray | None, list[str]]:
@@ -770,6 +805,13 @@ def probe_grid(acts, labels=None, *, n_splits: int = 6, estimator: str = "fast",
         made ``eigh`` of a 200 x 200 matrix 5-500x slower than 1 thread
         whenever another process was busy, and never much faster when idle.
     """
+    from .checks import ArgumentError, count
+    n_splits = count(n_splits, "n_splits", 2)
+    n_permutations = count(n_permutations, "n_permutations", 0)
+    n_bootstrap = count(n_bootstrap, "n_bootstrap", 0)
+    n_control = count(n_control, "n_control", 1)
+    if not 0 < level < 1:
+        raise ArgumentError(f"level must be in (0, 1), got {level!r}")
     with _thread_limit(n_threads):
         return _probe_grid(acts, labels, n_splits=n_splits, estimator=estimator, n_permutations=n_permutations,
                            n_bootstrap=n_bootstrap, control_task=control_task, n_control=n_control,

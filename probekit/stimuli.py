@@ -344,26 +344,160 @@ def _sidecar_path(path: Path) -> Path:
     return path.with_suffix(".json")
 
 
-def _read_table(path: Path, list_columns) -> pd.DataFrame:
+def _decode_csv(path: Path, problems: list) -> str:
+    """The file's text; every line with bytes that are not UTF-8 is reported (line, byte offset, the bytes)."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    offset = 0
+    n_bad = 0
+    for lineno, line in enumerate(raw.split(b"\n"), start=1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            n_bad += 1
+            if n_bad <= 20:
+                bad = line[exc.start:exc.end]
+                problems.append(Problem(
+                    lineno - 2 if lineno > 1 else None, line.decode("utf-8", "replace").strip(), None,
+                    f"{path.name}: bytes {bad!r} at byte {offset + exc.start} (line {lineno}, column "
+                    f"{exc.start + 1}) are not UTF-8",
+                    "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8, or 'CSV UTF-8' in a spreadsheet)"))
+        offset += len(line) + 1
+    if n_bad > 20:
+        problems.append(Problem(None, None, None, f"{path.name}: {n_bad - 20} more lines are not UTF-8",
+                                "save the file as UTF-8"))
+    return raw.decode("utf-8", "replace")
+
+
+def _read_table(path: Path, list_columns, problems: list | None = None) -> pd.DataFrame | None:
+    """Read a CSV/parquet stimulus table. With ``problems``, parsing problems (encoding, an empty file,
+    a target that is not text) are appended there (None is returned when nothing could be read);
+    without it the first one raises :class:`StimulusError`."""
+    collect = problems if problems is not None else []
+    df = _read_raw(path, collect)
+    if df is not None:
+        _normalise_columns(df, list_columns, collect)
+    if problems is None and collect:
+        raise StimulusError(collect)
+    return df
+
+
+def _read_raw(path: Path, problems: list) -> pd.DataFrame | None:
+    import io
     suffix = path.suffix.lower()
     if suffix == ".csv":
         kw = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
-        df = pd.read_csv(path, dtype={"text": str, "target": str, "group": str},
-                         keep_default_na=False, na_values=[""], **kw)
+        text = _decode_csv(path, problems)
+        if not text.strip():
+            problems.append(Problem(None, None, None, f"{path.name} is empty (no header, no rows)",
+                                    f"write a header line ({', '.join(REQUIRED_COLUMNS)}, then your label "
+                                    f"columns) and one row per stimulus"))
+            return None
+        try:
+            df = pd.read_csv(io.StringIO(text), dtype={"text": str, "target": str, "group": str},
+                             keep_default_na=False, na_values=[""], **kw)
+        except (pd.errors.ParserError, ValueError) as exc:
+            problems.append(Problem(None, None, None, f"{path.name}: not a readable CSV ({exc})",
+                                    "check the quoting and the number of fields per line"))
+            return None
     elif suffix in (".parquet", ".pq"):
-        df = pd.read_parquet(path)
+        try:
+            df = pd.read_parquet(path)
+        except Exception as exc:                     # pyarrow raises its own error types
+            problems.append(Problem(None, None, None, f"{path.name}: not a readable parquet file ({exc})",
+                                    "write it with pandas.DataFrame.to_parquet, or use CSV"))
+            return None
     else:
-        raise StimulusError([Problem(None, None, None, f"unsupported file type {suffix!r} ({path})",
-                                     "use .csv or .parquet")])
+        problems.append(Problem(None, None, None, f"unsupported file type {suffix!r} ({path})", "use .csv or .parquet"))
+        return None
+    if len(df) == 0:
+        problems.append(Problem(None, None, None, f"{path.name} has a header but no rows "
+                                f"(columns: {', '.join(map(str, df.columns))})", "add one row per stimulus"))
+        return None
+    return df
+
+
+def _normalise_columns(df: pd.DataFrame, list_columns, problems: list) -> None:
     if "target" in df.columns:
-        df["target"] = df["target"].map(_norm_target).astype(object)
+        def target(idx, v):
+            if _is_missing(v) or isinstance(v, (str, list, tuple, np.ndarray)):
+                return _norm_target(v)
+            problems.append(Problem(idx, df.at[idx, "text"] if "text" in df.columns else None, "target",
+                                    f"target {v!r} is a {type(v).__name__}, not a word",
+                                    "give the target word(s) as text: a string, a list of strings, or "
+                                    "'w1|w2' in CSV"))
+            return str(v)
+        df["target"] = pd.Series([target(i, v) for i, v in df["target"].items()], index=df.index, dtype=object)
     for c in list_columns:
         if c in df.columns and c != "target":
             df[c] = df[c].map(lambda v: as_targets(v) if isinstance(v, str) else
                               (v.tolist() if isinstance(v, np.ndarray) else v)).astype(object)
     if "group" in df.columns:
         df["group"] = df["group"].map(lambda g: g if _is_missing(g) or isinstance(g, str) else str(g))
-    return df
+
+
+_YES_NO = {"yes", "no", "y", "n", "true", "false", "t", "f"}
+
+
+def _coerce_labels(df: pd.DataFrame, labels: dict, problems: list) -> set:
+    """Declared label columns as numbers. Every value that is not a number is reported (row, value, how to
+    encode it) and set to NaN, so no row is dropped silently; returns the (row, column) pairs reported."""
+    reported = set()
+    for col, spec in labels.items():
+        if col not in df.columns or pd.api.types.is_numeric_dtype(df[col]) and not pd.api.types.is_bool_dtype(df[col]):
+            continue
+        values = []
+        bad = []
+        for idx, v in df[col].items():
+            if _is_missing(v):
+                values.append(np.nan)
+                continue
+            try:
+                values.append(float(v.strip() if isinstance(v, str) else v))
+            except (TypeError, ValueError):
+                values.append(np.nan)
+                bad.append((idx, v))
+        words = {str(v).strip().lower() for _, v in bad}
+        if words and words <= _YES_NO:
+            fix = ("encode the label as numbers: 1 for yes/true, 0 for no/false" if spec.get("kind") == "binary"
+                   else "use a number on the label's declared scale")
+        else:
+            fix = "use 0/1 for a binary label" if spec.get("kind") == "binary" else \
+                f"use a number in the declared range {spec.get('range')}"
+        for idx, v in bad:
+            text = df.at[idx, "text"] if "text" in df.columns else None
+            problems.append(Problem(idx, text if isinstance(text, str) else None, col,
+                                    f"label value {v!r} is not a number ({len(bad)} such rows in {col!r})", fix))
+            reported.add((idx, col))
+        df[col] = pd.Series(values, index=df.index, dtype="float64")
+    return reported
+
+
+def _read_sidecar(side: Path, problems: list) -> dict | None:
+    """The sidecar's dictionary ({} when there is none); None (and a problem naming the position) when it
+    is not valid JSON or not a JSON object."""
+    if not side.exists():
+        return {}
+    try:
+        raw = side.read_bytes()
+        meta = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        problems.append(Problem(None, None, side.name, f"sidecar {side} is not UTF-8 (byte {exc.start})",
+                                "save the sidecar as UTF-8"))
+        return None
+    except json.JSONDecodeError as exc:
+        problems.append(Problem(None, None, side.name, f"sidecar {side} is not valid JSON: {exc.msg} at line "
+                                f"{exc.lineno}, column {exc.colno} (character {exc.pos})",
+                                f"fix the JSON there (python -m json.tool {side} shows the error)"))
+        return None
+    if not isinstance(meta, dict):
+        problems.append(Problem(None, None, side.name, f"sidecar {side} holds a JSON {type(meta).__name__}, "
+                                f"not an object", "the sidecar is one JSON object: {\"labels\": {...}, ...}"))
+        return None
+    return meta
 
 
 def _finish(df: pd.DataFrame, meta: dict, path: Path | None) -> pd.DataFrame:
@@ -410,16 +544,43 @@ def load_file(path, sidecar=None) -> pd.DataFrame:
     The sidecar defaults to the file's path with suffix ``.json``. Without a sidecar,
     every numeric column other than the metadata columns ``n_letters``/``zipf``/
     ``filler_id`` is NOT treated as a label: a sidecar declaring the labels is needed.
+
+    Every problem is collected and raised together in one :class:`StimulusError`:
+    bytes that are not UTF-8 (line and byte offset), an empty or header-only file, a
+    sidecar that is not valid JSON (file, line, column), targets that are not text,
+    label values that are not numbers ("yes"/"no": every row listed, never dropped),
+    and everything :func:`validate` checks.
     """
     path = Path(path)
     side = Path(sidecar) if sidecar is not None else _sidecar_path(path)
-    meta = json.loads(side.read_text()) if side.exists() else {}
-    df = _read_table(path, meta.get("list_columns", []))
+    if not path.is_file():
+        raise StimulusError([Problem(None, None, None, f"{path} does not exist or is not a file",
+                                     "give the path of a .csv or .parquet stimulus file")])
+    problems: list[Problem] = []
+    meta = _read_sidecar(side, problems)
+    df = _read_table(path, (meta or {}).get("list_columns", []), problems)
+    name = (meta or {}).get("name") or path.stem
+    if df is None or meta is None:
+        raise StimulusError(problems, name)
     if meta.get("columns"):
         missing = [c for c in meta["columns"] if c not in df.columns]
         if not missing:
             df = df[meta["columns"]]
-    return _finish(df, meta, path)
+    reported = _coerce_labels(df, meta.get("labels", {}) if isinstance(meta.get("labels"), dict) else {}, problems)
+    try:
+        out = _finish(df, meta, path)
+    except StimulusError as exc:             # one error with the parsing problems and the validation's
+        # drop what follows from a problem already listed: a NaN'd label value (and its column's set-level
+        # counts), a target that was not text
+        bad_cols = {c for _, c in reported}
+        bad_targets = {p.row for p in problems if p.word == "target"}
+        problems += [p for p in exc.problems if (p.row, p.word) not in reported
+                     and not (p.row is None and p.word in bad_cols)
+                     and not (p.row in bad_targets and "target" in p.what)]
+        raise StimulusError(problems, name) from None
+    if problems:
+        raise StimulusError(problems, name)
+    return out
 
 
 def names() -> list[str]:

@@ -27,6 +27,7 @@ Layout of one entry (a directory named by its key)::
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -99,9 +100,11 @@ class StoreEntry:
 
     @contextlib.contextmanager
     def lock(self):
-        """Exclusive lock so two processes never extract into the same entry at once."""
+        """Exclusive lock so two processes never extract into the same entry at once.
+
+        Raises OSError (EROFS/EACCES) when the store cannot be written: see :func:`is_read_only_error`."""
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / ".lock", "w") as fh:
+        with open(self.path / ".lock", "a") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield
@@ -113,6 +116,10 @@ class StoreEntry:
         """Start or resume: returns the ids of chunks already done.
 
         A partial entry with a different plan or identity is wiped and restarted."""
+        rows = sorted(i for chunk in chunks for batch in chunk for i in batch)
+        if rows != list(range(self.n)):
+            raise ValueError(f"activation store: the extraction plan covers {len(rows)} row slots for "
+                             f"{self.n} stimuli; every row must be in exactly one batch")
         prog = self.progress()
         if prog is not None:
             try:
@@ -151,6 +158,16 @@ class StoreEntry:
         atomic_write_json(self.path / "progress.json", prog, fsync=True)
 
     def finish(self) -> None:
+        """Checksum the arrays and mark the entry complete -- only once every chunk of the plan was
+        written by a real batch (never checksum the preallocated zeros of a chunk that did not run)."""
+        prog = self.progress()
+        if prog is None:
+            raise StoreCorruptError(f"{self.path}: no progress.json; the entry was not begun")
+        missing = sorted(set(range(len(prog.get("chunks", [])))) - set(prog.get("done", [])))
+        rows = sorted(i for chunk in prog.get("chunks", []) for batch in chunk for i in batch)
+        if missing or rows != list(range(self.n)):
+            raise StoreCorruptError(f"{self.path}: refusing to complete the entry: chunks {missing} not written, "
+                                    f"{len(rows)} of {self.n} rows planned")
         sums = {p.name: file_sha256(p) for p in sorted(self.path.glob("*.npy"))}
         atomic_write_json(self.path / "complete.json", {"sha256": sums}, fsync=True)
         (self.path / "progress.json").unlink(missing_ok=True)
@@ -189,6 +206,11 @@ class StoreEntry:
 
     def n_target_tokens(self) -> np.ndarray:
         return np.asarray(np.load(self.path / "n_target_tokens.npy"))
+
+
+def is_read_only_error(exc: BaseException) -> bool:
+    """An OSError that means "this directory cannot be written" (read-only mount, permissions)."""
+    return isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 class ActivationStore:

@@ -196,7 +196,8 @@ def measure(model, exp_name: str, *, n_refit: int, n_cvseed: int, layers_mode: s
             pipeline_check: bool = True, arrays: dict | None = None) -> dict:
     """Numbers for one model x experiment; raw replicates go into ``arrays`` (for the .npz)."""
     import probekit
-    from probekit.experiments import EXPERIMENTS, experiment_profile
+    from probekit.experiments import experiment_profile
+    from probekit.studies.bogdan2025.experiments import EXPERIMENTS
     from probekit.pipeline import probe_experiment
     exp = EXPERIMENTS[exp_name]
     t0 = time.perf_counter()
@@ -349,7 +350,7 @@ def random_init_model(model, seed: int = 0):
 def measure_random(model, seed: int, *, n_refit: int, layers_mode: str, pipeline_check: bool,
                    arrays: dict | None = None) -> dict:
     import probekit
-    from probekit.experiments import EXPERIMENTS
+    from probekit.studies.bogdan2025.experiments import EXPERIMENTS
     rmodel = random_init_model(model, seed)
     # the weights really differ, and so do the activations
     p_tr = dict(model.model.named_parameters())
