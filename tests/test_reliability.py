@@ -629,3 +629,22 @@ def test_concurrent_cold_runs_on_one_cache_agree_byte_for_byte(tmp_path):
     for k in a.files:
         assert a[k].tobytes() == b[k].tobytes() and np.abs(a[k]).sum() > 0
     assert len([d for d in (tmp_path / "store").iterdir() if d.is_dir()]) == 1   # one entry, written once
+
+
+def test_a_failed_model_load_is_remembered_for_the_pytest_session(monkeypatch):
+    """issue 12: a model that fails to load with anything but 'unavailable' was loaded again for every claim
+    test (7 loads; hours for a 70B). Now the failure is remembered: one load, and every claim fails with it."""
+    import benchmarks.conftest as bc
+    import probekit.pipeline as pl
+    from probekit.errors import CheckpointError
+    calls = []
+
+    def boom(name, **kw):
+        calls.append(name)
+        raise CheckpointError(f"{name}: config.json only, no weights")
+    monkeypatch.setattr(pl, "replicate", boom)
+    monkeypatch.setattr(bc, "_RUNS", {})
+    for _ in range(7):
+        with pytest.raises(pytest.fail.Exception, match="not retried in this session"):
+            bc._run("broken-model", config=None, study=None)
+    assert calls == ["broken-model"]
