@@ -137,6 +137,28 @@ def markdown(table: pd.DataFrame, title: str = "Calibration of the decision rule
     return "\n".join(lines)
 
 
+def summary_markdown(table: pd.DataFrame) -> str:
+    """One row per claim: the worst null rate (and its scenario) and the best planted rate at each depth."""
+    depths = sorted(table.n_layers.unique())
+    lines = ["| claim | " + " | ".join(f"worst null, L = {L}" for L in depths) + " | " +
+             " | ".join(f"power, L = {L}" for L in depths) + " |",
+             "|---|" + "---|" * (2 * len(depths))]
+    for claim, g in table.groupby("claim", sort=False):
+        cells = []
+        for L in depths:
+            n = g[(g.kind == "null") & (g.n_layers == L)]
+            if n.empty:
+                cells.append("—")
+                continue
+            w = n.loc[n.rate.idxmax()]
+            cells.append(f"{w.rate:.3f} [{w.ci_low:.3f}, {w.ci_high:.3f}] ({w.scenario})")
+        for L in depths:
+            p = g[(g.kind == "planted") & (g.n_layers == L)]
+            cells.append("—" if p.empty else f"{p.rate.max():.2f} ({p.loc[p.rate.idxmax()].scenario})")
+        lines.append(f"| `{claim}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write(table: pd.DataFrame, out_dir) -> dict[str, Path]:
     from .atomic import atomic_write_parquet, atomic_write_text
     out = Path(out_dir)
