@@ -1,0 +1,120 @@
+"""The README's performance tables from one saved pytest-benchmark run.
+
+    python -m benchmarks.perf.report RUN.json        # a --benchmark-json file or a saved .benchmarks/*/NNNN_*.json
+
+Prints Markdown: the machine and run, then one table per benchmark family, every
+number read from the run's ``extra_info`` and stats (nothing typed by hand).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def _f(x, fmt="{:.2f}", none="—"):
+    return none if x is None else fmt.format(x)
+
+
+def _by(run, func):
+    return [b for b in run["benchmarks"] if b["name"].split("[")[0] == func]
+
+
+def machine(run) -> str:
+    m, r = run.get("machine_info", {}), run.get("probekit_run", {})
+    p = m.get("probekit", {})
+    cpu = m.get("cpu", {})
+    load = r.get("loadavg_at_end")
+    lines = [f"Run: `{Path(run.get('_path', 'run.json')).name}`, {run.get('datetime', '?')[:16].replace('T', ' ')} UTC, "
+             f"mode **{r.get('mode', '?')}**, commit {run.get('commit_info', {}).get('id', '?')[:10]}"
+             f"{' (dirty tree)' if run.get('commit_info', {}).get('dirty') else ''}.",
+             f"Machine: {cpu.get('brand_raw', m.get('processor', '?'))}, {p.get('cpu_count', '?')} cores, CPU only; "
+             f"Python {m.get('python_version', '?')}, torch {p.get('torch', '?')} ({p.get('torch_threads', '?')} threads), "
+             f"transformers {p.get('transformers', '?')}, numpy {p.get('numpy', '?')}, scikit-learn {p.get('scikit-learn', '?')}."]
+    if load:
+        lines.append(f"Load average at the end of the run: {', '.join(f'{x:.1f}' for x in load)}.")
+    if r.get("note"):
+        lines.append(f"Note: {r['note']}")
+    return "\n".join(lines)
+
+
+def extraction(run) -> str:
+    rows = ["| workload | texts / tokens, batch | extraction | bare forward | ratio (target ≥ 0.9) | "
+            "peak RSS growth: pooled / every position (3 comp.) / `output_hidden_states` |",
+            "|---|---|---|---|---|---|"]
+    for b in _by(run, "test_extraction"):
+        e = b["extra_info"]
+        mem = f"{_f(e.get('peak_rss_growth_mib_hooked'), '{:.0f}')} / " \
+              f"{_f(e.get('peak_rss_growth_mib_all_positions'), '{:.0f}')} MiB " \
+              f"({_f(e.get('memory_ratio'), '{:.1f}')}×)"
+        if e.get("peak_rss_growth_mib_hidden_states") is not None:
+            mem += f" / {e['peak_rss_growth_mib_hidden_states']:.0f} MiB"
+        rows.append(f"| {e['model']} {e['workload']} | {e['n_stimuli']} / {e['n_tokens']}, {e['batch_size']} | "
+                    f"{_f(e.get('tokens_per_s'), '{:,.0f}')} tok/s, {_f(e.get('stimuli_per_s'), '{:,.1f}')} texts/s | "
+                    f"{_f(e.get('baseline_tokens_per_s'), '{:,.0f}')} tok/s | **{_f(e.get('ratio'))}×** | {mem} |")
+    return "\n".join(rows)
+
+
+def probes(run) -> str:
+    rows = ["| data, workload | columns × cells × folds | fast grid | oracle loop | plain loop | "
+            "sklearn `RidgeCV` multi-target | agreement with the oracle |", "|---|---|---|---|---|---|---|"]
+    for b in _by(run, "test_probe_grid") + _by(run, "test_probe_grid_synthetic"):
+        e = b["extra_info"]
+        a = e.get("agreement_oracle", {})
+        agree = ", ".join(x for x in [
+            f"accuracy {a['accuracy_max_diff_pp']:.2f} pp" if "accuracy_max_diff_pp" in a else "",
+            f"r {a['r_max_diff']:.4f}" if "r_max_diff" in a else "",
+            f"p-values {a['p_max_diff']:.3f}" if "p_max_diff" in a else ""] if x)
+        plain = f"{e['plain_s']:.1f} s: **{e['ratio_vs_plain']:.1f}×**" if e.get("plain_s") else "—"
+        wl = "labels" if e["workload"] == "labels" else f"+{e['n_permutations']} perm. +{e['n_control']} control"
+        rows.append(f"| {e['data']} (n={e['n_stimuli']}, d={e['d_model']}), {wl} | "
+                    f"{e['n_columns']} × {e['n_cells']} × {e['n_splits']} | {_f(e.get('median_s'))} s | "
+                    f"{e['oracle_s']:.1f} s: **{_f(e.get('ratio'), '{:.1f}')}×** | {plain} | "
+                    f"{e['multi_s']:.2f} s: {_f(e.get('ratio_vs_multi'), '{:.1f}')}× | {agree} |")
+    return "\n".join(rows)
+
+
+def e2e(run) -> str:
+    rows = ["| model, experiment | path | time (median) | stimuli/s | extraction / probes (last round) | ratio |",
+            "|---|---|---|---|---|---|"]
+    for b in _by(run, "test_experiment_end_to_end"):
+        e = b["extra_info"]
+        path = b["params"].get("path", b["name"])
+        rows.append(f"| {e['model']}, `{e['experiment']}` ({e['n_stimuli']} stimuli) | {path} | "
+                    f"{_f(e.get('median_s'))} s ({b['stats']['rounds']} rounds) | {_f(e.get('stimuli_per_s'), '{:.1f}')} | "
+                    f"{e.get('extract_s')} s / {e.get('probe_s')} s | {_f(e.get('ratio'), '{:.3g}')} "
+                    f"({'cold/warm' if path == 'warm' else 'warm/cold'}) |")
+    return "\n".join(rows)
+
+
+def reference(run) -> str:
+    out = []
+    for b in _by(run, "test_machine_reference"):
+        e = b["extra_info"]
+        out.append(f"Machine reference ({e['what']}): median {e['median_s'] * 1e3:.2f} ms, "
+                   f"{_f(e.get('gflops'), '{:.1f}')} GFLOP/s.")
+    return "\n".join(out)
+
+
+def render(run) -> str:
+    parts = [machine(run), "", "Extraction (`bench_extraction.py`):", "", extraction(run), "",
+             "Probe grid (`bench_probes.py`):", "", probes(run), "", "End to end (`bench_e2e.py`):", "", e2e(run)]
+    ref = reference(run)
+    if ref:
+        parts += ["", ref]
+    return "\n".join(parts) + "\n"
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print(__doc__, file=sys.stderr)
+        return 2
+    run = json.loads(Path(argv[0]).read_text())
+    run["_path"] = argv[0]
+    sys.stdout.write(render(run))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
