@@ -81,7 +81,7 @@ def e2e(run) -> str:
         e = b["extra_info"]
         path = b["params"].get("path", b["name"])
         rows.append(f"| {e['model']}, `{e['experiment']}` ({e['n_stimuli']} stimuli) | {path} | "
-                    f"{_f(e.get('median_s'))} s ({b['stats']['rounds']} rounds) | {_f(e.get('stimuli_per_s'), '{:.1f}')} | "
+                    f"{_f(e.get('median_s'))} s ({b['stats']['rounds']} round{'s' if b['stats']['rounds'] != 1 else ''}) | {_f(e.get('stimuli_per_s'), '{:.1f}')} | "
                     f"{e.get('extract_s')} s / {e.get('probe_s')} s | {_f(e.get('ratio'), '{:.3g}')} "
                     f"({'cold/warm' if path == 'warm' else 'warm/cold'}) |")
     return "\n".join(rows)
