@@ -68,3 +68,17 @@ def test_compare_fails_on_planted_slowdown_and_passes_without(tmp_path):
 
     same = _pytest(*common, *compare)
     assert same.returncode == 0, "an unchanged run failed the compare:\n" + same.stdout + same.stderr
+
+
+def test_readme_tables_are_the_committed_run():
+    """The README's performance block is exactly what benchmarks/perf/report.py renders from the
+    committed run (so the README numbers and the benchmark output agree, and say which run)."""
+    from benchmarks.perf import report
+    readme = (ROOT / "README.md").read_text()
+    block = report.readme_block(readme)
+    runs = sorted((ROOT / "benchmarks" / "perf" / "runs").glob("*.json"))
+    assert runs, "no committed benchmark run under benchmarks/perf/runs"
+    shown = [r for r in runs if f"`benchmarks/perf/runs/{r.name}`" in block]
+    assert len(shown) == 1, "the README block must name exactly one committed run"
+    assert block == report.render(report.load(shown[0])), \
+        "README out of date: python -m benchmarks.perf.report RUN.json --readme README.md"

@@ -1,9 +1,14 @@
 """The README's performance tables from one saved pytest-benchmark run.
 
-    python -m benchmarks.perf.report RUN.json        # a --benchmark-json file or a saved .benchmarks/*/NNNN_*.json
+    python -m benchmarks.perf.report RUN.json                    # print them
+    python -m benchmarks.perf.report RUN.json --readme README.md # replace the README's block with them
 
-Prints Markdown: the machine and run, then one table per benchmark family, every
-number read from the run's ``extra_info`` and stats (nothing typed by hand).
+RUN.json: a ``--benchmark-json`` file or a saved ``.benchmarks/*/NNNN_*.json``.
+Markdown: the machine and run, then one table per benchmark family, every number
+read from the run's ``extra_info`` and stats (nothing typed by hand). The README
+block sits between ``<!-- perf:begin -->`` and ``<!-- perf:end -->``; the run it
+comes from is committed under ``benchmarks/perf/runs/`` and
+``tests/test_perf_harness.py`` checks that the two agree.
 """
 from __future__ import annotations
 
@@ -16,6 +21,12 @@ def _f(x, fmt="{:.2f}", none="—"):
     return none if x is None else fmt.format(x)
 
 
+def _shown(path) -> str:
+    """A path inside the repository relative to its root, else the file's name."""
+    p, root = Path(path).resolve(), Path(__file__).resolve().parents[2]
+    return str(p.relative_to(root)) if root in p.parents else p.name
+
+
 def _by(run, func):
     return [b for b in run["benchmarks"] if b["name"].split("[")[0] == func]
 
@@ -25,16 +36,16 @@ def machine(run) -> str:
     p = m.get("probekit", {})
     cpu = m.get("cpu", {})
     load = r.get("loadavg_at_end")
-    lines = [f"Run: `{Path(run.get('_path', 'run.json')).name}`, {run.get('datetime', '?')[:16].replace('T', ' ')} UTC, "
+    lines = [f"* Run: `{_shown(run.get('_path', 'run.json'))}`, {run.get('datetime', '?')[:16].replace('T', ' ')} UTC, "
              f"mode **{r.get('mode', '?')}**, commit {run.get('commit_info', {}).get('id', '?')[:10]}"
              f"{' (dirty tree)' if run.get('commit_info', {}).get('dirty') else ''}.",
-             f"Machine: {cpu.get('brand_raw', m.get('processor', '?'))}, {p.get('cpu_count', '?')} cores, CPU only; "
-             f"Python {m.get('python_version', '?')}, torch {p.get('torch', '?')} ({p.get('torch_threads', '?')} threads), "
+             f"* Machine: {cpu.get('brand_raw', m.get('processor', '?'))}, {p.get('cpu_count', '?')} cores, CPU only; "
+             f"Python {m.get('python_version', '?')}, torch {p.get('torch', '?')} ({p.get('torch_threads', '?')} thread{'' if p.get('torch_threads') == 1 else 's'}), "
              f"transformers {p.get('transformers', '?')}, numpy {p.get('numpy', '?')}, scikit-learn {p.get('scikit-learn', '?')}."]
     if load:
-        lines.append(f"Load average at the end of the run: {', '.join(f'{x:.1f}' for x in load)}.")
+        lines.append(f"* Load average at the end of the run: {', '.join(f'{x:.1f}' for x in load)}.")
     if r.get("note"):
-        lines.append(f"Note: {r['note']}")
+        lines.append(f"* Note: {r['note'].rstrip('.')}.")
     return "\n".join(lines)
 
 
@@ -71,7 +82,17 @@ def probes(run) -> str:
                     f"{e['n_columns']} × {e['n_cells']} × {e['n_splits']} | {_f(e.get('median_s'))} s | "
                     f"{e['oracle_s']:.1f} s: **{_f(e.get('ratio'), '{:.1f}')}×** | {plain} | "
                     f"{e['multi_s']:.2f} s: {_f(e.get('ratio_vs_multi'), '{:.1f}')}× | {agree} |")
-    return "\n".join(rows)
+    notes = []
+    for b in _by(run, "test_probe_grid") + _by(run, "test_probe_grid_synthetic"):
+        e = b["extra_info"]
+        p = e.get("agreement_plain")
+        if p and "accuracy_mean_diff_pp" in p:
+            notes.append(f"* {e['data']}: `LinearSVC` (hinge, not the same estimator) vs the fast grid: accuracy "
+                         f"mean |diff| {p['accuracy_mean_diff_pp']:.1f} pp, max {p['accuracy_max_diff_pp']:.1f} pp per cell.")
+        if e.get("whole_grid_labels_s"):
+            notes.append(f"* {e['data']}: the whole grid ({e['n_layers']} layers × 3 components, labels only): "
+                         f"{e['whole_grid_labels_s']:.1f} s.")
+    return "\n".join(rows + ([""] + notes if notes else []))
 
 
 def e2e(run) -> str:
@@ -105,14 +126,37 @@ def render(run) -> str:
     return "\n".join(parts) + "\n"
 
 
+BEGIN, END = "<!-- perf:begin -->", "<!-- perf:end -->"
+
+
+def load(path) -> dict:
+    run = json.loads(Path(path).read_text())
+    run["_path"] = str(path)
+    return run
+
+
+def readme_block(readme_text: str) -> str:
+    """The text between the markers (what :func:`render` wrote there)."""
+    i, j = readme_text.index(BEGIN) + len(BEGIN), readme_text.index(END)
+    return readme_text[i:j].strip("\n") + "\n"
+
+
+def write_readme(readme: Path, text: str) -> None:
+    s = readme.read_text()
+    i, j = s.index(BEGIN) + len(BEGIN), s.index(END)
+    readme.write_text(s[:i] + "\n" + text + s[j:])
+
+
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) not in (1, 3) or (len(argv) == 3 and argv[1] != "--readme"):
         print(__doc__, file=sys.stderr)
         return 2
-    run = json.loads(Path(argv[0]).read_text())
-    run["_path"] = argv[0]
-    sys.stdout.write(render(run))
+    text = render(load(argv[0]))
+    if len(argv) == 3:
+        write_readme(Path(argv[2]), text)
+    else:
+        sys.stdout.write(text)
     return 0
 
 
