@@ -4,6 +4,8 @@
   (hub ids, local directories, .gguf files) to the claim tests, marked ``newmodel``.
 * ``--claims-out DIR`` (default ``results/claims``): where the verdicts, the
   audit of the paper's claims and the claims table are written at the end.
+* ``--full``: the speed benchmarks of ``benchmarks/perf`` at the README's sizes
+  (see ``benchmarks/perf/conftest.py``; they run only when asked for).
 * ``--update-expected``: rewrite the ``measured`` rows of ``expected/`` for the
   models that ran (the embedded references), then judge against them.
 * ``--study ID_OR_DIR``: whose claims ``benchmarks/test_claims.py`` parametrizes
@@ -30,6 +32,9 @@ def pytest_addoption(parser):
                 help="rewrite expected/measured.parquet rows of the models that ran")
     g.addoption("--study", default=None, metavar="ID_OR_DIR",
                 help="the study whose claims are tested: a shipped id (default bogdan2025) or a study folder")
+    # defined here, not in benchmarks/perf/conftest.py, so that `pytest --benchmark-only --full` parses too
+    g.addoption("--full", action="store_true",
+                help="speed benchmarks (benchmarks/perf): the sizes the README quotes instead of the quick mode")
 
 
 def extra_models(config) -> list[str]:

@@ -1,74 +1,66 @@
-"""Benchmark: the fast probe grid vs scikit-learn loops on the same data, folds and label columns.
+"""The fast probe grid vs scikit-learn loops on the same columns and folds (pytest-benchmark).
 
-    .venv/bin/python benchmarks/perf/bench_probes.py                   # real SmolLM2-135M activations, items set
-    .venv/bin/python benchmarks/perf/bench_probes.py --data synthetic  # n=240, d=576, 30 layers, 8 binary labels
-    .venv/bin/python benchmarks/perf/bench_probes.py --quick           # fewer cells and permutations
+    pytest benchmarks/perf/bench_probes.py --benchmark-only [--full] [--model NAME]
+    python benchmarks/perf/bench_probes.py [pytest options]          # the same (a thin wrapper)
 
-Two workloads, each timed side by side in one run on the same cells (layer x component):
+Two workloads, each on the same cells (layer x component) for every estimator:
 
-  A  labels only: every label of the set, fitting and scoring only.
-  B  the grid as ``replicate()`` runs it: every label plus ``--perms`` group-aware permutations and
-     ``--controls`` Hewitt & Liang control-task draws per label (the columns come from
-     ``probekit.probes.grid_columns``, which the grid itself calls, so every loop fits the grid's columns),
-     fitting, scoring and permutation p-values (no bootstrap: the loops have none).
+  labels        every label of the set, fitting and scoring only.
+  permutations  the grid as ``replicate()`` runs it: every label plus group-aware
+                permutations and Hewitt & Liang control-task draws per label
+                (quick: 10 + 1; ``--full``: 100 + 5), fitting, scoring and
+                permutation p-values (no bootstrap: the loops have none).
+
+The columns come from ``probekit.probes.grid_columns``, which the grid itself
+calls, so every loop refits the grid's own columns on the grid's own folds.
 
 Estimators:
 
-  fast    ``probe_grid``: dual ridge / LS-SVM, one eigendecomposition per cell x fold shared by all
-          columns and all 9 alphas (LOO alpha per column).
+  fast    (timed by pytest-benchmark) ``probe_grid``: dual ridge / LS-SVM, one
+          eigendecomposition per cell x fold shared by all columns and 9 alphas.
   oracle  a loop of ``Pipeline(StandardScaler, RidgeClassifierCV(alphas))`` (binary) /
-          ``RidgeCV(alphas)`` (continuous), one fit per column x fold: the same estimator, so it must
-          agree (the issue's tolerance: accuracy within 1 pp, r within 0.01 per cell).
-  multi   ``Pipeline(StandardScaler, RidgeCV(alphas, alpha_per_target=True))``, one multi-target fit per
-          cell x fold for all columns (binary as +-1): scikit-learn's own sharing of the decomposition.
-  plain   a loop of ``LinearSVC(C=1)`` (binary) / ``Ridge(alpha=1)`` (continuous), one fit per
-          column x fold (workload A only). A hinge SVM is not the same estimator: agreement is shown,
-          not required.
+          ``RidgeCV(alphas)`` (continuous), one fit per column x fold: the same
+          estimator, so it must agree (accuracy within 1 pp, r within 0.01 per
+          cell; asserted). ``extra_info['ratio']`` = oracle loop time / fast time.
+  multi   ``Pipeline(StandardScaler, RidgeCV(alphas, alpha_per_target=True))``, one
+          multi-target fit per cell x fold (scikit-learn's own sharing of the
+          decomposition): ``ratio_vs_multi``.
+  plain   (labels only) a loop of ``LinearSVC(C=1)`` / ``Ridge(alpha=1)``: not the
+          same estimator, agreement shown, not required: ``ratio_vs_plain``
+          (target >= 20).
 
-Everything runs on one thread (``probe_grid(n_threads=1)``, ``threadpool_limits(1)`` for the loops).
-Target (issue 4): the fast grid >= 20x faster than the plain per-column loops at the agreement above.
-Speed targets live here, never in unit tests.
+Data: the benchmark model's activations of the ``items`` set (through the
+activation store) and a synthetic set (n=240, d=576, 30 layers, 8 binary labels).
+Quick: 1 layer (3 cells) for labels, 1 cell (middle layer, resid_pre) with 10
+permutations + 1 control draw; ``--full`` (the README's sizes): 6 layers (18
+cells) for labels, 1 cell with 100 permutations + 5 control draws per label (the
+columns ``replicate()`` fits; a loop's time grows linearly with the cells). Everything runs on
+one thread (``probe_grid(n_threads=1)``, ``threadpool_limits(1)`` for the loops).
+The fast grid's time is the median of its rounds; each loop runs once.
 """
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 import time
 import warnings
 
 import numpy as np
-
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
-
-from probekit import stats as S  # noqa: E402
-from probekit.probes import DEFAULT_ALPHAS, grid_columns, make_synthetic_acts, probe_grid  # noqa: E402
+import pytest
 
 SEED = 0
 N_SPLITS = 6
+SIZES = {  # quick / --full
+    False: dict(a_layers=1, b_layers=1, b_components=1, perms=10, controls=1, rounds=3),
+    True: dict(a_layers=6, b_layers=1, b_components=1, perms=100, controls=5, rounds=5),
+}
 
 
-def load_acts(data: str):
-    if data == "synthetic":
-        L = 30
-        sig = 0.35 * np.exp(-0.5 * ((np.arange(L) - L / 3) / (L / 5)) ** 2) + 0.05
-        return make_synthetic_acts(n_groups=40, per_group=6, d=576, n_layers=L, n_binary=8, n_continuous=0,
-                                   signal=sig, word_noise=1.0, seed=0)
-    import probekit
-    import probekit.stimuli as St
-    model = probekit.load_model("smollm2-135m")
-    return probekit.extract(model, St.load(data), store=True, progress=False)
-
-
-def timed(repeat: int, fn):
-    """(result, median wall time of ``repeat`` calls): the fast grid takes about a second,
-    so one call is at the mercy of a noisy machine; the loops take minutes and run once."""
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return out, float(np.median(times))
+def synthetic_acts():
+    from probekit.probes import make_synthetic_acts
+    L = 30
+    sig = 0.35 * np.exp(-0.5 * ((np.arange(L) - L / 3) / (L / 5)) ** 2) + 0.05
+    return make_synthetic_acts(n_groups=40, per_group=6, d=576, n_layers=L, n_binary=8, n_continuous=0,
+                               signal=sig, word_noise=1.0, seed=0)
 
 
 def loop(acts, cells, gc, how: str):
@@ -80,6 +72,8 @@ def loop(acts, cells, gc, how: str):
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import LinearSVC
     from threadpoolctl import threadpool_limits
+
+    from probekit.probes import DEFAULT_ALPHAS
 
     def est(binary: bool):
         if how == "oracle":
@@ -114,6 +108,7 @@ def loop(acts, cells, gc, how: str):
 def loop_scores(gc, cells, oofs, fast):
     """{(label, metric): (observed [cells], null [n_perm, cells])} from a loop's OOF scores,
     in the metric the fast results report for each label."""
+    from probekit import stats as S
     res = {}
     for pi, (Y01, _, _, layout) in enumerate(gc.cols):
         for name, (c0, npm, _) in layout.items():
@@ -134,106 +129,111 @@ def fast_scores(res, cells):
     return out
 
 
-def agreement(fast, other, with_p: bool):
+def agreement(fast, other, with_p: bool) -> dict:
+    """Max |difference| per cell between the fast grid and a loop (accuracy in pp, r, p-values)."""
+    from probekit import stats as S
     acc = [np.abs(fast[k][0] - other[k][0]) for k in fast if k[1] == "accuracy"]
     rr = [np.abs(fast[k][0] - other[k][0]) for k in fast if k[1] == "r"]
-    parts = []
+    out = {}
     if acc:
-        parts.append(f"accuracy max |diff| {100 * np.max(acc):.2f} pp (mean {100 * np.mean(acc):.2f})")
+        out["accuracy_max_diff_pp"] = float(100 * np.max(acc))
+        out["accuracy_mean_diff_pp"] = float(100 * np.mean(acc))
     if rr:
-        parts.append(f"r max |diff| {np.max(rr):.4f}")
+        out["r_max_diff"] = float(np.max(rr))
     if with_p:
-        dp = [np.abs(fast[k][1] - S.perm_pvalue(other[k][0], other[k][1])) for k in fast]
-        parts.append(f"p-value max |diff| {np.max(dp):.3f}")
-    ok_acc = not acc or 100 * np.max(acc) <= 1.0
-    ok_r = not rr or np.max(rr) <= 0.01
-    return ", ".join(parts), ok_acc and ok_r
+        out["p_max_diff"] = float(max(np.max(np.abs(fast[k][1] - S.perm_pvalue(other[k][0], other[k][1])))
+                                      for k in fast))
+    out["within_tolerance"] = bool(out.get("accuracy_max_diff_pp", 0) <= 1.0 and out.get("r_max_diff", 0) <= 0.01)
+    return out
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default="items", help="'synthetic' or a stimulus set (SmolLM2-135M activations)")
-    ap.add_argument("--quick", action="store_true", help="2 layers for A, 20 permutations for B")
-    ap.add_argument("--a-layers", type=int, default=6, help="layers (evenly spaced) for workload A's loops")
-    ap.add_argument("--b-layers", type=int, default=1, help="layers for workload B")
-    ap.add_argument("--perms", type=int, default=100, help="permutations per label in workload B")
-    ap.add_argument("--controls", type=int, default=5, help="control-task draws per label in workload B")
-    ap.add_argument("--skip-plain", action="store_true", help="skip the LinearSVC loop (slow on real activations)")
-    ap.add_argument("--skip-b", action="store_true", help="workload A only")
-    ap.add_argument("--repeat", type=int, default=5, help="fast-grid timings are the median of this many runs")
-    args = ap.parse_args(argv)
-    if args.quick:
-        args.a_layers, args.perms = 2, 20
+def _pick(L: int, k: int) -> list[int]:
+    return sorted({int(round(x)) for x in np.linspace(0, L - 1, k)}) if k > 1 else [L // 2]
+
+
+def run_grid(benchmark, acts, workload: str, full: bool, data: str) -> None:
     import sklearn
-    import torch
 
-    acts = load_acts(args.data)
+    from probekit.probes import grid_columns, probe_grid
+
+    from .harness import set_ratio
+    size = SIZES[full]
     comps = list(acts.components)
-    L = acts.n_layers
-    pick = lambda k: sorted({int(round(x)) for x in np.linspace(0, L - 1, k)}) if k > 1 else [L // 2]  # noqa: E731
-    a_layers, b_layers = pick(args.a_layers), pick(args.b_layers)
-    print(f"probekit probe benchmark: data={args.data} (n={len(acts)}, d={acts.d_model}, {L} layers x "
-          f"{len(comps)} components), {N_SPLITS}-fold group CV, 1 thread, torch {torch.__version__}, "
-          f"scikit-learn {sklearn.__version__}, {os.cpu_count()} cpus")
-
-    fit_only = dict(n_bootstrap=0, surface_baseline=False, seed=SEED, n_splits=N_SPLITS)
-    probe_grid(acts, layers=[0], components=comps[:1], n_permutations=0, control_task=False, **fit_only)  # warm-up
-    rows = []
-
-    # --- A: labels only ------------------------------------------------------
-    gc = grid_columns(acts.stimuli, n_splits=N_SPLITS, seed=SEED, n_permutations=0, control_task=False)
+    if workload == "labels":
+        layers, comps_used, perms, controls, hows = _pick(acts.n_layers, size["a_layers"]), comps, 0, 0, \
+            ("oracle", "multi", "plain")
+    else:
+        layers = _pick(acts.n_layers, size["b_layers"])
+        comps_used = comps[:size["b_components"]] if size["b_components"] else comps
+        perms, controls, hows = size["perms"], size["controls"], ("oracle", "multi")
+    cells = [(l, c) for l in layers for c in comps_used]
+    kw = dict(n_splits=N_SPLITS, seed=SEED, n_permutations=perms, control_task=controls > 0,
+              n_control=max(controls, 1))
+    gc = grid_columns(acts.stimuli, **kw)
     n_cols = sum(c[0].shape[1] for c in gc.cols)
-    cells = [(l, c) for l in a_layers for c in comps]
-    fastA, tA = timed(args.repeat, lambda: probe_grid(acts, layers=a_layers, n_permutations=0, control_task=False,
-                                                      **fit_only))
-    _, t_all = timed(args.repeat, lambda: probe_grid(acts, n_permutations=0, control_task=False, **fit_only))
-    fA = fast_scores(fastA, cells)
-    print(f"\nA  labels only: {n_cols} columns x {len(cells)} cells (layers {a_layers}) x {N_SPLITS} folds "
-          f"= {n_cols * len(cells) * N_SPLITS} fits per loop")
-    print(f"   (fast grid over all {L * len(comps)} cells: {t_all:.2f} s)")
-    hows = ["oracle", "multi"] + ([] if args.skip_plain else ["plain"])
-    rows.append(("A", "fast", tA, "", True))
+
+    def fast():
+        return probe_grid(acts, layers=layers, components=comps_used, n_bootstrap=0, surface_baseline=False,
+                          n_threads=1, **kw)
+
+    probe_grid(acts, layers=[0], components=comps[:1], n_permutations=0, control_task=False, n_bootstrap=0,
+               surface_baseline=False, seed=SEED, n_splits=N_SPLITS)            # warm-up
+    res = benchmark.pedantic(fast, rounds=size["rounds"])
+    fs = fast_scores(res, cells)
+    info = benchmark.extra_info
+    loops = {}
     for how in hows:
         dt, oofs = loop(acts, cells, gc, how)
-        txt, ok = agreement(fA, loop_scores(gc, cells, oofs, fastA), with_p=False)
-        rows.append(("A", how, dt, txt, ok))
+        loops[how] = dt
+        info[f"{how}_s"] = dt
+        info[f"agreement_{how}"] = agreement(fs, loop_scores(gc, cells, oofs, res), with_p=perms > 0)
+    set_ratio(benchmark, loops["oracle"], "scikit-learn oracle loop time (same estimator, one fit per column x "
+              "fold) / fast grid time, same columns, folds and cells")
+    t = info["median_s"]
+    for how in hows[1:]:
+        info[f"ratio_vs_{how}"] = loops[how] / t if t else None
+    if "plain" in hows:
+        info["ratio_vs_plain_target"] = 20.0
+    info.update(data=data, workload=workload, n_stimuli=len(acts), d_model=acts.d_model, n_layers=acts.n_layers,
+                cells=[f"{l}:{c}" for l, c in cells], n_cells=len(cells), n_columns=n_cols,
+                n_labels=len(gc.specs), n_permutations=perms, n_control=controls, n_splits=N_SPLITS,
+                fits_per_loop=n_cols * len(cells) * N_SPLITS, threads=1, sklearn=sklearn.__version__)
+    if t:
+        info["stimuli_per_s"] = len(acts) * len(cells) / t
+        info["stimuli_per_s_meaning"] = "stimuli x cells probed per second (all columns, all folds)"
+    if full and workload == "labels":
+        _, info["whole_grid_labels_s"] = _timed(lambda: probe_grid(
+            acts, n_permutations=0, control_task=False, n_bootstrap=0, surface_baseline=False,
+            seed=SEED, n_splits=N_SPLITS))
+    bad = info["agreement_oracle"]
+    assert bad["within_tolerance"], f"fast grid disagrees with the scikit-learn oracle on the same folds: {bad}"
 
-    # --- B: labels + permutations + control task ------------------------------
-    if args.skip_b:
-        return report(rows, tA, None)
-    gc = grid_columns(acts.stimuli, n_splits=N_SPLITS, seed=SEED, n_permutations=args.perms,
-                      control_task=args.controls > 0, n_control=args.controls)
-    n_cols = sum(c[0].shape[1] for c in gc.cols)
-    cells = [(l, c) for l in b_layers for c in comps]
-    fastB, tB = timed(args.repeat, lambda: probe_grid(acts, layers=b_layers, n_permutations=args.perms,
-                                                      control_task=args.controls > 0, n_control=args.controls,
-                                                      **fit_only))
-    fB = fast_scores(fastB, cells)
-    print(f"B  labels + {args.perms} permutations + {args.controls} control draws each: {n_cols} columns x "
-          f"{len(cells)} cells (layers {b_layers}) x {N_SPLITS} folds = {n_cols * len(cells) * N_SPLITS} fits per loop")
-    rows.append(("B", "fast", tB, "", True))
-    for how in ("oracle", "multi"):
-        dt, oofs = loop(acts, cells, gc, how)
-        txt, ok = agreement(fB, loop_scores(gc, cells, oofs, fastB), with_p=True)
-        rows.append(("B", how, dt, txt, ok))
 
-    report(rows, tA, tB)
+def _timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
 
 
-def report(rows, tA, tB):
-    names = {"fast": "fast grid (probe_grid)", "oracle": "loop RidgeClassifierCV / RidgeCV",
-             "multi": "RidgeCV multi-target per cell x fold", "plain": "loop LinearSVC(C=1) / Ridge(1)"}
-    print(f"\n{'':3}{'method':<38}{'seconds':>9}{'  x fast':>9}   agreement with fast (same folds)")
-    for wl, how, dt, txt, ok in rows:
-        t_fast = tA if wl == "A" else tB
-        flag = "" if how in ("fast", "plain") else ("  [within 1 pp / 0.01]" if ok else "  [OUTSIDE 1 pp / 0.01]")
-        print(f"{wl:<3}{names[how]:<38}{dt:>9.2f}{dt / t_fast:>9.1f}   {txt}{flag}")
-    print("\nspeed ratios (plain per-column loops / fast, target >= 20x):")
-    for wl, how, dt, _, ok in rows:
-        if how in ("oracle", "plain"):
-            t_fast = tA if wl == "A" else tB
-            print(f"  {wl} {names[how]:<36} {dt / t_fast:6.1f}x")
+_ACTS: dict = {}
+
+
+@pytest.mark.parametrize("workload", ["labels", "permutations"])
+def test_probe_grid(benchmark, bench_model, loaded_model, full, workload):
+    """The benchmark model's activations of the ``items`` set (extracted once into the store)."""
+    import probekit
+    import probekit.stimuli as St
+    if bench_model not in _ACTS:
+        _ACTS[bench_model] = probekit.extract(loaded_model, St.load("items"), store=True, progress=False)
+    run_grid(benchmark, _ACTS[bench_model], workload, full, data=f"{loaded_model.name} items")
+
+
+@pytest.mark.parametrize("workload", ["labels", "permutations"])
+def test_probe_grid_synthetic(benchmark, full, workload, torch_threads):
+    if "synthetic" not in _ACTS:
+        _ACTS["synthetic"] = synthetic_acts()
+    run_grid(benchmark, _ACTS["synthetic"], workload, full, data="synthetic")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(pytest.main([__file__, "--benchmark-only", *sys.argv[1:]]))
