@@ -20,7 +20,7 @@ def smollm2():
 
 @pytest.fixture(scope="session")
 def smollm2_acts(smollm2, tmp_path_factory):
-    """SmolLM2-135M activations on the `items` stimulus set (354 short texts, ~3 s)."""
+    """SmolLM2-135M activations on the `items` stimulus set (352 short texts, ~3 s)."""
     import probekit
     import probekit.stimuli as S
     return probekit.extract(smollm2, S.load("items"), batch_size=64, store=True)
