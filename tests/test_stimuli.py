@@ -488,6 +488,27 @@ def test_validate_word_in_two_groups(sets):
         S.validate(df)
 
 
+def test_validate_label_declarations():
+    """Bad declarations in the sidecar (what test_contract no longer re-checks on the shipped sets):
+    every one is reported, naming the label."""
+    df = _good_frame()
+    df.attrs["pooling"] = "max"
+    df.attrs["labels"] = dict(df.attrs["labels"],
+                              animal=dict(df.attrs["labels"]["animal"], kind="ordinal", role="decoration",
+                                          group="word"),
+                              size={k: v for k, v in df.attrs["labels"]["size"].items() if k != "range"},
+                              colour={"kind": "binary"})
+    with pytest.raises(S.StimulusError) as ei:
+        S.validate(df)
+    problems = {(p.word, p.what) for p in ei.value.problems}
+    assert ("pooling", "unknown pooling 'max'") in problems
+    assert ("animal", "label kind 'ordinal' is not one of ('binary', 'continuous')") in problems
+    assert ("animal", "label role 'decoration' is not one of ('semantic', 'surface', 'control')") in problems
+    assert ("animal", "label's CV group column 'word' is missing") in problems
+    assert ("size", "continuous label has no 'range'") in problems
+    assert ("colour", "declared label column 'colour' is missing") in problems
+
+
 def test_validate_missing_columns():
     with pytest.raises(S.StimulusError, match="required column 'group'"):
         S.validate(pd.DataFrame({"text": ["A cat"], "target": ["cat"]}))
