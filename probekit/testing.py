@@ -3,8 +3,9 @@
 Tiny random-initialised models, one per family of the adapter table, use a byte-level BPE
 tokenizer trained on the fly (offsets included), so they exercise the same code paths as real
 checkpoints; their activations are random, for checking plumbing (hooks, pooling, residual
-identities, the store), never for claims. :func:`make_synthetic_acts` builds an :class:`~probekit.activations.ActivationSet` with planted,
-group-level labels for the probe tests and benchmarks.
+identities, the store), never for claims. :func:`make_synthetic_acts` builds an
+:class:`~probekit.activations.ActivationSet` with planted, group-level labels for the probe tests
+and benchmarks.
 """
 from __future__ import annotations
 
@@ -66,9 +67,12 @@ def tiny_config(family: str, n_layers: int = 3, d_model: int = 32, vocab_size: i
 
 def tiny_model(family: str, n_layers: int = 3, d_model: int = 32, seed: int = 0, check_adapter: bool = True):
     """A :class:`probekit.models.LoadedModel` with random weights of the given family."""
+    # imported here, not at the top: models/adapters pull in torch and transformers, and
+    # probekit.probes imports this module (make_synthetic_acts) on every probe run
     import torch
     from transformers import AutoModelForCausalLM
 
+    from .adapters import adapter_for
     from .models import LoadedModel
 
     torch.manual_seed(seed)
@@ -80,7 +84,6 @@ def tiny_model(family: str, n_layers: int = 3, d_model: int = 32, seed: int = 0,
             if "norm" in name or "ln_" in name:
                 p.add_(0.1 * torch.randn_like(p))
     if check_adapter:
-        from .adapters import adapter_for
         adapter_for(model)
     tok = tiny_tokenizer(bos=family != "gpt2")
     tok.padding_side = "right"
