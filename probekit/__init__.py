@@ -7,7 +7,9 @@ layer profiles -> claims / reports. Each stage is a module:
 * :mod:`probekit.models`      model registry and loading (embedded GGUF models, hub, local)
 * :mod:`probekit.extraction`  hooked forward passes, pooling  -> :class:`ActivationSet`
 * :mod:`probekit.store`       the on-disk activation store
-* :mod:`probekit.probes`      per-layer probes with group cross-validation
+* :mod:`probekit.probes`      per-layer probes with group cross-validation (``probe_grid``), over
+  :mod:`probekit.design` (labels, folds, columns), :mod:`probekit.solver` (Grams, LOO ridge)
+  and :mod:`probekit.results` (``ProbeResults``, persistence)
 * :mod:`probekit.stats`       permutation tests, bootstraps, control tasks
 * :mod:`probekit.profiles`    layer-profile metrics (peaks, anti-persistence)
 * :mod:`probekit.claims`      the paper's claims as data, judged against ``expected/``

@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 
 COMPONENTS: tuple[str, ...] = ("resid_pre", "attn_out", "mlp_out")
+#: How a stimulus's token activations become one vector: mean over the target word's tokens, or the last token.
+POOLINGS: tuple[str, ...] = ("target_mean", "last_token")
 
 
 @dataclass

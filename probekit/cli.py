@@ -410,8 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Simulate every claim's decision rule (its own measure + the study's judge) under "
                                    "its nulls and planted effects at each depth; write <out>/calibration.parquet and "
                                    "calibration.md. Exit 1 if a null rate is significantly above 5%.")
-    c.add_argument("--out", default="results/calibration", metavar="DIR")
-    c.add_argument("--study", default=None, metavar="ID_OR_DIR")
+    c.add_argument("--out", default="results/calibration", metavar="DIR",
+                   help="where calibration.parquet and calibration.md are written (default results/calibration)")
+    c.add_argument("--study", default=None, metavar="ID_OR_DIR",
+                   help="a shipped study (default bogdan2025) or a study folder")
     c.add_argument("--draws", type=int, default=500, help="draws per cell (default 500)")
     c.add_argument("--layers", default="18,28,30,80", help="depths, comma-separated (default 18,28,30,80)")
     c.add_argument("--claims", type=_parse_experiments, default=None, metavar="A,B",

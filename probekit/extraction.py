@@ -25,13 +25,12 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .activations import COMPONENTS, ActivationSet
+from .activations import COMPONENTS, POOLINGS, ActivationSet
 from .adapters import adapter_for, base_model, blocks, sublayer
 from .hashing import frame_hash
 from .store import ActivationStore, StoreCorruptError, StoreMismatchError, is_read_only_error
 from .text import TargetNotFoundError, as_targets, target_spans
 
-POOLINGS = ("target_mean", "last_token")
 
 
 class ExtractionError(ValueError):

@@ -131,9 +131,7 @@ def chance_level(kind: str, metric: str, y: np.ndarray) -> float:
 def is_group_level(y: np.ndarray, groups: np.ndarray) -> bool:
     """True when every member of each group shares one label value."""
     y = np.asarray(y)
-    _, inv = np.unique(groups, return_inverse=True)
-    first = np.full(inv.max() + 1, -1)
-    first[inv[::-1]] = np.arange(len(inv))[::-1]
+    _, first, inv = np.unique(groups, return_index=True, return_inverse=True)   # first: each group's first row
     return bool(np.all(y == y[first[inv]]))
 
 
@@ -166,12 +164,10 @@ def group_permutations(y: np.ndarray, groups: np.ndarray, n_perm: int,
     """
     y = np.asarray(y)
     n = len(y)
-    uniq, inv = np.unique(groups, return_inverse=True)
+    uniq, first, inv = np.unique(groups, return_index=True, return_inverse=True)
     out = np.empty((n, n_perm), dtype=y.dtype)
     if is_group_level(y, groups):
-        first = np.full(len(uniq), -1)
-        first[inv[::-1]] = np.arange(n)[::-1]
-        gval = y[first]
+        gval = y[first]                             # each group's label (that of its first row)
         if strata is not None:
             gstrat = np.asarray(strata)[first]
             if not np.all(np.asarray(strata) == gstrat[inv]):
@@ -208,9 +204,7 @@ def type_control_labels(y: np.ndarray, types: np.ndarray, n_draws: int,
     one-class are redrawn. Returns ``[n, n_draws]``.
     """
     y = np.asarray(y)
-    uniq, inv = np.unique(types, return_inverse=True)
-    first = np.full(len(uniq), -1)
-    first[inv[::-1]] = np.arange(len(y))[::-1]
+    uniq, first, inv = np.unique(types, return_index=True, return_inverse=True)
     tval = y[first]
     out = np.empty((len(y), n_draws), dtype=y.dtype)
     for b in range(n_draws):

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .activations import POOLINGS
 from .hashing import frame_hash
 from .text import as_targets, find_word
 
@@ -47,7 +48,6 @@ STIMULI_DIR = Path(os.environ.get("PROBEKIT_STIMULI_DIR", Path(__file__).resolve
 
 TARGET_SEP = "|"
 REQUIRED_COLUMNS = ("text", "target", "group")
-POOLINGS = ("target_mean", "last_token")
 LABEL_KINDS = ("binary", "continuous")
 LABEL_ROLES = ("semantic", "surface", "control")
 

@@ -1,13 +1,20 @@
-"""Tiny random-initialised models for tests: one per family of the adapter table.
+"""Test fixtures that need no download: tiny random models and synthetic activations.
 
-They use a byte-level BPE tokenizer trained on the fly (offsets included), so
-they exercise the same code paths as real checkpoints without any download.
-These produce random activations: they are for checking plumbing (hooks,
-pooling, residual identities, the store), never for claims.
+Tiny random-initialised models, one per family of the adapter table, use a byte-level BPE
+tokenizer trained on the fly (offsets included), so they exercise the same code paths as real
+checkpoints; their activations are random, for checking plumbing (hooks, pooling, residual
+identities, the store), never for claims. :func:`make_synthetic_acts` builds an
+:class:`~probekit.activations.ActivationSet` with planted, group-level labels for the probe tests
+and benchmarks.
 """
 from __future__ import annotations
 
 import functools
+
+import numpy as np
+import pandas as pd
+
+from .activations import COMPONENTS, ActivationSet
 
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "gpt2")
 
@@ -60,9 +67,12 @@ def tiny_config(family: str, n_layers: int = 3, d_model: int = 32, vocab_size: i
 
 def tiny_model(family: str, n_layers: int = 3, d_model: int = 32, seed: int = 0, check_adapter: bool = True):
     """A :class:`probekit.models.LoadedModel` with random weights of the given family."""
+    # imported here, not at the top: models/adapters pull in torch and transformers, and
+    # probekit.probes imports this module (make_synthetic_acts) on every probe run
     import torch
     from transformers import AutoModelForCausalLM
 
+    from .adapters import adapter_for
     from .models import LoadedModel
 
     torch.manual_seed(seed)
@@ -74,9 +84,54 @@ def tiny_model(family: str, n_layers: int = 3, d_model: int = 32, seed: int = 0,
             if "norm" in name or "ln_" in name:
                 p.add_(0.1 * torch.randn_like(p))
     if check_adapter:
-        from .adapters import adapter_for
         adapter_for(model)
     tok = tiny_tokenizer(bos=family != "gpt2")
     tok.padding_side = "right"
     return LoadedModel(model=model, tokenizer=tok, name=f"tiny-{family}", fingerprint=f"tiny-{family}-{seed}",
                        source="random", dtype="float32")
+
+
+def make_synthetic_acts(n_groups: int = 40, per_group: int = 6, d: int = 64, n_layers: int = 6,
+                        n_binary: int = 2, n_continuous: int = 1, signal=None, word_noise: float = 1.0,
+                        seed: int = 0):
+    """A small :class:`ActivationSet` with planted, group-level labels (tests, benchmarks).
+
+    ``n_groups`` target words each appear in ``per_group`` stimuli (group =
+    word). Every label is a property of the word; layer ``l`` carries it along
+    a random direction with strength ``signal[l]`` (default: a bump peaking at
+    layer ``n_layers // 3``), on top of a per-word random vector
+    (``word_noise``) and per-stimulus noise. Columns: text, target, group,
+    ``bin{i}``, ``cont{i}``, n_letters, zipf, n_target_tokens.
+    """
+    rng = np.random.default_rng(seed)
+    n = n_groups * per_group
+    g = np.repeat(np.arange(n_groups), per_group)
+    if signal is None:
+        signal = 1.5 * np.exp(-0.5 * ((np.arange(n_layers) - n_layers // 3) / max(1, n_layers / 6)) ** 2)
+    signal = np.asarray(signal, dtype=float)
+    lab = {}
+    for i in range(n_binary):
+        yw = rng.permutation(np.arange(n_groups) % 2)
+        lab[f"bin{i}"] = yw[g]
+    for i in range(n_continuous):
+        lab[f"cont{i}"] = rng.standard_normal(n_groups)[g]
+    names = list(lab)
+    dirs = rng.standard_normal((len(names), d)) / np.sqrt(d) * 4
+    words = rng.standard_normal((n_groups, d)) * word_noise
+    arrays = {}
+    for l in range(n_layers):
+        for c in COMPONENTS:
+            X = rng.standard_normal((n, d)) + words[g]
+            for j, nm in enumerate(names):
+                y = lab[nm].astype(float)
+                yc = (2 * y - 1) if nm.startswith("bin") else y
+                X += signal[l] * yc[:, None] * dirs[j][None, :]
+            arrays[(l, c)] = X.astype(np.float32)
+    stim = pd.DataFrame({"text": [f"A w{w} in frame {k}" for w, k in zip(g, np.tile(np.arange(per_group), n_groups))],
+                         "target": [f"w{w}" for w in g], "group": g, **lab,
+                         "n_letters": (2 + g % 7).astype(float), "zipf": rng.normal(4, 1, n_groups)[g],
+                         "n_target_tokens": 1 + g % 2})
+    stim.attrs["labels"] = {nm: {"kind": "binary" if nm.startswith("bin") else "continuous",
+                                 "role": "semantic", "group": "group"} for nm in names}
+    stim.attrs["name"] = "synthetic"
+    return ActivationSet.from_arrays(arrays, stim, model_name="synthetic")

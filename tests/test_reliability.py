@@ -428,10 +428,9 @@ def test_library_names_a_file_in_the_way(model, tmp_path):
 # ----------------------------------------------------------------------------- report / audit
 
 @pytest.fixture
-def saved_run(tmp_path):
-    from test_report import cached_replication
+def saved_run(tmp_path, synthetic_replication):
     d = tmp_path / "results" / "synth-10l"
-    cached_replication().save(d)
+    synthetic_replication.save(d)
     return d
 
 
