@@ -138,7 +138,7 @@ def test_all_verdicts_own_plus_audit(meas, tmp_path):
     # fixed 0.02 bound, which 20 permutations of 120 rows need not meet)
     # (analogies_deeper needs the pair-only controls, which the synthetic run does not have: not measured)
     assert own_cr.loc[["bogdan2025." + c for c in ("item_peak_early", "relations_deeper")], "passed"].all()
-    assert "bogdan2025.analogies_deeper" not in set(cr.claim)
+    assert "bogdan2025.analogies_deeper" not in set(own_cr.index)
 
 
 def test_twin_table_counts_a_claim_only_when_the_twin_fails():
