@@ -4,6 +4,9 @@
   (hub ids, local directories, .gguf files) to the claim tests, marked ``newmodel``.
 * ``--claims-out DIR`` (default ``results/claims``): where the verdicts, the
   audit of the paper's claims and the claims table are written at the end.
+* ``--device`` / ``--dtype`` / ``--stream-layers`` (or ``PROBEKIT_DEVICE`` /
+  ``PROBEKIT_DTYPE`` / ``PROBEKIT_STREAM_LAYERS``): where and how the models run,
+  default ``auto`` (see :mod:`probekit.placement`).
 * ``--update-expected``: rewrite the ``measured`` rows of ``expected/`` for the
   models that ran (the embedded references), then judge against them.
 
@@ -26,6 +29,28 @@ def pytest_addoption(parser):
     g.addoption("--claims-out", default="results/claims", help="where verdicts and the claims table go")
     g.addoption("--update-expected", action="store_true",
                 help="rewrite expected/measured.parquet rows of the models that ran")
+    g.addoption("--device", default=None, help="auto (default), cpu, cuda, cuda:N  [env PROBEKIT_DEVICE]")
+    g.addoption("--dtype", default=None, help="auto (default), float32, bfloat16, float16  [env PROBEKIT_DTYPE]")
+    g.addoption("--stream-layers", default=None, nargs="?", const="1", metavar="auto|1|0",
+                help="layer-streamed extraction: auto (default: when the model does not fit), 1 forces, "
+                     "0 forbids  [env PROBEKIT_STREAM_LAYERS]")
+
+
+def run_options(config) -> dict:
+    """device / dtype / stream_layers for replicate(): command line, else PROBEKIT_* environment, else auto."""
+    def pick(opt, env):
+        v = config.getoption(opt)
+        return v if v is not None else (os.environ.get(env) or "auto")
+    stream = pick("--stream-layers", "PROBEKIT_STREAM_LAYERS").lower()
+    table = {"auto": "auto", "1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+    if stream not in table:
+        raise pytest.UsageError(f"--stream-layers / PROBEKIT_STREAM_LAYERS: {stream!r}; use auto, 1 or 0")
+    return {"device": pick("--device", "PROBEKIT_DEVICE"), "dtype": pick("--dtype", "PROBEKIT_DTYPE"),
+            "stream_layers": table[stream]}
+
+
+def pytest_configure(config):
+    config.probekit_run_options = run_options(config)      # read by benchmarks/conftest.py
 
 
 def extra_models(config) -> list[str]:

@@ -19,7 +19,8 @@ def _run(model_name: str, config):
         from probekit.models import ModelUnavailableError
         from probekit.pipeline import replicate
         try:
-            rep = replicate(model_name, log=lambda msg: print(msg, flush=True))
+            rep = replicate(model_name, log=lambda msg: print(msg, flush=True),
+                            **getattr(config, "probekit_run_options", {}))
         except ModelUnavailableError as exc:
             _RUNS[model_name] = f"{model_name}: weights not available here. {exc}"
         else:

@@ -228,11 +228,16 @@ def extract(model, stimuli: pd.DataFrame, pooling: str | None = None, *, batch_s
             "stimulus_hash": stimuli.attrs.get("hash")}
     stim_out = stimuli.copy()
     stim_out.attrs = dict(stimuli.attrs)
+    runner = _run
+    if getattr(model, "streamed", False):          # probekit.streaming: layer-major, weights read once
+        from .streaming import preflight, run_streamed
+        preflight(model, enc, chunks)              # missing shards / disk refused before the store is touched
+        runner = run_streamed
 
     if store is None or store is False:
         arrays = {(l, c): np.zeros((len(stimuli), model.d_model), np.float32)
                   for l in range(model.n_layers) for c in COMPONENTS}
-        _run(model, enc, chunks, stimuli, arrays, done=set(), on_chunk=None, progress=progress)
+        runner(model, enc, chunks, stimuli, arrays, done=set(), on_chunk=None, progress=progress)
         stim_out["n_target_tokens"] = enc.n_target_tokens
         return ActivationSet.from_arrays(arrays, stim_out, model_name=model.name, pooling=pooling, meta=meta)
 
@@ -255,7 +260,7 @@ def extract(model, stimuli: pd.DataFrame, pooling: str | None = None, *, batch_s
             done = entry.begin(batch_plan)
             writers = entry.open_writers()
             writers["n_target_tokens"][:] = enc.n_target_tokens
-            _run(model, enc, chunks, stimuli, writers, done=done,
+            runner(model, enc, chunks, stimuli, writers, done=done,
                  on_chunk=lambda k: entry.mark_done(writers, k), progress=progress)
             del writers
             entry.finish()

@@ -344,12 +344,15 @@ def _hub(hub_id: str, spec: ModelSpec | None) -> dict:
             "markers": spec.markers if spec else ()}
 
 
-def load_model(name_or_path: str, dtype="float32", device: str | None = "cpu") -> LoadedModel:
+def load_model(name_or_path: str, dtype="float32", device: str | None = "cpu",
+               stream_layers=False) -> LoadedModel:
     """Load a causal LM for extraction.
 
-    ``device``: ``"cpu"``, ``"cuda"`` / ``"cuda:N"``, or ``"auto"`` (accelerate's
-    ``device_map="auto"``, spreading a model larger than one device over all
-    visible GPUs and the CPU). GGUF weights are de-quantized to ``dtype``.
+    ``device``: ``"cpu"``, ``"cuda"`` / ``"cuda:N"``, or ``"auto"``; ``dtype`` or ``"auto"``;
+    ``stream_layers``: ``False``, ``True`` or ``"auto"``. Any ``"auto"`` (or streaming) goes
+    through :func:`probekit.placement.plan_placement` (CUDA + bf16 with a GPU, else CPU in a
+    dtype that fits; layer-streamed when the model does not fit); the choice and its reason
+    are in ``LoadedModel.placement``. GGUF weights are de-quantized to ``dtype``.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -366,6 +369,18 @@ def load_model(name_or_path: str, dtype="float32", device: str | None = "cpu") -
         if converted is not None:
             kw = dict(kw, path=str(converted))
             load_kw.pop("gguf_file", None)
+    placement = None
+    if "auto" in (dtype, device) or stream_layers:
+        from .placement import plan_for_checkpoint
+        placement = plan_for_checkpoint(kw["path"], load_kw.get("gguf_file"), dtype, device, stream_layers)
+        dtype, tdtype, device = placement.dtype, _torch_dtype(placement.dtype), placement.device
+        if placement.stream_layers:
+            from .streaming import load_streamed
+            return load_streamed(name, kw, placement)
+        if device == "auto":                    # several GPUs: device_map over them (no CPU offload)
+            load_kw["device_map"] = "auto"
+        else:
+            load_kw.pop("device_map", None)
     gguf_kw = {"gguf_file": kw["gguf_file"]} if "gguf_file" in load_kw else {}
     tok = AutoTokenizer.from_pretrained(kw["path"], **gguf_kw)
     model = AutoModelForCausalLM.from_pretrained(kw["path"], dtype=tdtype or torch.float32, **load_kw)
@@ -380,8 +395,10 @@ def load_model(name_or_path: str, dtype="float32", device: str | None = "cpu") -
     dtype_name = str(next(model.parameters()).dtype).replace("torch.", "")
     from . import adapters
     adapters.adapter_for(model)      # fail now, with the architecture's name, if unsupported
-    return LoadedModel(model=model, tokenizer=tok, name=name, fingerprint=f"{kw['fingerprint']}|{dtype_name}",
-                       source=kw["path"], dtype=dtype_name, markers=tuple(kw.get("markers", ())))
+    loaded = LoadedModel(model=model, tokenizer=tok, name=name, fingerprint=f"{kw['fingerprint']}|{dtype_name}",
+                         source=kw["path"], dtype=dtype_name, markers=tuple(kw.get("markers", ())))
+    loaded.placement = placement
+    return loaded
 
 
 def _converted_gguf(kw: dict, name: str) -> Path | None:

@@ -144,13 +144,19 @@ def probe_experiment(acts, exp: Experiment, probe_kw: dict | None = None, cache:
 
 
 def replicate(model, experiments=None, *, store=True, probe_kw: dict | None = None, batch_size: int = 32,
-              dtype="float32", device="cpu", progress: bool | None = None, log=print) -> Replication:
-    """Run ``experiments`` (default: all of :data:`EXPERIMENTS`) on ``model`` (an alias, path, or LoadedModel)."""
+              dtype="auto", device="auto", stream_layers="auto", progress: bool | None = None,
+              log=print) -> Replication:
+    """Run ``experiments`` (default: all of :data:`EXPERIMENTS`) on ``model`` (an alias, path, or LoadedModel).
+
+    ``dtype`` / ``device`` / ``stream_layers``: ``"auto"`` chooses by :func:`probekit.placement.plan_placement`
+    (CUDA + bf16 with a GPU; else CPU in a dtype that fits; layer-streamed when it does not fit)."""
     from .extraction import extract
     from .models import LoadedModel, load_model
     t0 = time.perf_counter()
     if not isinstance(model, LoadedModel):
-        model = load_model(model, dtype=dtype, device=device)
+        model = load_model(model, dtype=dtype, device=device, stream_layers=stream_layers)
+        if log and getattr(model, "placement", None) is not None:
+            log(f"[{model.name}] placement: {model.placement}")
     timings = {"load_model_s": round(time.perf_counter() - t0, 2)}
     rep = Replication(model.name, model.n_layers, model.d_model, model.markers, model.fingerprint, timings=timings)
     names = list(experiments or EXPERIMENTS)
