@@ -5,6 +5,7 @@
     probekit audit [--results results] [--out results/audit.md]
     probekit models
     probekit expected --write-paper | --update-measured --model X
+    probekit build-llama3 --shape llama-3.2-3b [--out DIR]
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ def _replicate(args, model: str):
     probe_kw = {"n_permutations": args.permutations, "n_bootstrap": args.bootstrap}
     return replicate(model, args.experiments, store=not args.no_store, probe_kw=probe_kw,
                      batch_size=args.batch_size, dtype=args.dtype, device=args.device,
+                     stream_layers={"auto": "auto", "1": True, "0": False}[args.stream_layers],
                      log=lambda m: print(m, flush=True))
 
 
@@ -62,13 +64,15 @@ def _summary_lines(verdicts) -> list[str]:
 
 def cmd_run(args) -> int:
     from .models import ModelUnavailableError, UnsupportedArchitectureError
+    from .placement import PlacementError
+    from .streaming import StreamingError
     from .report import write_report
     models = args.model or [DEFAULT_MODEL]
     status = 0
     for model in models:
         try:
             rep = _replicate(args, model)
-        except (ModelUnavailableError, UnsupportedArchitectureError) as exc:
+        except (ModelUnavailableError, UnsupportedArchitectureError, PlacementError, StreamingError) as exc:
             _err(str(exc))
             status = EXIT_UNAVAILABLE
             continue
@@ -201,8 +205,12 @@ def _add_run_options(p: argparse.ArgumentParser, default_model: bool = True) -> 
     p.add_argument("--experiments", type=_parse_experiments, default=None, metavar="A,B,...",
                    help="comma-separated experiments (default: all)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--dtype", default="float32", help="model dtype (default float32)")
-    p.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
+    p.add_argument("--dtype", default="auto",
+                   help="auto (default: bfloat16 on a GPU, on the CPU float32 if it fits else bfloat16), "
+                        "float32, bfloat16, float16")
+    p.add_argument("--device", default="auto", help="auto (default: cuda if visible, else cpu), cpu, cuda, cuda:N")
+    p.add_argument("--stream-layers", default="auto", nargs="?", const="1", choices=["auto", "1", "0"],
+                   help="layer-streamed extraction: auto (default: when the model does not fit), 1 forces it, 0 never")
     from .pipeline import DEFAULT_PROBE
     p.add_argument("--permutations", type=int, default=DEFAULT_PROBE["n_permutations"],
                    help=f"permutations per label (default {DEFAULT_PROBE['n_permutations']})")
@@ -264,6 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="expected directory (default: PROBEKIT_EXPECTED_DIR or the repository's expected/)")
     _add_run_options(e, default_model=False)
     e.set_defaults(func=cmd_expected)
+
+    from . import llama3
+    b = sub.add_parser("build-llama3", help="write a Llama-3-shaped checkpoint (real tokenizer, seeded random weights)",
+                       description="Build a transformers checkpoint of the Llama-3.2-3B shape, a slice of "
+                                   "Llama-3.3-70B at full width, or a tiny one, with the real Llama 3 tokenizer "
+                                   "(PyPI llama-models) and random weights from a seed; into --out or the cache.")
+    llama3.add_build_args(b)
+    b.set_defaults(func=llama3.run_build)
     return p
 
 

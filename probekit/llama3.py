@@ -254,22 +254,29 @@ def ensure_checkpoint(shape: str, *, seed: int = 0, dtype: str = "bfloat16", n_l
     return target
 
 
-def main(argv=None) -> int:
-    """``python -m probekit build-llama3 --shape SHAPE [--out DIR] [--seed N] [--dtype bfloat16] [--layers N]``."""
-    import argparse
-    p = argparse.ArgumentParser(prog="probekit build-llama3",
-                                description="write a Llama-3-shaped checkpoint (real tokenizer, random weights)")
+def add_build_args(p) -> None:
+    """The options of ``probekit build-llama3`` (shared by :func:`main` and :mod:`probekit.cli`)."""
     p.add_argument("--shape", choices=sorted(SHAPES), default="llama-3.2-3b")
     p.add_argument("--out", default=None, help="directory to write (default: the probekit cache)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"])
     p.add_argument("--layers", type=int, default=None, help="number of blocks (default: the shape's)")
-    a = p.parse_args(argv)
+
+
+def run_build(a) -> int:
+    say = lambda m: print(m, flush=True)     # noqa: E731
     if a.out:
-        path = build_checkpoint(a.shape, a.out, seed=a.seed, dtype=a.dtype, n_layers=a.layers,
-                                log=lambda m: print(m, flush=True))
+        path = build_checkpoint(a.shape, a.out, seed=a.seed, dtype=a.dtype, n_layers=a.layers, log=say)
     else:
-        path = ensure_checkpoint(a.shape, seed=a.seed, dtype=a.dtype, n_layers=a.layers,
-                                 log=lambda m: print(m, flush=True))
+        path = ensure_checkpoint(a.shape, seed=a.seed, dtype=a.dtype, n_layers=a.layers, log=say)
     print(path)
     return 0
+
+
+def main(argv=None) -> int:
+    """``python -m probekit build-llama3 --shape SHAPE [--out DIR] [--seed N] [--dtype bfloat16] [--layers N]``."""
+    import argparse
+    p = argparse.ArgumentParser(prog="probekit build-llama3",
+                                description="write a Llama-3-shaped checkpoint (real tokenizer, random weights)")
+    add_build_args(p)
+    return run_build(p.parse_args(argv))
