@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -315,7 +316,6 @@ def run_streamed(model, enc, chunks, stimuli, arrays, done: set, on_chunk, progr
     """Same contract as :func:`probekit.extraction._run`, layer-major; chunks are marked done only at the end
     (a crash leaves the store entry incomplete, never half-marked)."""
     import torch
-    from tqdm.auto import tqdm
 
     from .adapters import blocks
     from .extraction import _check_finite, _Hooks, pad_batch
@@ -337,7 +337,8 @@ def run_streamed(model, enc, chunks, stimuli, arrays, done: set, on_chunk, progr
     calls: list[list] = []             # per batch: per layer (args, kwargs) the base model passes to the block
     weights_t = []
     n_tok = sum(s[0] * s[1] for s in shapes)
-    show = (not progress) if progress is not None else None
+    quiet = progress is False
+    model.timings["layers"] = []
     t0 = time.perf_counter()
     try:
         # 1. embeddings and the arguments of every block, per batch
@@ -370,37 +371,41 @@ def run_streamed(model, enc, chunks, stimuli, arrays, done: set, on_chunk, progr
                 states.put(b, h)
         states.flip()
         # 2. layer by layer
-        with tqdm(total=L, desc=f"stream {model.name} ({len(stimuli)} texts, {mode} hidden states)", unit="layer",
-                  disable=show) as bar:
-            for l in range(L):
-                tl = time.perf_counter()
-                blk = blist[l]
-                prefix, names = _block_tensors(model, l)
-                _assign(blk, {n[len(prefix):]: t for n, t in model.weights.read(names, tdtype, device).items()})
-                t_read = time.perf_counter() - tl
-                try:
-                    for b, rows in enumerate(batches):
-                        args, kwargs = calls[b][l]
-                        hooks.weights = weights_t[b].to(device)
-                        hooks.out = {}
-                        h = states.get(b).to(device)
-                        with torch.inference_mode():
-                            h = blk(h, *args, **kwargs)
-                        if isinstance(h, (tuple, list)):
-                            h = h[0]
-                        _check_finite(hooks.out, rows, stimuli, model.name)
-                        idx = np.asarray(rows)
-                        for key, t in hooks.out.items():
-                            arrays[key][idx] = t.cpu().numpy()
-                        states.put(b, h if mode == "memory" else h.cpu())
-                finally:
-                    blk.to("meta")                   # free the block's weights
-                states.flip()
-                dt = time.perf_counter() - tl
-                model.timings.setdefault("layers", []).append({"layer": l, "read_s": round(t_read, 3),
-                                                               "total_s": round(dt, 3)})
-                bar.set_postfix_str(f"{len(stimuli) / dt:.0f} texts/s, {n_tok / dt:.0f} tok/s per layer")
-                bar.update(1)
+        if not quiet:
+            print(f"[stream {model.name}] {len(stimuli)} texts, {n_tok} tokens (padded), {L} layers; hidden states "
+                  f"in {mode} ({nbytes / 2**20:.0f} MiB); embeddings {time.perf_counter() - t0:.1f} s",
+                  file=sys.stderr, flush=True)
+        for l in range(L):
+            tl = time.perf_counter()
+            blk = blist[l]
+            prefix, names = _block_tensors(model, l)
+            _assign(blk, {n[len(prefix):]: t for n, t in model.weights.read(names, tdtype, device).items()})
+            t_read = time.perf_counter() - tl
+            try:
+                for b, rows in enumerate(batches):
+                    args, kwargs = calls[b][l]
+                    hooks.weights = weights_t[b].to(device)
+                    hooks.out = {}
+                    h = states.get(b).to(device)
+                    with torch.inference_mode():
+                        h = blk(h, *args, **kwargs)
+                    if isinstance(h, (tuple, list)):
+                        h = h[0]
+                    _check_finite(hooks.out, rows, stimuli, model.name)
+                    idx = np.asarray(rows)
+                    for key, t in hooks.out.items():
+                        arrays[key][idx] = t.cpu().numpy()
+                    states.put(b, h if mode == "memory" else h.cpu())
+            finally:
+                blk.to("meta")                   # free the block's weights
+            states.flip()
+            dt = time.perf_counter() - tl
+            model.timings.setdefault("layers", []).append({"layer": l, "read_s": round(t_read, 3),
+                                                           "total_s": round(dt, 3)})
+            if not quiet:                    # one line per layer: visible in logs and under pytest -s
+                print(f"[stream {model.name}] layer {l + 1}/{L}: {dt:.1f} s (read {t_read:.1f} s), "
+                      f"{len(stimuli) / dt:.1f} texts/s, {n_tok / dt:.0f} tok/s",
+                      file=sys.stderr, flush=True)
     finally:
         hooks.remove()
         states.close()
