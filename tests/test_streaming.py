@@ -165,3 +165,31 @@ def test_placement_refuses_what_cannot_run(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "Tesla V100")
     with pytest.raises(PlacementError, match="bfloat16 cannot run on cuda .*V100"):
         plan_placement(cfg, dtype="bfloat16")
+
+
+def test_streamed_bf16_is_float32_and_equals_ordinary_bf16(tmp_path):
+    """Pooled vectors are stored as float32 whatever the model dtype; bf16 streamed runs the same ops as bf16
+    in memory (same batches, same kernels), so they agree to bf16 rounding of the pooled sum."""
+    path = _save("qwen3", tmp_path / "ck")
+    a = extract(load_model(str(path), dtype="bfloat16", device="cpu"), STIM, batch_size=3)
+    m = load_model(str(path), dtype="bfloat16", device="cpu", stream_layers=True)
+    b = extract(m, STIM, batch_size=3)
+    assert m.dtype == "bfloat16" and b.get(1, "mlp_out").dtype == np.float32
+    for l in range(3):
+        for c in COMPONENTS:
+            scale = np.abs(a.get(l, c)).max()
+            assert np.abs(a.get(l, c) - b.get(l, c)).max() <= 1e-2 * scale, (l, c)
+
+
+def test_fp16_overflow_names_layer_and_component(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from probekit.extraction import ExtractionError
+    path = _save("llama", tmp_path / "ck")
+    sd = load_file(str(path / "model.safetensors"))
+    sd["model.layers.1.mlp.down_proj.weight"] *= 1e7          # fine in fp32, inf in fp16
+    save_file(sd, str(path / "model.safetensors"), metadata={"format": "pt"})
+    for stream in (False, True):
+        m = load_model(str(path), dtype="float16", device="cpu", stream_layers=stream)
+        with pytest.raises(ExtractionError, match=r"non-finite activations .* at layer 1 mlp_out .*stimulus 0"):
+            extract(m, STIM.iloc[:2])
