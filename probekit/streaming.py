@@ -160,7 +160,7 @@ def load_streamed(name: str, kw: dict, placement, hidden: str = "auto") -> Strea
 
     from . import adapters
     from .models import _torch_dtype
-    if "gguf_file" in kw:
+    if "gguf_file" in kw and not (Path(kw["path"]) / "config.json").exists():
         raise StreamingError(f"model {name}: layer streaming reads safetensors shards, not a GGUF file "
                              f"({kw['gguf_file']}); GGUF models are small enough to load in memory")
     path = Path(kw["path"])

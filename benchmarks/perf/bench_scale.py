@@ -1,6 +1,6 @@
 """The paper's model shapes on this machine: bf16 vs fp32, streamed vs in memory, the 70B slice.
 
-    .venv/bin/python benchmarks/perf/bench_scale.py dtype    [--layers 2] [--repeats 3]
+    .venv/bin/python benchmarks/perf/bench_scale.py dtype    [--layers 2] [--repeats 3] [--short 256] [--long 48]
     .venv/bin/python benchmarks/perf/bench_scale.py oracle3b [--n 24]
     .venv/bin/python benchmarks/perf/bench_scale.py slice70  [--experiments items,relations,analogies]
 
@@ -60,7 +60,7 @@ def part_dtype(args) -> dict:
     tok = llama3.tokenizer()
     models = {d: LoadedModel(m, tok, f"3b-width-{d}", f"bench-{d}", "random", d)
               for d, m in (("float32", m32), ("bfloat16", m16))}
-    work = {"short": (S.load("items").iloc[:256], 32), "long": (S.load("buried").iloc[:48], 16)}
+    work = {"short": (S.load("items").iloc[:args.short], 32), "long": (S.load("buried").iloc[:args.long], 16)}
     out = {"part": "dtype", "layers": args.layers, "d_model": 3072, "threads": torch.get_num_threads()}
     for wname, (df, bs) in work.items():
         ntok = _padded_tokens(encode(tok, df, df.attrs.get("pooling") or "target_mean"), bs)
@@ -163,6 +163,8 @@ def main():
     p.add_argument("part", choices=["dtype", "oracle3b", "slice70"])
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--short", type=int, default=256, help="dtype: short items texts (batch 32)")
+    p.add_argument("--long", type=int, default=48, help="dtype: ~130-token buried texts (batch 16)")
     p.add_argument("--n", type=int, default=24)
     p.add_argument("--experiments", default="items,relations,analogies")
     a = p.parse_args()
