@@ -193,3 +193,17 @@ def test_fp16_overflow_names_layer_and_component(tmp_path):
         m = load_model(str(path), dtype="float16", device="cpu", stream_layers=stream)
         with pytest.raises(ExtractionError, match=r"non-finite activations .* at layer 1 mlp_out .*stimulus 0"):
             extract(m, STIM.iloc[:2])
+
+
+def test_real_smollm2_streamed_equals_ordinary(smollm2):
+    """The real embedded SmolLM2-135M (30 layers, GQA, tied embeddings): streamed = ordinary in fp32."""
+    import probekit.stimuli as S
+    stim = S.load("items").iloc[:12]
+    streamed = load_model("smollm2-135m", dtype="float32", device="cpu", stream_layers=True)
+    assert streamed.fingerprint == smollm2.fingerprint       # the same model: the store entry is shared
+    a = extract(smollm2, stim, batch_size=5)
+    b = extract(streamed, stim, batch_size=5)
+    for l in (0, 7, 15, 29):
+        for c in COMPONENTS:
+            x, y = a.get(l, c), b.get(l, c)
+            assert np.abs(x - y).max() <= 1e-5 * max(1.0, float(np.abs(x).max())), (l, c)
