@@ -124,9 +124,16 @@ def part_slice70(args) -> dict:
         df = EXPERIMENTS[name].stimuli()
         ntok += _padded_tokens(encode(m.tokenizer, df, df.attrs.get("pooling") or "target_mean"), 32)
         texts += len(df)
-        extract(m, df, batch_size=32, progress=None)
+        acts = extract(m, df, batch_size=32, progress=None)
         per_layer.append(sum(x["total_s"] for x in m.timings["layers"]))
         read.append(sum(x["read_s"] for x in m.timings["layers"]))
+        if args.probe and "probe_s_per_layer" not in res:
+            # the probe grid at d = 8192 with the real stimulus count and the pipeline's settings
+            from probekit.pipeline import probe_experiment
+            t = time.perf_counter()
+            probe_experiment(acts, EXPERIMENTS[name], cache=False)
+            res["probe_experiment"] = name
+            res["probe_s_per_layer"] = round((time.perf_counter() - t) / m.n_layers, 1)
     L = m.n_layers
     s_layer = sum(per_layer) / L
     s_read = sum(read) / L
@@ -167,6 +174,7 @@ def main():
     p.add_argument("--long", type=int, default=48, help="dtype: ~130-token buried texts (batch 16)")
     p.add_argument("--n", type=int, default=24)
     p.add_argument("--experiments", default="items,relations,analogies")
+    p.add_argument("--probe", type=int, default=1, help="slice70: also time the probe grid on the first experiment")
     a = p.parse_args()
     fn = {"dtype": part_dtype, "oracle3b": part_oracle3b, "slice70": part_slice70}[a.part]
     print(json.dumps(fn(a)), flush=True)
