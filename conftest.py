@@ -44,7 +44,8 @@ def run_options(config) -> dict:
     stream = pick("--stream-layers", "PROBEKIT_STREAM_LAYERS").lower()
     table = {"auto": "auto", "1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
     if stream not in table:
-        raise pytest.UsageError(f"--stream-layers / PROBEKIT_STREAM_LAYERS: {stream!r}; use auto, 1 or 0")
+        raise pytest.UsageError(f"--stream-layers / PROBEKIT_STREAM_LAYERS: {stream!r}; use auto, 1 or 0 "
+                                f"(a bare --stream-layers must come after the test paths)")
     return {"device": pick("--device", "PROBEKIT_DEVICE"), "dtype": pick("--dtype", "PROBEKIT_DTYPE"),
             "stream_layers": table[stream]}
 
