@@ -243,11 +243,7 @@ def extract(model, stimuli: pd.DataFrame, pooling: str | None = None, *, batch_s
 
     if not isinstance(store, ActivationStore):
         store = ActivationStore(None if store is True else store)
-    identity = {"model_fingerprint": model.fingerprint, "model_name": model.name,
-                "stimulus_hash": stimulus_key_hash(stimuli), "pooling": pooling,
-                "probekit_version": __version__, "n_stimuli": len(stimuli),
-                "n_layers": model.n_layers, "d_model": model.d_model, "dtype": "float32"}
-    entry = store.entry(identity)
+    entry = store.entry(store_identity(model, stimuli, pooling))
     with entry.lock():
         if entry.is_complete():
             try:
@@ -268,6 +264,14 @@ def extract(model, stimuli: pd.DataFrame, pooling: str | None = None, *, batch_s
     return ActivationSet(stimuli=stim_out, n_layers=model.n_layers, d_model=model.d_model,
                          model_name=model.name, pooling=pooling, meta=dict(meta, store=str(entry.path)),
                          _loader=entry.load)
+
+
+def store_identity(model, stimuli: pd.DataFrame, pooling: str) -> dict:
+    """What an activation-store entry is keyed by (``stimuli`` with a fresh index)."""
+    return {"model_fingerprint": model.fingerprint, "model_name": model.name,
+            "stimulus_hash": stimulus_key_hash(stimuli), "pooling": pooling,
+            "probekit_version": __version__, "n_stimuli": len(stimuli),
+            "n_layers": model.n_layers, "d_model": model.d_model, "dtype": "float32"}
 
 
 def _run(model, enc: _Encoded, chunks, stimuli, arrays, done: set, on_chunk, progress) -> None:

@@ -163,6 +163,8 @@ def replicate(model, experiments=None, *, store=True, probe_kw: dict | None = No
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown:
         raise KeyError(f"unknown experiment(s) {unknown}; known: {sorted(EXPERIMENTS)}")
+    if getattr(model, "streamed", False):   # one streamed pass for every experiment: each weight read once
+        model.plan([EXPERIMENTS[n].stimuli() for n in names], batch_size=batch_size, store=store)
     for name in names:
         exp = EXPERIMENTS[name]
         t = time.perf_counter()

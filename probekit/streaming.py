@@ -139,7 +139,12 @@ class StreamedModel(LoadedModel):
     hidden_dir: str | None = None      # directory for hidden="disk" (default: <cache>/stream-tmp)
     placement: object = None
     timings: dict = field(default_factory=dict)
+    pending: list = field(default_factory=list)        # stimulus sets announced by plan()
+    precomputed: dict = field(default_factory=dict)    # their vectors, computed in an earlier pass
     streamed = True
+
+    def plan(self, frames, batch_size: int = 32, store=None) -> None:
+        plan(self, frames, batch_size, store)
 
     @property
     def device(self):
@@ -315,26 +320,118 @@ class _MemStates:
         self.h, self.nxt = {}, {}
 
 
+@dataclass
+class _Job:
+    """One stimulus set in a streamed pass: its encoding, batches and where its pooled vectors go."""
+    enc: object
+    chunks: list
+    stimuli: object
+    arrays: dict
+    tmp: Path | None = None            # for a planned experiment: its temporary memory-mapped arrays
+
+
+def _job_key(enc) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    for ids, w in zip(enc.input_ids, enc.weights):
+        h.update(np.asarray(ids, np.int64).tobytes())
+        h.update(w.tobytes())
+    return h.hexdigest()
+
+
+def plan(model, frames, batch_size: int = 32, store=None) -> None:
+    """Announce the stimulus sets a run will extract (``probekit.pipeline.replicate`` does this), so the first
+    streamed extraction computes all of them in the same pass: each weight is read once per run, not once per
+    set. Sets whose store entry is already complete are skipped; the others' vectors wait in temporary
+    memory-mapped files until their own :func:`probekit.extraction.extract` call copies them into the store."""
+    model.pending = [(f, batch_size, store) for f in frames]
+
+
+def _pending_jobs(model, exclude: set) -> list:
+    from .activations import COMPONENTS
+    from .extraction import encode, plan_chunks, store_identity
+    from .store import ActivationStore
+    jobs = []
+    for frame, batch_size, store in getattr(model, "pending", []):
+        pooling = frame.attrs.get("pooling") or "target_mean"
+        stim = frame.reset_index(drop=True)
+        max_len = getattr(model.config, "max_position_embeddings", None)
+        enc = encode(model.tokenizer, stim, pooling, model.name, max_length=max_len)
+        key = _job_key(enc)
+        if key in exclude or key in model.precomputed:
+            continue
+        if store not in (None, False):
+            st = store if isinstance(store, ActivationStore) else ActivationStore(None if store is True else store)
+            if st.entry(store_identity(model, stim, pooling)).is_complete():
+                continue
+        exclude.add(key)
+        jobs.append((key, _Job(enc, plan_chunks([len(x) for x in enc.input_ids], batch_size), stim, {})))
+    need = sum(len(j.stimuli) for _, j in jobs) * model.n_layers * len(COMPONENTS) * model.d_model * 4
+    if jobs:
+        root = _hidden_root(model)
+        root.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(root).free
+        if need > free:
+            raise StreamingError(f"not enough disk for the pooled vectors of the {len(jobs)} other planned stimulus "
+                                 f"sets: {need / 2**30:.2f} GiB needed in {root}, {free / 2**30:.2f} GiB free; free "
+                                 f"space or set PROBEKIT_STREAM_DIR")
+        for _, j in jobs:
+            j.tmp = Path(tempfile.mkdtemp(prefix="pooled-", dir=root))
+            j.arrays = {(l, c): np.lib.format.open_memmap(j.tmp / f"L{l:03d}_{c}.npy", mode="w+", dtype=np.float32,
+                                                          shape=(len(j.stimuli), model.d_model))
+                        for l in range(model.n_layers) for c in COMPONENTS}
+    return jobs
+
+
 def run_streamed(model, enc, chunks, stimuli, arrays, done: set, on_chunk, progress) -> None:
     """Same contract as :func:`probekit.extraction._run`, layer-major; chunks are marked done only at the end
-    (a crash leaves the store entry incomplete, never half-marked)."""
+    (a crash leaves the store entry incomplete, never half-marked). With :func:`plan`, the first call streams
+    every planned stimulus set at once and later calls copy their vectors."""
+    todo = [k for k in range(len(chunks)) if k not in done]
+    if not todo:
+        return
+    key = _job_key(enc)
+    pre = model.precomputed.pop(key, None)
+    if pre is not None:                            # computed in an earlier call's pass
+        for lc, arr in pre.arrays.items():
+            arrays[lc][:] = arr
+        pre.arrays = {}
+        shutil.rmtree(pre.tmp, ignore_errors=True)
+    else:
+        others = _pending_jobs(model, {key})
+        try:
+            _stream(model, [_Job(enc, chunks, stimuli, arrays)] + [j for _, j in others], progress)
+        except BaseException:
+            for _, j in others:
+                j.arrays = {}
+                shutil.rmtree(j.tmp, ignore_errors=True)
+            raise
+        for k, j in others:
+            for arr in j.arrays.values():
+                arr.flush()
+            model.precomputed[k] = j
+    if on_chunk is not None:
+        for k in todo:
+            on_chunk(k)
+
+
+def _stream(model, jobs: list, progress) -> None:
+    """The layer-major pass over every batch of every job."""
     import torch
 
     from .adapters import blocks
     from .extraction import _check_finite, _Hooks, pad_batch
-    todo = [k for k in range(len(chunks)) if k not in done]
-    if not todo:
-        return
-    batches = [rows for chunk in chunks for rows in chunk]
+    batches = [(j, rows) for j in jobs for chunk in j.chunks for rows in chunk]
     device = model.torch_device
     pad_id = model.tokenizer.pad_token_id
     base = getattr(model.model, _base_attr(model))
     blist = blocks(model.model)
     L = len(blist)
-    nbytes = hidden_bytes(model, enc, chunks)
+    nbytes = sum(hidden_bytes(model, j.enc, j.chunks) for j in jobs)
     mode = _hidden_mode(model, nbytes)
     tdtype = getattr(torch, model.dtype)
-    shapes = [(len(rows), max(len(enc.input_ids[i]) for i in rows), model.d_model) for rows in batches]
+    shapes = [(len(rows), max(len(j.enc.input_ids[i]) for i in rows), model.d_model) for j, rows in batches]
+    n_texts = sum(len(j.stimuli) for j in jobs)
     states = _DiskStates(_hidden_root(model), shapes, tdtype) if mode == "disk" else _MemStates()
     hooks = _Hooks(model.model)
     calls: list[list] = []             # per batch: per layer (args, kwargs) the base model passes to the block
@@ -345,7 +442,8 @@ def run_streamed(model, enc, chunks, stimuli, arrays, done: set, on_chunk, progr
     t0 = time.perf_counter()
     try:
         # 1. embeddings and the arguments of every block, per batch
-        for b, rows in enumerate(batches):
+        for b, (job, rows) in enumerate(batches):
+            enc = job.enc
             input_ids, mask, W = pad_batch([enc.input_ids[i] for i in rows], pad_id,
                                            [enc.weights[i] for i in rows])
             rec: list = [None] * L
@@ -368,15 +466,12 @@ def run_streamed(model, enc, chunks, stimuli, arrays, done: set, on_chunk, progr
             calls.append(rec)
             weights_t.append(W)
             h = first[0]
-            if mode == "disk":
-                states.put(b, h.cpu())
-            else:
-                states.put(b, h)
+            states.put(b, h.cpu() if mode == "disk" else h)
         states.flip()
         # 2. layer by layer
         if not quiet:
-            print(f"[stream {model.name}] {len(stimuli)} texts, {n_tok} tokens (padded), {L} layers; hidden states "
-                  f"in {mode} ({nbytes / 2**20:.0f} MiB); embeddings {time.perf_counter() - t0:.1f} s",
+            print(f"[stream {model.name}] {n_texts} texts in {len(jobs)} set(s), {n_tok} tokens (padded), {L} layers; "
+                  f"hidden states in {mode} ({nbytes / 2**20:.0f} MiB); embeddings {time.perf_counter() - t0:.1f} s",
                   file=sys.stderr, flush=True)
         for l in range(L):
             tl = time.perf_counter()
@@ -385,7 +480,7 @@ def run_streamed(model, enc, chunks, stimuli, arrays, done: set, on_chunk, progr
             _assign(blk, {n[len(prefix):]: t for n, t in model.weights.read(names, tdtype, device).items()})
             t_read = time.perf_counter() - tl
             try:
-                for b, rows in enumerate(batches):
+                for b, (job, rows) in enumerate(batches):
                     args, kwargs = calls[b][l]
                     hooks.weights = weights_t[b].to(device)
                     hooks.out = {}
@@ -394,20 +489,19 @@ def run_streamed(model, enc, chunks, stimuli, arrays, done: set, on_chunk, progr
                         h = blk(h, *args, **kwargs)
                     if isinstance(h, (tuple, list)):
                         h = h[0]
-                    _check_finite(hooks.out, rows, stimuli, model.name)
+                    _check_finite(hooks.out, rows, job.stimuli, model.name)
                     idx = np.asarray(rows)
                     for key, t in hooks.out.items():
-                        arrays[key][idx] = t.cpu().numpy()
+                        job.arrays[key][idx] = t.cpu().numpy()
                     states.put(b, h if mode == "memory" else h.cpu())
             finally:
                 blk.to("meta")                   # free the block's weights
             states.flip()
             dt = time.perf_counter() - tl
-            model.timings.setdefault("layers", []).append({"layer": l, "read_s": round(t_read, 3),
-                                                           "total_s": round(dt, 3)})
+            model.timings["layers"].append({"layer": l, "read_s": round(t_read, 3), "total_s": round(dt, 3)})
             if not quiet:                    # one line per layer: visible in logs and under pytest -s
                 print(f"[stream {model.name}] layer {l + 1}/{L}: {dt:.1f} s (read {t_read:.1f} s), "
-                      f"{len(stimuli) / dt:.1f} texts/s, {n_tok / dt:.0f} tok/s",
+                      f"{n_texts / dt:.1f} texts/s, {n_tok / dt:.0f} tok/s",
                       file=sys.stderr, flush=True)
     finally:
         hooks.remove()
@@ -415,9 +509,6 @@ def run_streamed(model, enc, chunks, stimuli, arrays, done: set, on_chunk, progr
     model.timings["stream_s"] = round(time.perf_counter() - t0, 3)
     model.timings["hidden_bytes"] = nbytes
     model.timings["hidden_mode"] = mode
-    if on_chunk is not None:
-        for k in todo:
-            on_chunk(k)
 
 
 def _base_attr(model) -> str:

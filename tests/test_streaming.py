@@ -207,3 +207,32 @@ def test_real_smollm2_streamed_equals_ordinary(smollm2):
         for c in COMPONENTS:
             x, y = a.get(l, c), b.get(l, c)
             assert np.abs(x - y).max() <= 1e-5 * max(1.0, float(np.abs(x).max())), (l, c)
+
+
+def test_planned_sets_stream_in_one_pass_reading_each_weight_once(tmp_path):
+    """replicate() plans every experiment: the first extract streams all of them (weights read once), the
+    others copy their vectors; a set already in the store is not recomputed. Same vectors as the ordinary pass."""
+    path = _save("gemma3_text", tmp_path / "ck")
+    ordinary = load_model(str(path), dtype="float32", device="cpu")
+    m = load_model(str(path), dtype="float32", device="cpu", stream_layers=True)
+    m.hidden_dir = str(tmp_path / "tmp")
+    s1 = STIM.copy()
+    s2 = pd.DataFrame({"text": ["A kitten and a puppy", "The organ was loud", "An apple"],
+                       "target": ["puppy", "organ", "apple"]})
+    s2.attrs["pooling"] = "last_token"
+    s3 = pd.DataFrame({"text": ["A dog", "A cat"], "target": ["dog", "cat"]})
+    store = tmp_path / "store"
+    extract(m, s3, store=store)                          # already complete: must not be streamed again
+    m.plan([s1, s2, s3], batch_size=4, store=store)
+    read0 = m.bytes_read
+    a = extract(m, s1, batch_size=4, store=store)
+    one_pass = m.bytes_read - read0
+    b = extract(m, s2, batch_size=4, store=store)
+    assert m.bytes_read - read0 == one_pass              # s2 came from the first pass: nothing read again
+    assert m.precomputed == {}                           # s3 was skipped, s2 consumed
+    assert list((tmp_path / "tmp").iterdir()) == []      # the temporary pooled vectors are gone
+    for got, frame, pooling in ((a, s1, "target_mean"), (b, s2, "last_token")):
+        ref = extract(ordinary, frame, pooling, batch_size=4)
+        for l in range(3):
+            for c in COMPONENTS:
+                np.testing.assert_allclose(got.get(l, c), ref.get(l, c), atol=1e-5, rtol=0)
