@@ -236,3 +236,21 @@ def test_planned_sets_stream_in_one_pass_reading_each_weight_once(tmp_path):
         for l in range(3):
             for c in COMPONENTS:
                 np.testing.assert_allclose(got.get(l, c), ref.get(l, c), atol=1e-5, rtol=0)
+
+
+def test_auto_placement_streams_a_model_that_does_not_fit(tmp_path, monkeypatch):
+    """load_model(dtype="auto", device="auto"): with too little memory (simulated) it picks bf16 and streaming,
+    says why, and the vectors still match the ordinary pass of the same dtype."""
+    import probekit.placement as P
+    path = _save("mistral", tmp_path / "ck")
+    monkeypatch.setattr(P, "available_memory", lambda device: GiB // 2)
+    m = load_model(str(path), dtype="auto", device="auto", stream_layers="auto")
+    assert isinstance(m, StreamedModel) and m.dtype == "bfloat16"
+    assert "do not fit" in m.placement.reason and "layer-streamed" in m.placement.reason
+    monkeypatch.setattr(P, "available_memory", lambda device: 64 * GiB)
+    o = load_model(str(path), dtype="auto", device="auto")
+    assert not isinstance(o, StreamedModel) and o.dtype == "float32" and o.placement.device == "cpu"
+    ref = extract(load_model(str(path), dtype="bfloat16", device="cpu"), STIM)
+    got = extract(m, STIM)
+    np.testing.assert_allclose(got.get(2, "resid_pre"), ref.get(2, "resid_pre"),
+                               atol=1e-2 * float(np.abs(ref.get(2, "resid_pre")).max()), rtol=0)
