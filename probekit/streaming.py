@@ -162,7 +162,6 @@ def _has_tokenizer(path: Path) -> bool:
 
 def load_streamed(name: str, kw: dict, placement, hidden: str = "auto") -> StreamedModel:
     """Build the meta skeleton of the checkpoint ``kw['path']`` and read the weights outside its blocks."""
-    import torch
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 

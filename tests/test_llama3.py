@@ -9,9 +9,8 @@ import pytest
 
 llama3 = pytest.importorskip("probekit.llama3")
 try:
-    llama3.tokenizer_model_path()
-    import tiktoken  # noqa: F401
-except (llama3.Llama3Unavailable, ImportError) as exc:     # the optional extra [llama3] is not installed
+    llama3.tiktoken_encoding()
+except llama3.Llama3Unavailable as exc:     # the optional extra [llama3] (./pk installs it) is missing
     pytest.skip(f"Llama 3 tokenizer unavailable: {exc}", allow_module_level=True)
 
 from probekit.extraction import encode, extract  # noqa: E402
