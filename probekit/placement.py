@@ -179,7 +179,28 @@ def plan_placement(config, device: str | None = "auto", dtype="auto", stream_lay
 def plan_for_checkpoint(path, gguf_file=None, dtype="auto", device="auto", stream_layers="auto",
                         memory_bytes: int | None = None) -> Placement:
     """:func:`plan_placement` for a checkpoint directory (or GGUF file), reading only its config."""
+    from pathlib import Path
+
     from transformers import AutoConfig
     kw = {"gguf_file": gguf_file} if gguf_file else {}
+    if not gguf_file:
+        check_checkpoint_dir(Path(path))
     config = AutoConfig.from_pretrained(str(path), **kw)
     return plan_placement(config, device=device, dtype=dtype, stream_layers=stream_layers, memory_bytes=memory_bytes)
+
+
+def check_checkpoint_dir(path) -> None:
+    """A transformers checkpoint directory must hold weights and a tokenizer; say which is missing."""
+    from pathlib import Path
+
+    from .models import ModelUnavailableError
+    path = Path(path)
+    if not path.is_dir():
+        return
+    names = [p.name for p in path.iterdir()]
+    if not any(n.endswith((".safetensors", ".bin", ".pt", ".pth")) for n in names):
+        raise ModelUnavailableError(f"checkpoint {path} has no weights (no *.safetensors or *.bin file next to "
+                                    f"config.json); copy or download the weight shards")
+    if not any(n in ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json") for n in names):
+        raise ModelUnavailableError(f"checkpoint {path} has no tokenizer (tokenizer.json, tokenizer.model or "
+                                    f"tokenizer_config.json); copy the tokenizer files next to config.json")

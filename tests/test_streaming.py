@@ -104,14 +104,22 @@ def test_tensor_missing_from_every_shard_refused_before_the_store(tmp_path):
 def test_checkpoint_without_weights_or_tokenizer(tmp_path):
     path = _save("llama", tmp_path / "ck")
     (path / "model.safetensors").rename(tmp_path / "away.safetensors")
-    with pytest.raises(StreamingError, match="no \\*.safetensors weights"):
+    with pytest.raises(ModelUnavailableError, match="has no weights"):
+        load_model(str(path), dtype="auto", device="auto")
+    with pytest.raises(ModelUnavailableError, match="has no weights"):
         load_model(str(path), dtype="float32", device="cpu", stream_layers=True)
+    (path / "pytorch_model.bin").write_bytes(b"")
+    with pytest.raises(StreamingError, match="no \\*.safetensors weights.*pytorch_model.bin"):
+        load_model(str(path), dtype="float32", device="cpu", stream_layers=True)
+    (path / "pytorch_model.bin").unlink()
     (tmp_path / "away.safetensors").rename(path / "model.safetensors")
     for f in path.iterdir():
         if f.name.startswith(("tokenizer", "special_tokens")):
             f.unlink()
     with pytest.raises(ModelUnavailableError, match="has no tokenizer"):
         load_model(str(path), dtype="float32", device="cpu", stream_layers=True)
+    with pytest.raises(ModelUnavailableError, match="has no tokenizer"):
+        load_model(str(path), dtype="auto", device="auto")
 
 
 def test_not_enough_disk_for_hidden_states(tmp_path, monkeypatch):
