@@ -6,6 +6,9 @@
   audit of the paper's claims and the claims table are written at the end.
 * ``--full``: the speed benchmarks of ``benchmarks/perf`` at the README's sizes
   (see ``benchmarks/perf/conftest.py``; they run only when asked for).
+* ``--device`` / ``--dtype`` / ``--stream-layers`` (or ``PROBEKIT_DEVICE`` /
+  ``PROBEKIT_DTYPE`` / ``PROBEKIT_STREAM_LAYERS``): where and how the models run,
+  default ``auto`` (see :mod:`probekit.placement`).
 * ``--update-expected``: rewrite the ``measured`` rows of ``expected/`` for the
   models that ran (the embedded references), then judge against them.
 * ``--study ID_OR_DIR``: whose claims ``benchmarks/test_claims.py`` parametrizes
@@ -35,6 +38,29 @@ def pytest_addoption(parser):
     # defined here, not in benchmarks/perf/conftest.py, so that `pytest --benchmark-only --full` parses too
     g.addoption("--full", action="store_true",
                 help="speed benchmarks (benchmarks/perf): the sizes the README quotes instead of the quick mode")
+    g.addoption("--device", default=None, help="auto (default), cpu, cuda, cuda:N  [env PROBEKIT_DEVICE]")
+    g.addoption("--dtype", default=None, help="auto (default), float32, bfloat16, float16  [env PROBEKIT_DTYPE]")
+    g.addoption("--stream-layers", default=None, nargs="?", const="1", metavar="auto|1|0",
+                help="layer-streamed extraction: auto (default: when the model does not fit), 1 forces, "
+                     "0 forbids  [env PROBEKIT_STREAM_LAYERS]")
+
+
+def run_options(config) -> dict:
+    """device / dtype / stream_layers for replicate(): command line, else PROBEKIT_* environment, else auto."""
+    def pick(opt, env):
+        v = config.getoption(opt)
+        return v if v is not None else (os.environ.get(env) or "auto")
+    stream = pick("--stream-layers", "PROBEKIT_STREAM_LAYERS").lower()
+    table = {"auto": "auto", "1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+    if stream not in table:
+        raise pytest.UsageError(f"--stream-layers / PROBEKIT_STREAM_LAYERS: {stream!r}; use auto, 1 or 0 "
+                                f"(a bare --stream-layers must come after the test paths)")
+    return {"device": pick("--device", "PROBEKIT_DEVICE"), "dtype": pick("--dtype", "PROBEKIT_DTYPE"),
+            "stream_layers": table[stream]}
+
+
+def pytest_configure(config):
+    config.probekit_run_options = run_options(config)      # read by benchmarks/conftest.py
 
 
 def extra_models(config) -> list[str]:

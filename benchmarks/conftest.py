@@ -24,7 +24,8 @@ def _run(model_name: str, config, study):
         from probekit.pipeline import replicate
         from probekit.report import measure_run
         try:
-            rep = replicate(model_name, study=study, log=lambda msg: print(msg, flush=True))
+            rep = replicate(model_name, study=study, log=lambda msg: print(msg, flush=True),
+                            **getattr(config, "probekit_run_options", {}))
         except ModelUnavailableError as exc:
             _RUNS[model_name] = f"{model_name}: weights not available here. {exc}"
         except Exception as exc:                          # noqa: BLE001 - reported on every claim of the model

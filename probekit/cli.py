@@ -5,6 +5,7 @@
     probekit audit [--results results] [--out results/audit.md]
     probekit models
     probekit expected --write-paper | --update-measured --model X
+    probekit build-llama3 --shape llama-3.2-3b [--out DIR]
 """
 from __future__ import annotations
 
@@ -87,6 +88,7 @@ def _replicate(args, model: str):
     return replicate(model, args.experiments, study=_study(args), store=not args.no_store, probe_kw=probe_kw,
                      batch_size=args.batch_size, dtype=args.dtype, device=args.device,
                      max_batch_tokens=getattr(args, "max_batch_tokens", None),
+                     stream_layers={"auto": "auto", "1": True, "0": False}[args.stream_layers],
                      log=lambda m: print(m, flush=True))
 
 
@@ -125,6 +127,8 @@ def _preflight(args, models) -> int:
 
 def cmd_run(args) -> int:
     from .models import ModelInputError, ModelUnavailableError, UnsupportedArchitectureError
+    from .placement import PlacementError
+    from .streaming import StreamingError
     from .report import write_report
     models = args.model or [DEFAULT_MODEL]
     _check_experiments(args, _study(args))
@@ -138,7 +142,8 @@ def cmd_run(args) -> int:
     for model in models:
         try:
             rep = _replicate(args, model)
-        except (ModelUnavailableError, UnsupportedArchitectureError, ModelInputError) as exc:
+        except (ModelUnavailableError, UnsupportedArchitectureError, ModelInputError, PlacementError,
+                StreamingError) as exc:
             _err(str(exc))
             status = EXIT_UNAVAILABLE
             continue
@@ -341,8 +346,12 @@ def _add_run_options(p: argparse.ArgumentParser, default_model: bool = True) -> 
     p.add_argument("--max-batch-tokens", type=_count_type("--max-batch-tokens", 1), default=None, metavar="N",
                    help="padded tokens per forward pass (rows x longest row; default 8192): one long text "
                         "gets a batch of its own instead of padding the others")
-    p.add_argument("--dtype", default="float32", help="model dtype (default float32)")
-    p.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
+    p.add_argument("--dtype", default="auto",
+                   help="auto (default: bfloat16 on a GPU, on the CPU float32 if it fits else bfloat16), "
+                        "float32, bfloat16, float16")
+    p.add_argument("--device", default="auto", help="auto (default: cuda if visible, else cpu), cpu, cuda, cuda:N")
+    p.add_argument("--stream-layers", default="auto", nargs="?", const="1", choices=["auto", "1", "0"],
+                   help="layer-streamed extraction: auto (default: when the model does not fit), 1 forces it, 0 never")
     from .pipeline import DEFAULT_PROBE
     p.add_argument("--permutations", type=_count_type("--permutations", 0), default=DEFAULT_PROBE["n_permutations"],
                    help=f"permutations per label (default {DEFAULT_PROBE['n_permutations']})")
@@ -420,6 +429,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="restrict to these claims (ids or short names)")
     c.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     c.set_defaults(func=cmd_calibrate)
+
+    from . import llama3
+    b = sub.add_parser("build-llama3", help="write a Llama-3-shaped checkpoint (real tokenizer, seeded random weights)",
+                       description="Build a transformers checkpoint of the Llama-3.2-3B shape, a slice of "
+                                   "Llama-3.3-70B at full width, or a tiny one, with the real Llama 3 tokenizer "
+                                   "(PyPI llama-models) and random weights from a seed; into --out or the cache.")
+    llama3.add_build_args(b)
+    b.set_defaults(func=llama3.run_build)
     return p
 
 

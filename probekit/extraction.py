@@ -290,22 +290,23 @@ def extract(model, stimuli: pd.DataFrame, pooling: str | None = None, *, batch_s
             "stimulus_hash": stimuli.attrs.get("hash")}
     stim_out = stimuli.copy()
     stim_out.attrs = dict(stimuli.attrs)
+    runner = _run
+    if getattr(model, "streamed", False):          # probekit.streaming: layer-major, weights read once
+        from .streaming import preflight, run_streamed
+        preflight(model, enc, chunks)              # missing shards / disk refused before the store is touched
+        runner = run_streamed
 
     def in_memory() -> ActivationSet:
         arrays = {(l, c): np.zeros((len(stimuli), model.d_model), np.float32)
                   for l in range(model.n_layers) for c in COMPONENTS}
-        _run(model, enc, chunks, stimuli, arrays, done=set(), on_chunk=None, progress=progress)
+        runner(model, enc, chunks, stimuli, arrays, done=set(), on_chunk=None, progress=progress)
         stim_out["n_target_tokens"] = enc.n_target_tokens
         return ActivationSet.from_arrays(arrays, stim_out, model_name=model.name, pooling=pooling, meta=meta)
 
     if store is None or store is False:
         return in_memory()
 
-    identity = {"model_fingerprint": model.fingerprint, "model_name": model.name,
-                "stimulus_hash": stimulus_key_hash(stimuli), "pooling": pooling,
-                "probekit_version": __version__, "n_stimuli": len(stimuli),
-                "n_layers": model.n_layers, "d_model": model.d_model, "dtype": "float32"}
-    entry = store.entry(identity)
+    entry = store.entry(store_identity(model, stimuli, pooling))
 
     def stored() -> ActivationSet:
         stim_out["n_target_tokens"] = entry.n_target_tokens()
@@ -339,7 +340,7 @@ def extract(model, stimuli: pd.DataFrame, pooling: str | None = None, *, batch_s
             done = entry.begin(batch_plan)
             writers = entry.open_writers()
             writers["n_target_tokens"][:] = enc.n_target_tokens
-            _run(model, enc, chunks, stimuli, writers, done=done,
+            runner(model, enc, chunks, stimuli, writers, done=done,
                  on_chunk=lambda k: entry.mark_done(writers, k), progress=progress)
             del writers
             entry.finish()
@@ -386,6 +387,14 @@ class _Progress:
         import time
         if self.last is not None:                    # a line was printed: say how it ended
             print(self._line(time.monotonic(), final=True), file=sys.stderr, flush=True)
+
+
+def store_identity(model, stimuli: pd.DataFrame, pooling: str) -> dict:
+    """What an activation-store entry is keyed by (``stimuli`` with a fresh index)."""
+    return {"model_fingerprint": model.fingerprint, "model_name": model.name,
+            "stimulus_hash": stimulus_key_hash(stimuli), "pooling": pooling,
+            "probekit_version": __version__, "n_stimuli": len(stimuli),
+            "n_layers": model.n_layers, "d_model": model.d_model, "dtype": "float32"}
 
 
 def _run(model, enc: _Encoded, chunks, stimuli, arrays, done: set, on_chunk, progress) -> None:

@@ -125,6 +125,7 @@ class LoadedModel:
         self.markers = tuple(markers)
         self.random_seed = random_seed
         self.base_name = base_name
+        self.placement = None            # probekit.placement.Placement when dtype/device were "auto"
 
     @property
     def fingerprint(self) -> str:
@@ -365,19 +366,24 @@ def preflight(name_or_path: str, dtype="float32", device: str | None = "cpu") ->
     return resolve(name_or_path)[0]
 
 
-def load_model(name_or_path: str, dtype="float32", device: str | None = "cpu") -> LoadedModel:
+def load_model(name_or_path: str, dtype="float32", device: str | None = "cpu",
+               stream_layers=False) -> LoadedModel:
     """Load a causal LM for extraction.
 
-    ``device``: ``"cpu"``, ``"cuda"`` / ``"cuda:N"``, or ``"auto"`` (accelerate's
-    ``device_map="auto"``, spreading a model larger than one device over all
-    visible GPUs and the CPU). GGUF weights are de-quantized to ``dtype``.
+    ``device``: ``"cpu"``, ``"cuda"`` / ``"cuda:N"``, or ``"auto"``; ``dtype`` or ``"auto"``;
+    ``stream_layers``: ``False``, ``True`` or ``"auto"``. Any ``"auto"`` (or streaming) goes
+    through :func:`probekit.placement.plan_placement` (CUDA + bf16 with a GPU, else CPU in a
+    dtype that fits; layer-streamed when the model does not fit); the choice and its reason
+    are in ``LoadedModel.placement``. GGUF weights are de-quantized to ``dtype``.
     ``NAME+random[:SEED]`` builds NAME's untrained control (see the module docstring).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tdtype = _torch_dtype(dtype)
-    check_device(device, tdtype)
+    auto = "auto" in (dtype, device) or bool(stream_layers)
+    tdtype = None if dtype == "auto" else _torch_dtype(dtype)
+    if not auto:
+        check_device(device, tdtype)
     name, kw = resolve(name_or_path)
     seed = kw.get("random_seed")
     load_kw: dict = {}
@@ -388,6 +394,23 @@ def load_model(name_or_path: str, dtype="float32", device: str | None = "cpu") -
         if converted is not None:
             kw = dict(kw, path=str(converted))
             kw.pop("gguf_file")
+    placement = None
+    if "auto" in (dtype, device) or stream_layers:
+        from .placement import plan_for_checkpoint
+        placement = plan_for_checkpoint(kw["path"], kw.get("gguf_file"), dtype, device, stream_layers)
+        dtype, device = placement.dtype, placement.device
+        tdtype = _torch_dtype(dtype)
+        check_device(None if device == "auto" else device, tdtype)
+        if placement.stream_layers:
+            if seed is not None:
+                raise ModelInputError(f"{name}: a random-init control is built in memory and cannot be "
+                                      f"layer-streamed; use --stream-layers 0 or a smaller model")
+            from .streaming import load_streamed
+            return load_streamed(name, kw, placement)
+        if device == "auto":                    # several GPUs: device_map over them (no CPU offload)
+            load_kw["device_map"] = "auto"
+        else:
+            load_kw.pop("device_map", None)
     gguf_kw = {"gguf_file": kw["gguf_file"]} if "gguf_file" in kw else {}
     tok = AutoTokenizer.from_pretrained(kw["path"], **gguf_kw)
     if seed is not None:
@@ -408,9 +431,11 @@ def load_model(name_or_path: str, dtype="float32", device: str | None = "cpu") -
     adapters.adapter_for(model)      # fail now, with the architecture's name, if unsupported
     if kw.get("spec") is not None:   # the loaded config, whatever the files said (GGUF included)
         _check_identity(kw["spec"], checkpoint.config_shape(model.config), f"{name} ({kw['source']})", kw["path"])
-    return LoadedModel(model=model, tokenizer=tok, name=name, fingerprint=f"{kw['fingerprint']}|{dtype_name}",
-                       source=kw["source"], dtype=dtype_name, markers=tuple(kw.get("markers", ())),
-                       random_seed=seed, base_name=kw.get("base_name"))
+    loaded = LoadedModel(model=model, tokenizer=tok, name=name, fingerprint=f"{kw['fingerprint']}|{dtype_name}",
+                         source=kw["source"], dtype=dtype_name, markers=tuple(kw.get("markers", ())),
+                         random_seed=seed, base_name=kw.get("base_name"))
+    loaded.placement = placement
+    return loaded
 
 
 def random_init(path, seed: int, dtype=None, gguf_file: str | None = None):

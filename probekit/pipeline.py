@@ -236,12 +236,14 @@ def probe_experiment(acts, exp: Experiment, probe_kw: dict | None = None, cache:
 
 
 def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict | None = None, batch_size: int = 32,
-              dtype="float32", device="cpu", progress: bool | None = None, log=print,
+              dtype="auto", device="auto", stream_layers="auto", progress: bool | None = None, log=print,
               max_batch_tokens: int | None = None) -> Replication:
     """Run ``experiments`` (default: all of the study's) on ``model`` (an alias, path, or LoadedModel).
 
     ``study``: a :class:`~probekit.studies.Study`, a shipped study's id or a study folder (default
-    ``bogdan2025``)."""
+    ``bogdan2025``). ``dtype`` / ``device`` / ``stream_layers``: ``"auto"`` chooses by
+    :func:`probekit.placement.plan_placement` (CUDA + bf16 with a GPU; else CPU in a dtype that fits;
+    layer-streamed when it does not fit)."""
     from .extraction import extract
     from .models import LoadedModel, load_model
     from .studies import BUILTIN, Study, load_study
@@ -258,10 +260,16 @@ def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict
         raise KeyError(f"unknown experiment(s) {unknown} in study {study.id}; known: {sorted(study.experiments)}")
     t0 = time.perf_counter()
     if not isinstance(model, LoadedModel):
-        model = load_model(model, dtype=dtype, device=device)
+        model = load_model(model, dtype=dtype, device=device, stream_layers=stream_layers)
+        if log and getattr(model, "placement", None) is not None:
+            log(f"[{model.name}] placement: {model.placement}")
     timings = {"load_model_s": round(time.perf_counter() - t0, 2)}
     rep = Replication(model.name, model.n_layers, model.d_model, model.markers, model.fingerprint, timings=timings,
                       study=study.id if study.id in BUILTIN or not study.folder else str(study.folder))
+    if getattr(model, "streamed", False):   # one streamed pass for every experiment: each weight read once
+        from . import stimuli as S
+        held = [S.load(test) for train, test in study.transfers if train in names]
+        model.plan([study.experiments[n].stimuli() for n in names] + held, batch_size=batch_size, store=store)
     kept = {}
     for name in names:
         exp = study.experiments[name]
