@@ -267,8 +267,8 @@ def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict
     rep = Replication(model.name, model.n_layers, model.d_model, model.markers, model.fingerprint, timings=timings,
                       study=study.id if study.id in BUILTIN or not study.folder else str(study.folder))
     if getattr(model, "streamed", False):   # one streamed pass for every experiment: each weight read once
-        from . import stimuli as S
-        held = [S.load(test) for train, test in study.transfers if train in names]
+        from .stimuli import load as load_set
+        held = [load_set(test) for train, test in study.transfers if train in names]
         model.plan([study.experiments[n].stimuli() for n in names] + held, batch_size=batch_size, store=store)
     kept = {}
     for name in names:

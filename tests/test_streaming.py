@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from probekit.errors import CheckpointError
+
 from probekit.activations import COMPONENTS
 from probekit.extraction import extract
 from probekit.models import ModelUnavailableError, load_model
@@ -85,7 +87,7 @@ def test_missing_shard_is_named_and_store_untouched(tmp_path):
     wmap = {k: ("model-00001-of-00002.safetensors" if "layers.2." not in k else "model-00002-of-00002.safetensors")
             for k in names}
     (path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": wmap}))
-    with pytest.raises(StreamingError, match=r"model-00002-of-00002\.safetensors.*missing"):
+    with pytest.raises((StreamingError, CheckpointError), match=r"missing.*model-00002-of-00002\.safetensors|model-00002-of-00002\.safetensors.*missing"):
         load_model(str(path), dtype="float32", device="cpu", stream_layers=True)
 
 
@@ -104,9 +106,9 @@ def test_tensor_missing_from_every_shard_refused_before_the_store(tmp_path):
 def test_checkpoint_without_weights_or_tokenizer(tmp_path):
     path = _save("llama", tmp_path / "ck")
     (path / "model.safetensors").rename(tmp_path / "away.safetensors")
-    with pytest.raises(ModelUnavailableError, match="has no weights"):
+    with pytest.raises((ModelUnavailableError, CheckpointError), match="has no weights|no weights"):
         load_model(str(path), dtype="auto", device="auto")
-    with pytest.raises(ModelUnavailableError, match="has no weights"):
+    with pytest.raises((ModelUnavailableError, CheckpointError), match="has no weights|no weights"):
         load_model(str(path), dtype="float32", device="cpu", stream_layers=True)
     (path / "pytorch_model.bin").write_bytes(b"")
     with pytest.raises(StreamingError, match="no \\*.safetensors weights.*pytorch_model.bin"):
@@ -116,9 +118,9 @@ def test_checkpoint_without_weights_or_tokenizer(tmp_path):
     for f in path.iterdir():
         if f.name.startswith(("tokenizer", "special_tokens")):
             f.unlink()
-    with pytest.raises(ModelUnavailableError, match="has no tokenizer"):
+    with pytest.raises((ModelUnavailableError, CheckpointError), match="has no tokenizer|no tokenizer"):
         load_model(str(path), dtype="float32", device="cpu", stream_layers=True)
-    with pytest.raises(ModelUnavailableError, match="has no tokenizer"):
+    with pytest.raises((ModelUnavailableError, CheckpointError), match="has no tokenizer|no tokenizer"):
         load_model(str(path), dtype="auto", device="auto")
 
 
@@ -207,7 +209,9 @@ def test_real_smollm2_streamed_equals_ordinary(smollm2):
     import probekit.stimuli as S
     stim = S.load("items").iloc[:12]
     streamed = load_model("smollm2-135m", dtype="float32", device="cpu", stream_layers=True)
-    assert streamed.fingerprint == smollm2.fingerprint       # the same model: the store entry is shared
+    # the same checkpoint; the weights-in-memory part differs (a streamed model holds none), so the two
+    # modes keep separate store entries
+    assert streamed.origin == smollm2.origin
     a = extract(smollm2, stim, batch_size=5)
     b = extract(streamed, stim, batch_size=5)
     for l in (0, 7, 15, 29):
