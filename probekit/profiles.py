@@ -320,7 +320,7 @@ def detrended_rho(values, axis: int = -1):
 _PIVOT: dict[tuple[int, int, int], np.ndarray] = {}
 
 
-def white_noise_null(n: int, n_sim: int = 4000, seed: int = 0) -> np.ndarray:
+def white_noise_null(n: int, n_sim: int = 20000, seed: int = 0) -> np.ndarray:
     """``t`` of ``n_sim`` white-noise profiles of length ``n`` (the pivot null; cached per argument)."""
     key = (n, n_sim, seed)
     if key not in _PIVOT:
@@ -341,9 +341,12 @@ class AntiPersistence:
     n_layers: int
 
 
-def anti_persistence_test(profiles, n_sim: int = 4000, seed: int = 0) -> AntiPersistence:
+def anti_persistence_test(profiles, n_sim: int = 20000, seed: int = 0) -> AntiPersistence:
     """Anti-persistence of one profile ``[n]`` or the mean over several ``[k, n]`` (equal length,
-    independent noise): the mean ``t`` against the mean of ``k`` independent pivot draws."""
+    independent noise): the mean ``t`` against the mean of ``k`` independent pivot draws. The pivot
+    sample is fixed (``seed``) and shared by every call, so its Monte Carlo error is systematic:
+    20,000 draws keep the 5% quantile's error near +-0.3 points (4,000 gave rejection rates of
+    5.5-7% under exact nulls in the calibration)."""
     p = np.atleast_2d(np.asarray(profiles, float))
     k, n = p.shape
     if n < 7:
