@@ -154,3 +154,10 @@ def test_twin_table_counts_a_claim_only_when_the_twin_fails():
     assert rows["bogdan2025.item_peak_early"].rstrip(" |").endswith("no")        # passes on the twin too
     assert "**yes**" in rows["bogdan2025.relations_deeper"]
     assert "**yes**" in rows["bogdan2025.shuffled_at_chance"]                    # a control must pass on both
+
+
+def test_a_metric_means_the_same_in_every_claim_that_reports_it(meas):
+    # judge() looks metrics up by name: two claims reporting one name must report one thing
+    dup = meas[meas.duplicated("metric", keep=False)]
+    for metric, g in dup.groupby("metric"):
+        assert g[["value", "ci_low", "ci_high", "interval"]].astype(str).nunique().max() == 1, metric

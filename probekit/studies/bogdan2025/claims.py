@@ -154,11 +154,12 @@ class Deeper(Claim):
         vb, rb = ev.profile(self.shallow, RESID)
         dd = P.depth_difference(va, ra, vb, rb, LEVEL, INFLATION)
         rows = [r for r in peak_rows(ev, self, self.deep) if not r["metric"].endswith(".depth")]
+        for exp, v, r in ((self.deep, va, ra), (self.shallow, vb, rb)):     # the same rows as peak_rows gives
+            c, lo, hi = P.depth_interval(v, r, LEVEL, INFLATION)
+            rows.append(row(ev, self, f"{exp}.depth", "depth", c, lo, hi, "ci",
+                            "centre of gravity of the gain over layer 0 above half its maximum"
+                            if not np.isnan(lo) else "no CI: too many replicates without a gain over layer 0"))
         rows += [
-            row(ev, self, f"{self.deep}.depth", "depth", dd.depth_a, detail="centre of gravity of the gain over "
-                                                                              "layer 0"),
-            row(ev, self, f"{self.shallow}.depth", "depth", dd.depth_b, detail="centre of gravity of the gain over "
-                                                                                "layer 0"),
             row(ev, self, f"{self.deep}_minus_{self.shallow}.depth", "depth", dd.difference, dd.ci_low, dd.ci_high,
                 "ci", (f"{RESID}; paired bootstrap, x{INFLATION} inflation; {dd.nan_fraction:.0%} of replicates "
                        f"without a gain") if not np.isnan(dd.ci_low) else
