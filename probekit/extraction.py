@@ -285,7 +285,8 @@ def extract(model, stimuli: pd.DataFrame, pooling: str | None = None, *, batch_s
     max_len = getattr(model.config, "max_position_embeddings", None)
     enc = encode(tok, stimuli, pooling, model.name, max_length=max_len)
     chunks = plan_chunks([len(x) for x in enc.input_ids], batch_size, max_tokens=max_batch_tokens)
-    meta = {"probekit_version": __version__, "model_fingerprint": model.fingerprint,
+    fingerprint = model.fingerprint                # hashes the weights in memory: read it once per extraction
+    meta = {"probekit_version": __version__, "model_fingerprint": fingerprint,
             "stimulus_set": stimuli.attrs.get("name"), "stimulus_version": stimuli.attrs.get("version"),
             "stimulus_hash": stimuli.attrs.get("hash")}
     stim_out = stimuli.copy()
@@ -306,7 +307,7 @@ def extract(model, stimuli: pd.DataFrame, pooling: str | None = None, *, batch_s
     if store is None or store is False:
         return in_memory()
 
-    entry = store.entry(store_identity(model, stimuli, pooling))
+    entry = store.entry(store_identity(model, stimuli, pooling, fingerprint))
 
     def stored() -> ActivationSet:
         stim_out["n_target_tokens"] = entry.n_target_tokens()
@@ -389,9 +390,10 @@ class _Progress:
             print(self._line(time.monotonic(), final=True), file=sys.stderr, flush=True)
 
 
-def store_identity(model, stimuli: pd.DataFrame, pooling: str) -> dict:
-    """What an activation-store entry is keyed by (``stimuli`` with a fresh index)."""
-    return {"model_fingerprint": model.fingerprint, "model_name": model.name,
+def store_identity(model, stimuli: pd.DataFrame, pooling: str, fingerprint: str | None = None) -> dict:
+    """What an activation-store entry is keyed by (``stimuli`` with a fresh index; ``fingerprint``:
+    ``model.fingerprint`` when the caller has already computed it, since it hashes the weights)."""
+    return {"model_fingerprint": fingerprint or model.fingerprint, "model_name": model.name,
             "stimulus_hash": stimulus_key_hash(stimuli), "pooling": pooling,
             "probekit_version": __version__, "n_stimuli": len(stimuli),
             "n_layers": model.n_layers, "d_model": model.d_model, "dtype": "float32"}
