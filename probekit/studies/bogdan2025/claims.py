@@ -99,12 +99,19 @@ def _profile_nulls(truths_null: dict, untrained: dict) -> list[Scenario]:
 
 # ----------------------------------------------------------------------------- measurements
 
+def depth_row(ev, claim, exp: str, component: str = RESID) -> dict:
+    """``<exp>.depth``: the centroid of the gain over layer 0 with its CI (one definition for every claim)."""
+    c, c_lo, c_hi = P.depth_interval(*ev.profile(exp, component), LEVEL, INFLATION)
+    return row(ev, claim, f"{exp}.depth", "depth", c, c_lo, c_hi, "ci",
+               "centre of gravity of the gain over layer 0 above half its maximum" if not np.isnan(c_lo) else
+               "no CI: too many replicates without a gain over layer 0 to locate")
+
+
 def peak_rows(ev, claim, exp: str, component: str = RESID) -> list[dict]:
     v, reps = ev.profile(exp, component)
     ps = P.peak_summary(v, reps, LEVEL, INFLATION)
     boot = P.bootstrap_peak_layers(reps)
     b_lo, b_hi = np.quantile(boot, [0.025, 0.975])
-    c, c_lo, c_hi = P.depth_interval(v, reps, LEVEL, INFLATION)
     return [
         row(ev, claim, f"{exp}.peak_layer", "layer", ps.layer, ps.set_low, ps.set_high, "set",
             f"{component}: argmax; interval = the layers that may be the true peak"),
@@ -112,9 +119,7 @@ def peak_rows(ev, claim, exp: str, component: str = RESID) -> list[dict]:
             f"largest gain over layer 0 (at layer {ps.gain_layer}); simultaneous interval, selection included"),
         row(ev, claim, f"{exp}.peak_value", "balanced_accuracy", ps.value, ps.value_lo, ps.value_hi, "ci"),
         row(ev, claim, f"{exp}.layer0_value", "balanced_accuracy", ps.layer0, detail="baseline: the embeddings"),
-        row(ev, claim, f"{exp}.depth", "depth", c, c_lo, c_hi, "ci",
-            "centre of gravity of the gain over layer 0 above half its maximum" if not np.isnan(c_lo) else
-            "no CI: too many replicates without a gain over layer 0 to locate"),
+        depth_row(ev, claim, exp, component),
         row(ev, claim, f"{exp}.argmax_spread", "layer", ps.layer, b_lo, b_hi, "spread",
             "2.5-97.5% of the bootstrap replicates' argmax layers (instability, not a CI)"),
     ]
@@ -153,12 +158,8 @@ class Deeper(Claim):
         va, ra = ev.profile(self.deep, RESID)
         vb, rb = ev.profile(self.shallow, RESID)
         dd = P.depth_difference(va, ra, vb, rb, LEVEL, INFLATION)
-        rows = [r for r in peak_rows(ev, self, self.deep) if not r["metric"].endswith(".depth")]
-        for exp, v, r in ((self.deep, va, ra), (self.shallow, vb, rb)):     # the same rows as peak_rows gives
-            c, lo, hi = P.depth_interval(v, r, LEVEL, INFLATION)
-            rows.append(row(ev, self, f"{exp}.depth", "depth", c, lo, hi, "ci",
-                            "centre of gravity of the gain over layer 0 above half its maximum"
-                            if not np.isnan(lo) else "no CI: too many replicates without a gain over layer 0"))
+        rows = peak_rows(ev, self, self.deep)
+        rows.append(depth_row(ev, self, self.shallow))
         rows += [
             row(ev, self, f"{self.deep}_minus_{self.shallow}.depth", "depth", dd.difference, dd.ci_low, dd.ci_high,
                 "ci", (f"{RESID}; paired bootstrap, x{INFLATION} inflation; {dd.nan_fraction:.0%} of replicates "
