@@ -23,8 +23,9 @@ def _err(msg: str) -> None:
     print(f"probekit: error: {msg}", file=sys.stderr)
 
 
-def _parse_experiments(text: str | None) -> list[str] | None:
-    """Comma-separated experiment names (checked against the study once it is known: :func:`_check_args`)."""
+def _comma_list(text: str | None) -> list[str] | None:
+    """Comma-separated names (experiments are checked against the study once it is known:
+    :func:`_check_experiments`)."""
     if not text:
         return None
     return [n.strip() for n in text.split(",") if n.strip()]
@@ -339,7 +340,7 @@ def _add_run_options(p: argparse.ArgumentParser, default_model: bool = True) -> 
                         + (f" (default {DEFAULT_MODEL})" if default_model else ""))
     p.add_argument("--study", default=None, metavar="ID_OR_DIR",
                    help="a shipped study (default bogdan2025) or a study folder")
-    p.add_argument("--experiments", type=_parse_experiments, default=None, metavar="A,B,...",
+    p.add_argument("--experiments", type=_comma_list, default=None, metavar="A,B,...",
                    help="comma-separated experiments of the study (default: all)")
     p.add_argument("--batch-size", type=_count_type("--batch-size", 1), default=32,
                    help="texts per forward pass (default 32; see --max-batch-tokens)")
@@ -425,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a shipped study (default bogdan2025) or a study folder")
     c.add_argument("--draws", type=int, default=500, help="draws per cell (default 500)")
     c.add_argument("--layers", default="18,28,30,80", help="depths, comma-separated (default 18,28,30,80)")
-    c.add_argument("--claims", type=_parse_experiments, default=None, metavar="A,B",
+    c.add_argument("--claims", type=_comma_list, default=None, metavar="A,B",
                    help="restrict to these claims (ids or short names)")
     c.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     c.set_defaults(func=cmd_calibrate)

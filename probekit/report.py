@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from . import profiles as P
-from .claim import judge, measure
+from .claim import ReplicationEvidence, judge, measure
 from .experiments import Experiment, experiment_profile
 from .profiles import layer_range_depths
 from .studies import load_study, study_of_claim
@@ -362,7 +362,6 @@ def twin_markdown(verdicts: pd.DataFrame) -> str:
 
 def measure_run(rep) -> pd.DataFrame:
     """Every claim of the run's study measured on the run."""
-    from .claim import ReplicationEvidence
     study = _study(rep)
     return measure(study.claims, ReplicationEvidence(rep, study))
 
