@@ -13,6 +13,7 @@ Rates come with exact 95% Clopper-Pearson intervals.
 from __future__ import annotations
 
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ import pandas as pd
 
 from .claim import judge_rows, normalised_paper_rows
 from .stats import binomial_interval
+from .studies import BUILTIN
 
 COLUMNS = ["study", "claim", "rule", "n_layers", "scenario", "kind", "description", "n_draws", "n_effect", "rate",
            "ci_low", "ci_high", "seconds"]
@@ -47,7 +49,8 @@ def verdict(claim, ev, rules: list[dict]) -> bool:
 def calibrate_claim(study, claim, n_layers: int, scenario, n_draws: int, seed: int = 0) -> dict:
     expected = study.expected()
     mine = expected[expected.claim == claim.id]
-    rng = np.random.default_rng([seed, n_layers, abs(hash((claim.id, scenario.name))) % (2 ** 32)])
+    # a stable seed per cell (Python's str hash changes between processes): the table is reproducible
+    rng = np.random.default_rng([seed, n_layers, zlib.crc32(f"{claim.id}/{scenario.name}".encode())])
     norm = normalised_paper_rows(mine, study.claims, n_layers, "simulated")
     rules = norm.to_dict("records")
     t = time.perf_counter()
@@ -79,7 +82,7 @@ def calibrate(study, n_draws: int = 500, depths=DEPTHS, claims=None, kinds=("nul
     """The calibration table of a study (``claims``: ids or short names to restrict to; ``workers``:
     processes, each cell is independent and seeded by (seed, depth, claim, scenario))."""
     chosen = [c for c in study.claims if not claims or c.id in claims or c.id.split(".", 1)[-1] in claims]
-    key = str(study.folder) if study.folder and study.id not in _builtin() else study.id
+    key = str(study.folder) if study.folder and study.id not in BUILTIN else study.id
     jobs = [(key, c.id, L, sc.name, n_draws, seed) for c in chosen for sc in c.scenarios if sc.kind in kinds
             for L in depths]
     if workers > 1:
@@ -90,11 +93,6 @@ def calibrate(study, n_draws: int = 500, depths=DEPTHS, claims=None, kinds=("nul
     else:
         results = [_log(_cell(j), log) for j in jobs]
     return pd.DataFrame([r for r in results if isinstance(r, dict)], columns=COLUMNS)
-
-
-def _builtin():
-    from .studies import BUILTIN
-    return BUILTIN
 
 
 def _log(r, log):

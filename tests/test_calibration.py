@@ -60,3 +60,14 @@ def test_markdown_and_files(tmp_path, table):
     assert "No null row(s) significantly above 5%" in md and "bogdan2025.double_peak" in md
     import pandas as pd
     assert list(pd.read_parquet(paths["parquet"]).columns) == Cal.COLUMNS
+
+
+def test_a_calibration_cell_is_reproducible_across_processes():
+    import subprocess
+    import sys
+    code = ("from probekit import calibration as Cal; from probekit.studies import load_study; s = load_study(); "
+            "c = s.claim('double_peak'); print(Cal.calibrate_claim(s, c, 18, c.scenarios[0], 20)['n_effect'], "
+            "Cal.calibrate_claim(s, c, 18, c.scenarios[-1], 20)['n_effect'])")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env=dict(__import__("os").environ, PYTHONHASHSEED=str(h))).stdout for h in (1, 2)}
+    assert len(outs) == 1, outs
