@@ -22,18 +22,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .profiles import LEVEL, layer_range_depths
+from .profiles import layer_range_depths
 
 MEASUREMENT_COLUMNS = ["model", "n_layers", "claim", "metric", "unit", "value", "ci_low", "ci_high",
                        "interval", "detail"]
 VERDICT_COLUMNS = ["model", "claim", "metric", "unit", "value", "ci_low", "ci_high", "interval", "judged",
                    "direction", "low", "high", "expected", "tolerance", "provenance", "basis", "passed", "reason",
                    "source"]
-# what the ci_low/ci_high columns of a measurement hold
-INTERVALS = {"ci": f"{LEVEL:.0%} CI", "set": f"{LEVEL:.0%} confidence set of the peak layer (hull)",
-             "null": f"the null's central {LEVEL:.0%}", "binomial": f"{LEVEL:.0%} Clopper-Pearson", "": ""}
-
-
 # ----------------------------------------------------------------------------- evidence
 
 class ReplicationEvidence:
@@ -257,8 +252,3 @@ def judge(measurements: pd.DataFrame, expected: pd.DataFrame, claims=(), basis: 
     rules = own if basis == "own" else normalised_paper_rows(expected, claims, n_layers, model)
     meas = measurements.to_dict("records")
     return pd.DataFrame(judge_rows(meas, rules.to_dict("records"), basis), columns=VERDICT_COLUMNS)
-
-
-def claim_passed(verdicts: pd.DataFrame) -> dict[str, bool]:
-    """A claim passes when every one of its judged rows passes."""
-    return {c: bool(g.passed.all()) for c, g in verdicts.groupby("claim", sort=False)}

@@ -71,3 +71,23 @@ def test_a_calibration_cell_is_reproducible_across_processes():
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env=dict(__import__("os").environ, PYTHONHASHSEED=str(h))).stdout for h in (1, 2)}
     assert len(outs) == 1, outs
+
+
+def test_untrained_profiles_are_recorded_from_saved_runs(synthetic_replication, tmp_path):
+    """The calibration's untrained null is rewritten from twin runs by studies.bogdan2025.untrained."""
+    import json
+
+    from probekit.studies.bogdan2025.claims import _truth
+    from probekit.studies.bogdan2025.untrained import record
+    run = tmp_path / "run"
+    synthetic_replication.save(run)
+    out = record([run], tmp_path / "untrained.json")
+    prof = json.loads(out.read_text())["profiles"]
+    assert set(prof) == {"items", "relations", "analogies"}          # buried is not in the synthetic run
+    rel = prof["relations"]["resid_pre"]
+    assert len(rel["mean"]) == len(rel["sd"]) == 40 and min(rel["sd"]) >= 0
+    # the planted relations peak (layer 5 of 10) survives the resampling to 40 depths
+    assert abs(int(np.argmax(rel["mean"])) / 40 - 0.5) <= 0.1
+    # and the shipped file feeds the simulator at any depth
+    f, sd = _truth(("untrained", "relations", "resid_pre"), 80, np.random.default_rng(0), {})
+    assert f.shape == sd.shape == (80,)
