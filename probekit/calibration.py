@@ -7,6 +7,12 @@ there" (a pass for a positive claim, a failure for a control claim). Under a nul
 that is the false-positive rate (must be <= 5%); under a planted effect, power.
 Rates come with exact 95% Clopper-Pearson intervals.
 
+A claim's rule is its ``reference_model``'s rows; a claim may also state a
+contrast for another model (``Claim.contrasts``, e.g. "absent in the 3B"), whose
+rows are calibrated on their own scenarios. Such a rule's ``alternative``
+scenarios are worlds where the absence is false: the rate there is how often the
+absence verdict misses the effect (a non-rejection's weakness, reported, not bounded).
+
 ``python -m probekit calibrate --out DIR`` writes ``DIR/calibration.parquet`` and
 ``DIR/calibration.md``.
 """
@@ -23,7 +29,7 @@ from .claim import judge_rows, normalised_paper_rows
 from .stats import binomial_interval
 from .studies import BUILTIN
 
-COLUMNS = ["study", "claim", "rule", "n_layers", "scenario", "kind", "description", "n_draws", "n_effect", "rate",
+COLUMNS = ["study", "claim", "rule_model", "rule", "n_layers", "scenario", "kind", "description", "n_draws", "n_effect", "rate",
            "ci_low", "ci_high", "seconds"]
 DEPTHS = (18, 28, 30, 80)
 ALPHA = 0.05
@@ -46,12 +52,20 @@ def verdict(claim, ev, rules: list[dict]) -> bool:
     return bool(m) and all(v["passed"] for v in judge_rows(m, rules, "paper-normalised"))
 
 
-def calibrate_claim(study, claim, n_layers: int, scenario, n_draws: int, seed: int = 0) -> dict:
+def calibrate_claim(study, claim, n_layers: int, scenario, n_draws: int, seed: int = 0,
+                    rule_model: str | None = None) -> dict:
+    """One cell: ``n_draws`` simulations of ``scenario`` judged on the claim's rows of ``rule_model``
+    (default: its ``reference_model``), normalised to ``n_layers``."""
     expected = study.expected()
     mine = expected[expected.claim == claim.id]
+    rule_model = rule_model or claim.reference_model
     # a stable seed per cell (Python's str hash changes between processes): the table is reproducible
-    rng = np.random.default_rng([seed, n_layers, zlib.crc32(f"{claim.id}/{scenario.name}".encode())])
-    norm = normalised_paper_rows(mine, study.claims, n_layers, "simulated")
+    tag = f"{claim.id}/{scenario.name}" if rule_model == claim.reference_model else \
+        f"{claim.id}@{rule_model}/{scenario.name}"
+    rng = np.random.default_rng([seed, n_layers, zlib.crc32(tag.encode())])
+    norm = normalised_paper_rows(mine, study.claims, n_layers, "simulated", source=rule_model)
+    if norm.empty:
+        raise LookupError(f"{claim.id}: no paper rows for {rule_model}")
     rules = norm.to_dict("records")
     t = time.perf_counter()
     k = 0
@@ -59,32 +73,38 @@ def calibrate_claim(study, claim, n_layers: int, scenario, n_draws: int, seed: i
         ev = claim.simulate(scenario, n_layers, rng)
         k += verdict(claim, ev, rules) == claim.effect_verdict
     lo, hi = binomial_interval(k, n_draws)
-    return {"study": study.id, "claim": claim.id, "rule": rule_text(norm), "n_layers": n_layers,
+    return {"study": study.id, "claim": claim.id, "rule_model": rule_model, "rule": rule_text(norm), "n_layers": n_layers,
             "scenario": scenario.name, "kind": scenario.kind, "description": scenario.description,
             "n_draws": n_draws, "n_effect": k, "rate": k / n_draws, "ci_low": lo, "ci_high": hi,
             "seconds": round(time.perf_counter() - t, 2)}
 
 
+def rule_sets(claim) -> list[tuple[str, tuple]]:
+    """``(model, scenarios)`` for each rule of a claim: its reference model's, then its contrasts'."""
+    return [(claim.reference_model, claim.scenarios)] + list(claim.contrasts.items())
+
+
 def _cell(args):
-    study_key, claim_id, L, sc_name, n_draws, seed = args
+    study_key, claim_id, rule_model, L, sc_name, n_draws, seed = args
     from .studies import load_study
     study = load_study(study_key)
     claim = study.claim(claim_id)
-    sc = next(s for s in claim.scenarios if s.name == sc_name)
+    sc = next(s for s in dict(rule_sets(claim))[rule_model] if s.name == sc_name)
     try:
-        return calibrate_claim(study, claim, L, sc, n_draws, seed)
+        return calibrate_claim(study, claim, L, sc, n_draws, seed, rule_model)
     except LookupError as exc:                      # e.g. no untrained-model profiles recorded
         return f"{claim.id} {sc.name} L={L}: skipped ({exc})"
 
 
-def calibrate(study, n_draws: int = 500, depths=DEPTHS, claims=None, kinds=("null", "planted"), seed: int = 0,
+def calibrate(study, n_draws: int = 500, depths=DEPTHS, claims=None, kinds=("null", "planted", "alternative"),
+              seed: int = 0,
               workers: int = 1, log=None) -> pd.DataFrame:
     """The calibration table of a study (``claims``: ids or short names to restrict to; ``workers``:
     processes, each cell is independent and seeded by (seed, depth, claim, scenario))."""
     chosen = [c for c in study.claims if not claims or c.id in claims or c.id.split(".", 1)[-1] in claims]
     key = str(study.folder) if study.folder and study.id not in BUILTIN else study.id
-    jobs = [(key, c.id, L, sc.name, n_draws, seed) for c in chosen for sc in c.scenarios if sc.kind in kinds
-            for L in depths]
+    jobs = [(key, c.id, model, L, sc.name, n_draws, seed) for c in chosen for model, scenarios in rule_sets(c)
+            for sc in scenarios if sc.kind in kinds for L in depths]
     if workers > 1:
         import multiprocessing as mp
         with mp.get_context("fork").Pool(workers) as pool:
@@ -98,7 +118,7 @@ def calibrate(study, n_draws: int = 500, depths=DEPTHS, claims=None, kinds=("nul
 def _log(r, log):
     if log:
         log(f"  {r}" if isinstance(r, str) else
-            f"  {r['claim']:<34} {r['scenario']:<24} L={r['n_layers']:<3} rate {r['rate']:.3f} "
+            f"  {r['claim']:<34} {r['rule_model']:<14} {r['scenario']:<26} L={r['n_layers']:<3} rate {r['rate']:.3f} "
             f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] ({r['seconds']} s)")
     return r
 
@@ -114,13 +134,14 @@ def markdown(table: pd.DataFrame, title: str = "Calibration of the decision rule
              "Rate = how often a claim's rule declares its effect (a pass for a positive claim, a failure for a "
              "control claim) on simulated evidence, through the claim's own `measure` and the study's `judge`. "
              f"Nulls must stay at or below {ALPHA:.0%} (95% Clopper-Pearson interval in brackets); planted rows "
-             "are power.", ""]
+             "are power; alternative rows (rules that state an absence) are how often the absence is wrongly "
+             "confirmed when the effect is there.", ""]
     bad = exceeds(table)
     lines += [f"**{'No' if bad.empty else len(bad)} null row(s) significantly above {ALPHA:.0%}.**", ""]
     depths = sorted(table.n_layers.unique())
-    for (claim, kind), g in table.groupby(["claim", "kind"], sort=False):
+    for (claim, model, kind), g in table.groupby(["claim", "rule_model", "kind"], sort=False):
         if kind == "null":
-            lines += [f"## `{claim}`", "", f"Rule: {g.rule.iloc[-1]}", ""]
+            lines += [f"## `{claim}`: the rows of {model}", "", f"Rule: {g.rule.iloc[-1]}", ""]
         lines += [f"| {kind} scenario | " + " | ".join(f"L = {L}" for L in depths) + " |",
                   "|---|" + "---|" * len(depths)]
         for sc, s in g.groupby("scenario", sort=False):
@@ -138,10 +159,10 @@ def markdown(table: pd.DataFrame, title: str = "Calibration of the decision rule
 def summary_markdown(table: pd.DataFrame) -> str:
     """One row per claim: the worst null rate (and its scenario) and the best planted rate at each depth."""
     depths = sorted(table.n_layers.unique())
-    lines = ["| claim | " + " | ".join(f"worst null, L = {L}" for L in depths) + " | " +
+    lines = ["| claim (rows of) | " + " | ".join(f"worst null, L = {L}" for L in depths) + " | " +
              " | ".join(f"power, L = {L}" for L in depths) + " |",
              "|---|" + "---|" * (2 * len(depths))]
-    for claim, g in table.groupby("claim", sort=False):
+    for (claim, model), g in table.groupby(["claim", "rule_model"], sort=False):
         cells = []
         for L in depths:
             n = g[(g.kind == "null") & (g.n_layers == L)]
@@ -153,7 +174,7 @@ def summary_markdown(table: pd.DataFrame) -> str:
         for L in depths:
             p = g[(g.kind == "planted") & (g.n_layers == L)]
             cells.append("—" if p.empty else f"{p.rate.max():.2f} ({p.loc[p.rate.idxmax()].scenario})")
-        lines.append(f"| `{claim}` | " + " | ".join(cells) + " |")
+        lines.append(f"| `{claim}` ({model}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -104,6 +104,9 @@ class Claim:
     reference_model: str = ""        # whose paper rows a model without rows of its own is judged against
     effect_verdict: bool = True
     scenarios: tuple[Scenario, ...] = ()
+    # a second rule the paper states for another model (e.g. "absent in the 3B"), with its own scenarios:
+    # ``{model: scenarios}``; calibration runs each model's rows on its scenarios
+    contrasts: dict = {}
 
     def measure(self, ev) -> list[dict]:
         raise NotImplementedError
@@ -180,15 +183,17 @@ def _with_depth_versions(meas: list[dict]) -> dict[str, dict]:
     return out
 
 
-def normalised_paper_rows(expected: pd.DataFrame, claims, n_layers: int, model: str) -> pd.DataFrame:
+def normalised_paper_rows(expected: pd.DataFrame, claims, n_layers: int, model: str,
+                          source: str | None = None) -> pd.DataFrame:
     """The paper's rows re-expressed for a model with ``n_layers`` layers: each claim's rows of its
-    ``reference_model``; layer rows become ``<metric>@depth`` rows, a layer ``l`` of an ``L``-layer model
-    spanning depths ``[l/L, (l+1)/L)`` (half-open: the next layer's start is outside)."""
+    ``reference_model`` (or of ``source``, when given); layer rows become ``<metric>@depth`` rows, a layer
+    ``l`` of an ``L``-layer model spanning depths ``[l/L, (l+1)/L)`` (half-open: the next layer's start is
+    outside)."""
     paper = expected[expected.provenance == "paper"]
     ref = {c.id: c.reference_model for c in claims}
     rows = []
     for claim, grp in paper.groupby("claim", sort=False):
-        src = ref.get(claim) or grp.model.iloc[0]
+        src = source or ref.get(claim) or grp.model.iloc[0]
         for r in grp[grp.model == src].to_dict("records"):
             if r["unit"] == "layer":
                 L = r["n_layers"]

@@ -251,6 +251,21 @@ class DoublePeakClaim(Claim):
         Scenario("planted_dip_0.20", "planted", "peaks at layers 14 and 29 of 80, valley 0.20 below them",
                  dict(truths=_two_huge)),
     ])
+    # the 3B rule (the scaling contrast): one significant peak and no double peak. Its nulls are worlds
+    # without a peak; its "alternative" rows are worlds with the 70B's double peak, where passing is a miss
+    _flat = {(e, RESID): ("flat",) for e in ("relations", "analogies")}
+    _single_3b = {("relations", RESID): ("bump", 10 / 28, 0.08, 0.12), ("analogies", RESID): ("bump", 12.5 / 28,
+                                                                                               0.08, 0.12)}
+    contrasts = {"llama-3.2-3b": tuple(_profile_nulls(_flat, {(e, RESID): ("untrained", e, RESID)
+                                                              for e in ("relations", "analogies")}) + [
+        Scenario("planted_single_paper", "planted", "one peak per profile at the 3B's layers (10 and 12.5 of 28), "
+                 "height 0.12", dict(truths=_single_3b)),
+        Scenario("planted_single_paper_1.5x", "planted", "the same, noise 1.5x", dict(truths=_single_3b,
+                                                                                     kappa=1.5)),
+        Scenario("alt_dip_0.12", "alternative", "the 70B's double peak (layers 14 and 29 of 80), valley 0.12: "
+                 "passing is a miss", dict(truths=_two_big)),
+        Scenario("alt_dip_0.20", "alternative", "the same, valley 0.20", dict(truths=_two_huge)),
+    ])}
 
     def measure(self, ev):
         L = ev.n_layers
@@ -258,6 +273,10 @@ class DoublePeakClaim(Claim):
         rows = []
         for exp in ("relations", "analogies"):
             v, reps = ev.profile(exp, RESID)
+            ps = P.peak_summary(v, reps, LEVEL, INFLATION)
+            rows.append(row(ev, self, f"{exp}.peak_gain", "balanced_accuracy", ps.gain, ps.gain_lo, ps.gain_hi, "ci",
+                            f"{RESID}: largest gain over layer 0 (at layer {ps.gain_layer}); simultaneous interval, "
+                            f"selection included (the 3B rule: a peak to have, and not two)"))
             dp = P.double_peak(v, reps, sep, LEVEL, INFLATION)
             how = (f"{RESID}; simultaneous {LEVEL:.0%} band x{INFLATION}, peaks >= {sep} layers apart")
             rows.append(row(ev, self, f"{exp}.double_peak_found", "bool", float(dp.found),
@@ -295,6 +314,22 @@ class AntiPersistenceClaim(Claim):
         Scenario("planted_zigzag_weak", "planted", "smooth trend + AR(1) noise, phi = -0.25",
                  dict(truths=_trend, rho=-0.25)),
     )
+    # the 3B rule (the scaling contrast): attention outputs carry information (so a zig-zag could be seen)
+    # and are not anti-persistent. Nulls: attention without information; alternative: the 70B's zig-zag
+    _flat = {(e, ATTN): ("flat",) for e in needs}
+    contrasts = {"llama-3.2-3b": (
+        Scenario("null_flat_white", "null", "flat attention profiles (no information) + white noise",
+                 dict(truths=_flat, rho=0.0, n_boot=NOISE["n_boot"])),
+        Scenario("null_flat_ar_1.5x", "null", "flat + AR(1) noise 1.5x",
+                 dict(truths=_flat, kappa=1.5, n_boot=NOISE["n_boot"])),
+        Scenario("untrained_1.5x", "null", "the untrained model's attention profiles and noise, 1.5x",
+                 dict(truths={(e, ATTN): ("untrained", e, ATTN) for e in needs}, rho=0.0, kappa=1.5,
+                      n_boot=NOISE["n_boot"])),
+        Scenario("planted_trend_white", "planted", "smooth trend (height 0.1) + white noise: information, no "
+                 "zig-zag", dict(truths=_trend, rho=0.0, n_boot=NOISE["n_boot"])),
+        Scenario("alt_zigzag", "alternative", "smooth trend + anti-persistent AR(1) noise, phi = -0.4: passing is "
+                 "a miss", dict(truths=_trend, rho=-0.4, n_boot=NOISE["n_boot"])),
+    )}
 
     def applies(self, ev):
         return any(ev.has(e) for e in self._exps)
@@ -303,9 +338,10 @@ class AntiPersistenceClaim(Claim):
         L = ev.n_layers
         a, b = L // 2, L
         exps = [e for e in self._exps if ev.has(e)]
+        gate = self._attention_signal(ev, exps)
         if b - a < 7:
-            return [row(ev, self, "p_vs_null", "p", np.nan,
-                        detail=f"not computable: the back half has {b - a} layers (< 7)")]
+            return [gate, row(ev, self, "p_vs_null", "p", np.nan,
+                              detail=f"not computable: the back half has {b - a} layers (< 7)")]
         prof = np.array([ev.profile(e, ATTN)[0][a:b] for e in exps])
         t = P.anti_persistence_test(prof, seed=0)
         rows = [row(ev, self, f"{e}.rho_attn_back_half", "rho", P.anti_persistence(p),
@@ -317,11 +353,28 @@ class AntiPersistenceClaim(Claim):
                 "detrended rho (decision statistic), mean over experiments; interval = its white-noise pivot null"),
             row(ev, self, "p_vs_null", "p", t.p_value, detail="one-sided: more anti-persistent than a smooth trend "
                                                                "+ white noise"),
+            gate,
         ]
         return rows
 
+    def _attention_signal(self, ev, exps) -> dict:
+        """``attn_mean.best_value``: the attention profile averaged over the experiments (replicate b of the
+        mean = the mean of the experiments' replicates b, independent resamples) at its best layer, with the
+        largest lower bound of its simultaneous band: whether attention outputs carry information at all
+        (above chance at some layer, the choice of the layer included)."""
+        profs = [ev.profile(e, ATTN) for e in exps]
+        B = min(len(r) for _, r in profs)
+        if not B:
+            return row(ev, self, "attn_mean.best_value", "balanced_accuracy", np.nan,
+                       detail="not computable: no bootstrap replicates of the attention profiles")
+        v = np.mean([p for p, _ in profs], axis=0)
+        band = P.simultaneous_band(v, np.mean([r[:B] for _, r in profs], axis=0), LEVEL, INFLATION)
+        return row(ev, self, "attn_mean.best_value", "balanced_accuracy", np.nanmax(v), np.nanmax(band.lo),
+                   np.nanmax(band.hi), "ci", f"{ATTN}, mean over {len(exps)} experiments, best layer "
+                   f"{int(np.nanargmax(v))}; simultaneous band x{INFLATION}")
+
     def simulate(self, scenario, n_layers, rng):
-        return _simulate_profiles(scenario, n_layers, rng, n_boot=0)
+        return _simulate_profiles(scenario, n_layers, rng, n_boot=scenario.params.get("n_boot", 0))
 
 
 class BuriedDecodable(Claim):
