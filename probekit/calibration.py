@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .claim import judge_rows, normalised_paper_rows
+from .atomic import atomic_write_parquet, atomic_write_text
+from .claim import bounds_text, judge_rows, normalised_paper_rows
 from .stats import binomial_interval
-from .studies import BUILTIN
+from .studies import BUILTIN, load_study
 
 COLUMNS = ["study", "claim", "rule_model", "rule", "n_layers", "scenario", "kind", "description", "n_draws", "n_effect", "rate",
            "ci_low", "ci_high", "seconds"]
@@ -37,7 +38,6 @@ ALPHA = 0.05
 
 def rule_text(expected_rows: pd.DataFrame) -> str:
     """The claim's rule as one line: every paper row it must pass."""
-    from .claim import bounds_text
     parts = []
     for r in expected_rows.itertuples():
         on = "interval" if r.direction == "within" else r.judge_on
@@ -86,7 +86,6 @@ def rule_sets(claim) -> list[tuple[str, tuple]]:
 
 def _cell(args):
     study_key, claim_id, rule_model, L, sc_name, n_draws, seed = args
-    from .studies import load_study
     study = load_study(study_key)
     claim = study.claim(claim_id)
     sc = next(s for s in dict(rule_sets(claim))[rule_model] if s.name == sc_name)
@@ -179,7 +178,6 @@ def summary_markdown(table: pd.DataFrame) -> str:
 
 
 def write(table: pd.DataFrame, out_dir) -> dict[str, Path]:
-    from .atomic import atomic_write_parquet, atomic_write_text
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     return {"parquet": atomic_write_parquet(table, out / "calibration.parquet"),

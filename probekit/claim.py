@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .experiments import experiment_profile
 from .profiles import layer_range_depths
 
 MEASUREMENT_COLUMNS = ["model", "n_layers", "claim", "metric", "unit", "value", "ci_low", "ci_high",
@@ -43,7 +44,6 @@ class ReplicationEvidence:
         return exp in self.rep.results
 
     def profile(self, exp: str, component: str):
-        from .experiments import experiment_profile
         key = (exp, component)
         if key not in self._cache:
             self._cache[key] = experiment_profile(self.rep.results[exp], self.study.experiment(exp), component)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .. import expected as E
+
 DEFAULT_STUDY = "bogdan2025"
 BUILTIN = ("bogdan2025",)
 
@@ -59,7 +61,6 @@ class Study:
 
     @property
     def expected_dir(self) -> Path:
-        from .. import expected as E
         return Path(self.expected_path) if self.expected_path else E.expected_dir()
 
     def owns(self, claim_id: str) -> bool:
@@ -68,7 +69,6 @@ class Study:
     def expected(self) -> pd.DataFrame:
         """This study's rows of ``expected_dir/*.parquet`` (validated); the paper rows from code when
         none are written yet."""
-        from .. import expected as E
         table = E.load(self.expected_dir) if Path(self.expected_dir).is_dir() else pd.DataFrame(columns=E.COLUMNS)
         mine = table[table.claim.map(self.owns)] if len(table) else table
         if not (mine.provenance == "paper").any():

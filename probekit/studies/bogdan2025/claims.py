@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from probekit import profiles as P
 from probekit import simulate as sim
@@ -461,7 +462,6 @@ class ShuffledAtChance(Claim):
             rows.append(row(ev, self, "max_abs_null_minus_chance", "score", max(worst),
                             detail="binary labels, every experiment, layer, component: mean of the permutation null "
                                    "- 0.5 (group leakage would lift it)"))
-        import pandas as pd
         sh = pd.concat(tables)
         sh = sh[sh.label.str.startswith(SHUFFLED_PREFIX) & (sh.role == "control")
                 & sh.metric.isin(["balanced_accuracy", "r"])]
