@@ -200,16 +200,20 @@ def type_control_labels(y: np.ndarray, types: np.ndarray, n_draws: int,
 
     Each type (e.g. target word) gets one label, drawn by permuting the
     per-type labels (the label of each type's first occurrence) across types,
-    and every occurrence of the type carries it. Binary draws that come out
+    and every occurrence of the type carries it. When those first-occurrence
+    labels are all equal (a set that lists every word with its first sense
+    first), the types' labels are drawn from the labels of all occurrences
+    instead, so the control is not a constant. Binary draws that come out
     one-class are redrawn. Returns ``[n, n_draws]``.
     """
     y = np.asarray(y)
     uniq, first, inv = np.unique(types, return_index=True, return_inverse=True)
     tval = y[first]
+    from_types = len(np.unique(tval)) > 1
     out = np.empty((len(y), n_draws), dtype=y.dtype)
     for b in range(n_draws):
         for _ in range(100):
-            col = tval[rng.permutation(len(uniq))][inv]
+            col = (tval[rng.permutation(len(uniq))] if from_types else rng.choice(y, len(uniq)))[inv]
             if kind != "binary" or len(np.unique(col)) > 1:
                 break
         out[:, b] = col

@@ -89,6 +89,19 @@ def test_type_control_labels_are_consistent_per_type():
             assert len(np.unique(C[types == t, b])) == 1
 
 
+def test_type_control_labels_when_every_first_occurrence_has_one_label():
+    """A senses-style set: every word appears with both senses, its first sense first. The first-occurrence
+    labels are all 0, so permuting them gave a constant control (balanced accuracy NaN in every cell)."""
+    rng = np.random.default_rng(0)
+    types = np.repeat([f"w{i}" for i in range(20)], 2)
+    y = np.tile([0, 1], 20)
+    C = S.type_control_labels(y, types, 9, rng)
+    for b in range(9):
+        assert len(np.unique(C[:, b])) == 2
+        for t in np.unique(types):
+            assert len(np.unique(C[types == t, b])) == 1
+
+
 def test_pvalues():
     null = np.array([0.1, 0.2, 0.3, 0.4])
     assert S.perm_pvalue(0.35, null[:, None])[0] == pytest.approx(2 / 5)
