@@ -54,13 +54,12 @@ def weights_digest(model, full_limit: int = FULL_DIGEST_BYTES) -> str:
 
     * Up to ``full_limit`` bytes of parameters (2 GiB: SmolLM2-135M and Gemma-3-270M in fp32,
       0.5 and 1.1 GB), every byte goes through SHA256: any change to any weight changes the
-      digest (about 0.3-0.6 s per GB on the 2-core box, tensors hashed on two threads).
+      digest (tensors hashed on two threads).
     * Above it (a 3B model is 6 GB in bf16, a 70B 140 GB), a deterministic sample of every
       parameter tensor: viewed as a matrix (last dimension = columns), one element of every row
       and one of every column, at positions that differ from row to row. That is rows + columns
-      elements per tensor (~14 M for a 70B), gathered where the tensor lives (GPU included):
-      measured on the 2-core CPU under load, 0.2 s for Llama-3.2-3B's shapes and 2.5 s for
-      Llama-3.3-70B's (bf16), where a full hash of 140 GB would take minutes. It changes
+      elements per tensor (~14 M for a 70B), gathered where the tensor lives (GPU included),
+      where a full hash of 140 GB would take minutes. It changes
       when a checkpoint is retrained, fine-tuned or re-initialised (every element changes) and
       when whole rows or columns are ablated or edited (a neuron, a head's slice, a token
       embedding): the in-memory edits interpretability code makes. A single scalar edited in a
