@@ -22,11 +22,20 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .atomic import atomic_directory
+from .activations import carry_metadata
+from .atomic import atomic_directory, atomic_write_json
+from .checks import DEFAULT_PROBE, check_probe_kw, count, usable_dir
 from .experiments import Experiment
-
-DEFAULT_PROBE = dict(n_splits=6, n_permutations=100, n_bootstrap=1000, control_task=True, seed=0)
-
+from .extraction import DEFAULT_MAX_BATCH_TOKENS, extract
+from .hashing import file_sha256, frame_hash
+from .models import LoadedModel, load_model
+from .probes import SOLVER_VERSION, ProbeResults, probe_grid
+from .registry import cache_dir
+from .stats import group_permutations
+from .stimuli import load as load_stimulus_set
+from .store import is_read_only_error
+from .studies import BUILTIN, Study, load_study
+from .transfer import transfer_scores
 
 @dataclass
 class Replication:
@@ -195,20 +204,16 @@ def with_shuffled_controls(acts, primary: list[str], seed: int = 0):
         stim[SHUFFLED_PREFIX + name] = col
         specs[SHUFFLED_PREFIX + name] = dict(spec, role="control",
                                              description=f"{name}, permuted across/within CV groups (control)")
-    stim.attrs = dict(acts.stimuli.attrs, labels=specs)
-    return dataclasses.replace(acts, stimuli=stim)
+    return dataclasses.replace(acts, stimuli=carry_metadata(stim, acts.stimuli, labels=specs))
 
 
 def probe_experiment(acts, exp: Experiment, probe_kw: dict | None = None, cache: bool | str = True):
     """Probe grid for one experiment's activations, cached under ``<cache_dir>/results``."""
-    from .models import cache_dir
-    from .probes import ProbeResults, probe_grid
     probe_kw = dict(DEFAULT_PROBE, **check_probe_kw(probe_kw))
     stim = acts.stimuli
     primary = exp.primary_labels(stim)
     path = None
     if cache and acts.meta.get("store"):
-        from .checks import usable_dir
         root = cache_dir() / "results" if cache is True else Path(cache)
         usable_dir(root, f"probe-results cache {root}", write=False)        # a file in the way: say so
         path = root / _results_key(acts, stim, probe_kw, primary)
