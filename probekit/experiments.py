@@ -57,5 +57,5 @@ def experiment_profile(res, exp: Experiment, component: str, labels: list[str] |
         raise ValueError(f"experiment {exp.name}: primary labels {labels} cover different rows; "
                          f"their bootstrap replicates cannot be averaged")
     values = np.mean([res.profile(l, component, exp.metric).value.to_numpy() for l in labels], axis=0)
-    reps = np.mean([res.bootstrap_profiles(l, component, exp.metric) for l in labels], axis=0)
-    return values, reps
+    boot = np.mean([res.bootstrap_profiles(l, component, exp.metric) for l in labels], axis=0)
+    return values, boot
