@@ -17,15 +17,12 @@ layer profiles -> claims / reports. Each stage is a module:
 __version__ = "0.1.0"
 
 from .activations import COMPONENTS, ActivationSet  # noqa: E402
-
-
-def load_model(*args, **kwargs):
-    from .models import load_model as _load
-    return _load(*args, **kwargs)
+from .models import load_model  # noqa: E402
 
 
 def extract(*args, **kwargs):
-    from .extraction import extract as _extract
+    """:func:`probekit.extraction.extract`."""
+    from .extraction import extract as _extract   # cycle: extraction imports __version__ from this package
     return _extract(*args, **kwargs)
 
 

@@ -136,7 +136,6 @@ def plan_batches(lengths: list[int], batch_size: int, max_tokens: int | None = D
 
     Every row is in exactly one batch (checked: an entry of the store is only completed from a plan
     that covers every row)."""
-    from .checks import count
     batch_size = count(batch_size, "batch_size", 1)
     if max_tokens is not None:
         max_tokens = count(max_tokens, "max_batch_tokens", 1)

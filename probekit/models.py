@@ -35,6 +35,7 @@ from . import adapters, checkpoint
 from .errors import (CheckpointError, DeviceError, ModelIdentityError, ModelInputError,  # noqa: F401 (re-exported)
                      ModelUnavailableError, UnsupportedArchitectureError)
 from .hashing import file_sha256
+from .placement import plan_for_checkpoint
 from .registry import MODELS, ModelSpec, cache_dir  # noqa: F401 (re-exported)
 from .weights import converted_gguf, embedded_gguf, verify_converted  # noqa: F401 (re-exported)
 
@@ -395,7 +396,6 @@ def load_model(name_or_path: str, dtype="float32", device: str | None = "cpu",
             kw.pop("gguf_file")
     placement = None
     if "auto" in (dtype, device) or stream_layers:
-        from .placement import plan_for_checkpoint
         placement = plan_for_checkpoint(kw["path"], kw.get("gguf_file"), dtype, device, stream_layers)
         dtype, device = placement.dtype, placement.device
         tdtype = _torch_dtype(dtype)
@@ -404,7 +404,7 @@ def load_model(name_or_path: str, dtype="float32", device: str | None = "cpu",
             if seed is not None:
                 raise ModelInputError(f"{name}: a random-init control is built in memory and cannot be "
                                       f"layer-streamed; use --stream-layers 0 or a smaller model")
-            from .streaming import load_streamed
+            from .streaming import load_streamed   # cycle: streaming builds this module's LoadedModel
             return load_streamed(name, kw, placement)
         if device == "auto":                    # several GPUs: device_map over them (no CPU offload)
             load_kw["device_map"] = "auto"

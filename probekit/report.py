@@ -21,7 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import __version__
 from . import profiles as P
+from .atomic import atomic_file as _atomic
+from .atomic import atomic_write_parquet, atomic_write_text  # noqa: F401  (re-exported for the CLI)
 from .claim import ReplicationEvidence, judge, measure
 from .experiments import Experiment, experiment_profile
 from .profiles import layer_range_depths
@@ -42,9 +45,6 @@ BASIS_TITLES = {
 
 
 # ----------------------------------------------------------------------------- atomic writes
-
-from .atomic import atomic_file as _atomic  # noqa: E402
-from .atomic import atomic_write_parquet, atomic_write_text  # noqa: E402,F401  (re-exported for the CLI)
 
 
 def _save_fig(fig, path) -> Path:
@@ -421,7 +421,6 @@ def transfer_lines(rep, component: str = OVERVIEW_COMPONENT) -> list[str]:
 
 
 def report_markdown(rep, verdicts: pd.DataFrame, figures: list[Path], out_dir: Path) -> str:
-    from . import __version__
     rel = {Path(p).name: os.path.relpath(p, out_dir) for p in figures}
     lines = [f"# probekit report: {rep.model}", "",
              f"{rep.n_layers} layers, d_model {rep.d_model}, markers {', '.join(rep.markers) or '—'}, "
