@@ -12,20 +12,21 @@ layer profiles -> claims / reports. Each stage is a module:
   and :mod:`probekit.results` (``ProbeResults``, persistence)
 * :mod:`probekit.stats`       permutation tests, bootstraps, control tasks
 * :mod:`probekit.profiles`    layer-profile metrics (peaks, anti-persistence)
-* :mod:`probekit.claims`      the paper's claims as data, judged against ``expected/``
+* :mod:`probekit.claim`       a claim: its measurement and decision rule, judged against ``expected/``
+  (a study's claims live in its folder, :mod:`probekit.studies`)
+* :mod:`probekit.report`      figures, claims tables, audit; :mod:`probekit.cli` the command line
+
+The README's "Library" section draws the flow; ``tests/test_imports.py`` checks it on the imports.
 """
 __version__ = "0.1.0"
 
 from .activations import COMPONENTS, ActivationSet  # noqa: E402
-
-
-def load_model(*args, **kwargs):
-    from .models import load_model as _load
-    return _load(*args, **kwargs)
+from .models import load_model  # noqa: E402
 
 
 def extract(*args, **kwargs):
-    from .extraction import extract as _extract
+    """:func:`probekit.extraction.extract`."""
+    from .extraction import extract as _extract   # cycle: extraction imports __version__ from this package
     return _extract(*args, **kwargs)
 
 

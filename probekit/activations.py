@@ -14,6 +14,7 @@ The contract every downstream stage relies on:
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
@@ -23,6 +24,17 @@ import pandas as pd
 COMPONENTS: tuple[str, ...] = ("resid_pre", "attn_out", "mlp_out")
 #: How a stimulus's token activations become one vector: mean over the target word's tokens, or the last token.
 POOLINGS: tuple[str, ...] = ("target_mean", "last_token")
+
+
+def carry_metadata(frame: pd.DataFrame, source: pd.DataFrame, **changes) -> pd.DataFrame:
+    """``frame``, made from the stimulus frame ``source`` by a pandas operation, given ``source``'s stage
+    metadata (``attrs``: name, version, hash, pooling, labels, checks; a deep copy) updated by ``changes``.
+
+    pandas carries ``attrs`` through most operations, but not by contract (pandas-dev/pandas#52166 proposes
+    to stop): every stage that derives a stimulus frame from another goes through here, so the metadata
+    the next stage reads (labels, pooling, the set's name and hash) survives by construction."""
+    frame.attrs = {**copy.deepcopy(dict(source.attrs)), **changes}
+    return frame
 
 
 @dataclass
@@ -52,7 +64,7 @@ class ActivationSet:
                 raise ValueError(f"array {key} has shape {arr.shape}, expected {first.shape}")
         if first.shape[0] != len(stimuli):
             raise ValueError(f"arrays have {first.shape[0]} rows but stimuli has {len(stimuli)}")
-        return cls(stimuli=stimuli.reset_index(drop=True), n_layers=len(layers),
+        return cls(stimuli=carry_metadata(stimuli.reset_index(drop=True), stimuli), n_layers=len(layers),
                    d_model=first.shape[1], model_name=model_name, pooling=pooling,
                    meta=dict(meta or {}), _arrays=dict(arrays))
 
@@ -72,10 +84,3 @@ class ActivationSet:
             return self._arrays[(int(layer), component)]
         assert self._loader is not None
         return self._loader(int(layer), component)
-
-    def subset(self, rows) -> "ActivationSet":
-        """Rows of every matrix (loaded into memory) and of ``stimuli``."""
-        rows = np.asarray(rows)
-        arrays = {(l, c): np.asarray(self.get(l, c))[rows] for l in self.layers for c in self.components}
-        return ActivationSet.from_arrays(arrays, self.stimuli.iloc[rows].reset_index(drop=True),
-                                         model_name=self.model_name, pooling=self.pooling, meta=self.meta)

@@ -1,8 +1,10 @@
 """Atomic writes: a crash leaves the old file (or directory) or the new one, never half of one.
 
-Every cache and results writer in probekit goes through these: the activation
-store's manifests, the model cache, probe-result caches, saved replications,
-expected tables, reports and figures.
+The cache and results writers of probekit go through these: the activation store's
+manifests, the model cache, probe-result caches and saved replications (each written into
+an :func:`atomic_directory`), expected tables, stimulus sets (``stimuli.save``: the data,
+then its sidecar), reports and figures. ``ProbeResults.save`` writes plain files into the
+directory it is given; it is atomic only inside such a directory, as the pipeline calls it.
 """
 from __future__ import annotations
 

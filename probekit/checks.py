@@ -64,3 +64,17 @@ def writable(path) -> bool:
     p = Path(path).absolute()
     existing = next((q for q in [p, *p.parents] if q.exists()), None)
     return existing is not None and existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
+
+
+# the probe grid's settings for a replication (probekit.pipeline); here so that the command line's
+# --help can show them without importing the probes
+DEFAULT_PROBE = dict(n_splits=6, n_permutations=100, n_bootstrap=1000, control_task=True, seed=0)
+
+
+def check_probe_kw(probe_kw: dict | None) -> dict:
+    """The probe settings with their counts checked (n_splits >= 2, permutations/bootstrap >= 0)."""
+    kw = dict(probe_kw or {})
+    for name, minimum in (("n_splits", 2), ("n_permutations", 0), ("n_bootstrap", 0), ("n_control", 1)):
+        if name in kw:
+            kw[name] = count(kw[name], name, minimum)
+    return kw

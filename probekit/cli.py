@@ -10,8 +10,28 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+
+import pandas as pd
+
+from . import __version__, llama3
+from . import calibration as Cal
+from . import expected as E
+from .checks import DEFAULT_PROBE, PathError, usable_dir
+from .claim import MEASUREMENT_COLUMNS
+from .models import (MODELS, ModelInputError, ModelUnavailableError, UnsupportedArchitectureError, cache_dir,
+                     preflight, resolve)
+from .placement import PlacementError
+from .report import (_ci, all_verdicts, atomic_write_parquet, atomic_write_text, claim_rows, claims_markdown,
+                     measure_run, twin_markdown, write_report)
+from .streaming import StreamingError
+from .studies import StudyError, load_study
+
+# probekit.pipeline is imported inside the commands that run or load a replication: it pulls in
+# probes -> sklearn/scipy (0.8 s of `python -X importtime`), which `probekit --help` and
+# `probekit models` do not need.
 
 DEFAULT_MODEL = "smollm2-135m"
 EXIT_UNAVAILABLE = 2
@@ -32,7 +52,6 @@ def _comma_list(text: str | None) -> list[str] | None:
 
 
 def _study(args):
-    from .studies import StudyError, load_study
     try:
         return load_study(getattr(args, "study", None))
     except StudyError as exc:
@@ -68,8 +87,6 @@ def _count_type(name: str, minimum: int):
 
 def _check_paths(args) -> str | None:
     """Problems with --out and the cache, found before any model is loaded (None: all usable)."""
-    from .checks import PathError, usable_dir
-    from .models import cache_dir
     try:
         if getattr(args, "out", None) is not None:
             usable_dir(args.out, "--out")
@@ -84,7 +101,7 @@ def _check_paths(args) -> str | None:
 
 
 def _replicate(args, model: str):
-    from .pipeline import replicate
+    from .pipeline import replicate                    # sklearn/scipy: see the module's imports
     probe_kw = {"n_permutations": args.permutations, "n_bootstrap": args.bootstrap}
     return replicate(model, args.experiments, study=_study(args), store=not args.no_store, probe_kw=probe_kw,
                      batch_size=args.batch_size, dtype=args.dtype, device=args.device,
@@ -94,7 +111,6 @@ def _replicate(args, model: str):
 
 
 def _summary_lines(verdicts) -> list[str]:
-    from .report import _ci, claim_rows
     if verdicts is None or len(verdicts) == 0:
         return ["  (no claims measured)"]
     cr = claim_rows(verdicts)
@@ -115,7 +131,6 @@ def _summary_lines(verdicts) -> list[str]:
 def _preflight(args, models) -> int:
     """Every model argument checked (device, dtype, where the weights are, a supplied checkpoint's identity)
     before any work starts: 0, or 2 with the reason."""
-    from .models import ModelInputError, ModelUnavailableError, UnsupportedArchitectureError, preflight
     for m in models:
         try:
             preflight(m, args.dtype, args.device)
@@ -127,10 +142,6 @@ def _preflight(args, models) -> int:
 
 
 def cmd_run(args) -> int:
-    from .models import ModelInputError, ModelUnavailableError, UnsupportedArchitectureError
-    from .placement import PlacementError
-    from .streaming import StreamingError
-    from .report import write_report
     models = args.model or [DEFAULT_MODEL]
     _check_experiments(args, _study(args))
     problem = _check_paths(args)
@@ -169,9 +180,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .checks import PathError, usable_dir
-    from .pipeline import Replication, SavedRunError
-    from .report import write_report
+    from .pipeline import Replication, SavedRunError   # sklearn/scipy: see the module's imports
     src = Path(args.from_dir)
     out = Path(args.out) if args.out else src
     try:
@@ -194,11 +203,7 @@ def cmd_report(args) -> int:
 def _measurements_for(run_dir: Path):
     """A saved run's measurements: ``measurements.parquet`` if it is not older than the run and has the
     current columns, else re-measured."""
-    import pandas as pd
-
-    from .claim import MEASUREMENT_COLUMNS
-    from .pipeline import Replication
-    from .report import measure_run
+    from .pipeline import Replication                  # sklearn/scipy: see the module's imports
     mp, rj = run_dir / "measurements.parquet", run_dir / "replication.json"
     if mp.exists() and rj.exists() and mp.stat().st_mtime >= rj.stat().st_mtime:
         try:
@@ -211,14 +216,7 @@ def _measurements_for(run_dir: Path):
 
 
 def cmd_audit(args) -> int:
-    import json
-
-    import pandas as pd
-
-    from .checks import PathError, usable_dir
-    from .pipeline import SavedRunError
-    from .report import all_verdicts, atomic_write_parquet, atomic_write_text, claims_markdown, twin_markdown
-    from .studies import load_study
+    from .pipeline import SavedRunError                # sklearn/scipy: see the module's imports
     root = Path(args.results)
     if not root.is_dir():
         _err(f"--results {root} is not a directory (expected the results root of `probekit run`, "
@@ -269,7 +267,6 @@ def cmd_audit(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from . import calibration as Cal
     study = _study(args)
     depths = [int(x) for x in args.layers.split(",")]
     if args.draws < 20 or any(L < 8 for L in depths):
@@ -286,7 +283,6 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .models import MODELS, ModelUnavailableError, resolve
     rows = []
     for alias, spec in MODELS.items():
         try:
@@ -308,7 +304,6 @@ def cmd_models(args) -> int:
 
 
 def cmd_expected(args) -> int:
-    from . import expected as E
     if not args.write_paper and not args.update_measured:
         _err("nothing to do: give --write-paper and/or --update-measured --model X")
         return 1
@@ -316,8 +311,6 @@ def cmd_expected(args) -> int:
     if args.write_paper:
         print(f"wrote {E.write_paper(study, args.dir)}")
     if args.update_measured:
-        from .models import ModelInputError, ModelUnavailableError, UnsupportedArchitectureError
-        from .report import measure_run
         if not args.model:
             _err("--update-measured needs --model")
             return 1
@@ -353,7 +346,6 @@ def _add_run_options(p: argparse.ArgumentParser, default_model: bool = True) -> 
     p.add_argument("--device", default="auto", help="auto (default: cuda if visible, else cpu), cpu, cuda, cuda:N")
     p.add_argument("--stream-layers", default="auto", nargs="?", const="1", choices=["auto", "1", "0"],
                    help="layer-streamed extraction: auto (default: when the model does not fit), 1 forces it, 0 never")
-    from .pipeline import DEFAULT_PROBE
     p.add_argument("--permutations", type=_count_type("--permutations", 0), default=DEFAULT_PROBE["n_permutations"],
                    help=f"permutations per label (default {DEFAULT_PROBE['n_permutations']})")
     p.add_argument("--bootstrap", type=_count_type("--bootstrap", 0), default=DEFAULT_PROBE["n_bootstrap"],
@@ -362,7 +354,6 @@ def _add_run_options(p: argparse.ArgumentParser, default_model: bool = True) -> 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
     p = argparse.ArgumentParser(
         prog="probekit", description="Layer-by-layer linear probes of decoder LMs, reproducing the claims of "
                                      "arXiv 2501.07359 (Bogdan 2025).")
@@ -431,7 +422,6 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     c.set_defaults(func=cmd_calibrate)
 
-    from . import llama3
     b = sub.add_parser("build-llama3", help="write a Llama-3-shaped checkpoint (real tokenizer, seeded random weights)",
                        description="Build a transformers checkpoint of the Llama-3.2-3B shape, a slice of "
                                    "Llama-3.3-70B at full width, or a tiny one, with the real Llama 3 tokenizer "

@@ -20,6 +20,7 @@ import pandas as pd
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
 from . import stats
+from .activations import carry_metadata
 
 SURFACE_COLUMNS: tuple[str, ...] = ("n_letters", "zipf", "n_target_tokens")
 
@@ -319,7 +320,7 @@ def grid_columns(stimuli: pd.DataFrame, labels=None, *, n_splits: int = 6, seed:
     exactly as :func:`probekit.probes.probe_grid` with the same arguments builds them: the grid
     calls this, so a scikit-learn loop over ``grid_columns(...)`` refits the
     grid's own columns (the benchmark and the oracle tests do)."""
-    stim = stimuli.reset_index(drop=True)
+    stim = carry_metadata(stimuli.reset_index(drop=True), stimuli)
     spec_list, Y = resolve_labels(stim, labels)
     specs = {s.name: s for s in spec_list}
     plans = make_plans(stim, spec_list, Y, n_splits, seed, stratify)

@@ -15,6 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .activations import carry_metadata
+from .stimuli import load as load_stimulus_set
+from .stimuli import load_file as load_stimulus_file
+
 
 @dataclass(frozen=True)
 class Experiment:
@@ -29,14 +33,11 @@ class Experiment:
 
     def stimuli(self) -> pd.DataFrame:
         """The stimulus set: a shipped set by name, or a CSV/parquet file by path (a study's own set)."""
-        from . import stimuli as S
-        df = S.load_file(self.stimulus_set) if str(self.stimulus_set).endswith((".csv", ".parquet")) \
-            else S.load(self.stimulus_set)
-        attrs = dict(df.attrs)
+        df = load_stimulus_file(self.stimulus_set) if str(self.stimulus_set).endswith((".csv", ".parquet")) \
+            else load_stimulus_set(self.stimulus_set)
         if self.query:
-            df = df.query(self.query).reset_index(drop=True)
-            df.attrs = attrs
-            df.attrs["name"] = f"{self.stimulus_set}[{self.query}]"
+            df = carry_metadata(df.query(self.query).reset_index(drop=True), df,
+                                name=f"{self.stimulus_set}[{self.query}]")
         return df
 
     def primary_labels(self, stimuli: pd.DataFrame) -> list[str]:
@@ -56,5 +57,5 @@ def experiment_profile(res, exp: Experiment, component: str, labels: list[str] |
         raise ValueError(f"experiment {exp.name}: primary labels {labels} cover different rows; "
                          f"their bootstrap replicates cannot be averaged")
     values = np.mean([res.profile(l, component, exp.metric).value.to_numpy() for l in labels], axis=0)
-    reps = np.mean([res.bootstrap_profiles(l, component, exp.metric) for l in labels], axis=0)
-    return values, reps
+    boot = np.mean([res.bootstrap_profiles(l, component, exp.metric) for l in labels], axis=0)
+    return values, boot

@@ -25,8 +25,9 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .activations import COMPONENTS, POOLINGS, ActivationSet
+from .activations import COMPONENTS, POOLINGS, ActivationSet, carry_metadata
 from .adapters import adapter_for, base_model, blocks, sublayer
+from .checks import count, usable_dir
 from .hashing import frame_hash
 from .store import ActivationStore, StoreCorruptError, StoreMismatchError, is_read_only_error
 from .text import TargetNotFoundError, as_targets, target_spans
@@ -135,7 +136,6 @@ def plan_batches(lengths: list[int], batch_size: int, max_tokens: int | None = D
 
     Every row is in exactly one batch (checked: an entry of the store is only completed from a plan
     that covers every row)."""
-    from .checks import count
     batch_size = count(batch_size, "batch_size", 1)
     if max_tokens is not None:
         max_tokens = count(max_tokens, "max_batch_tokens", 1)
@@ -270,17 +270,15 @@ def extract(model, stimuli: pd.DataFrame, pooling: str | None = None, *, batch_s
     (stimuli and tokens per second) to stderr once an extraction has run for a
     few seconds; True from the start; False never.
     """
-    from .checks import count
     batch_size = count(batch_size, "batch_size", 1)
     if max_batch_tokens is not None:
         max_batch_tokens = count(max_batch_tokens, "max_batch_tokens", 1)
     if store is not None and store is not False and not isinstance(store, ActivationStore):
         store = ActivationStore(None if store is True else store)
     if isinstance(store, ActivationStore):
-        from .checks import usable_dir
         usable_dir(store.root, f"activation store {store.root}", write=False)     # a file in the way: now
     pooling = pooling or stimuli.attrs.get("pooling") or "target_mean"
-    stimuli = stimuli.reset_index(drop=True)
+    stimuli = carry_metadata(stimuli.reset_index(drop=True), stimuli)
     tok = model.tokenizer
     max_len = getattr(model.config, "max_position_embeddings", None)
     enc = encode(tok, stimuli, pooling, model.name, max_length=max_len)
@@ -289,11 +287,10 @@ def extract(model, stimuli: pd.DataFrame, pooling: str | None = None, *, batch_s
     meta = {"probekit_version": __version__, "model_fingerprint": fingerprint,
             "stimulus_set": stimuli.attrs.get("name"), "stimulus_version": stimuli.attrs.get("version"),
             "stimulus_hash": stimuli.attrs.get("hash")}
-    stim_out = stimuli.copy()
-    stim_out.attrs = dict(stimuli.attrs)
+    stim_out = carry_metadata(stimuli.copy(), stimuli)
     runner = _run
     if getattr(model, "streamed", False):          # probekit.streaming: layer-major, weights read once
-        from .streaming import preflight, run_streamed
+        from .streaming import preflight, run_streamed   # cycle: streaming reuses this module's batching and hooks
         preflight(model, enc, chunks)              # missing shards / disk refused before the store is touched
         runner = run_streamed
 

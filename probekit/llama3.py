@@ -28,6 +28,9 @@ import os
 from pathlib import Path
 
 from .atomic import atomic_directory
+from .hashing import file_sha256
+from .models import _torch_dtype
+from .registry import cache_dir
 
 BOS_ID = 128000
 VOCAB_SIZE = 128256
@@ -85,9 +88,6 @@ def tokenizer():
     ``<cache>/llama3/tokenizer-<sha of tokenizer.model>/``.
     """
     from transformers import PreTrainedTokenizerFast
-
-    from .hashing import file_sha256
-    from .models import cache_dir
     src = tokenizer_model_path()
     target = cache_dir() / "llama3" / f"tokenizer-{file_sha256(src)[:16]}"
     if not (target / "tokenizer.json").exists():
@@ -191,8 +191,6 @@ def build_checkpoint(shape: str, out_dir: str | os.PathLike, *, seed: int = 0, d
     import torch
     from safetensors.torch import save_file
     from transformers import LlamaForCausalLM
-
-    from .models import _torch_dtype
     cfg = llama_config(shape, n_layers)
     tdtype = _torch_dtype(dtype)
     if tdtype is None:
@@ -246,7 +244,6 @@ def build_checkpoint(shape: str, out_dir: str | os.PathLike, *, seed: int = 0, d
 def ensure_checkpoint(shape: str, *, seed: int = 0, dtype: str = "bfloat16", n_layers: int | None = None,
                       log=None) -> Path:
     """The checkpoint of ``shape`` in the probekit cache, built on first use."""
-    from .models import cache_dir
     nl = "" if n_layers is None else f"-L{n_layers}"
     target = cache_dir() / "llama3" / f"{shape}{nl}-seed{seed}-{dtype}"
     if not (target / "probekit-llama3.json").exists():

@@ -35,6 +35,7 @@ from . import adapters, checkpoint
 from .errors import (CheckpointError, DeviceError, ModelIdentityError, ModelInputError,  # noqa: F401 (re-exported)
                      ModelUnavailableError, UnsupportedArchitectureError)
 from .hashing import file_sha256
+from .placement import plan_for_checkpoint
 from .registry import MODELS, ModelSpec, cache_dir  # noqa: F401 (re-exported)
 from .weights import converted_gguf, embedded_gguf, verify_converted  # noqa: F401 (re-exported)
 
@@ -54,13 +55,12 @@ def weights_digest(model, full_limit: int = FULL_DIGEST_BYTES) -> str:
 
     * Up to ``full_limit`` bytes of parameters (2 GiB: SmolLM2-135M and Gemma-3-270M in fp32,
       0.5 and 1.1 GB), every byte goes through SHA256: any change to any weight changes the
-      digest (about 0.3-0.6 s per GB on the 2-core box, tensors hashed on two threads).
+      digest (tensors hashed on two threads).
     * Above it (a 3B model is 6 GB in bf16, a 70B 140 GB), a deterministic sample of every
       parameter tensor: viewed as a matrix (last dimension = columns), one element of every row
       and one of every column, at positions that differ from row to row. That is rows + columns
-      elements per tensor (~14 M for a 70B), gathered where the tensor lives (GPU included):
-      measured on the 2-core CPU under load, 0.2 s for Llama-3.2-3B's shapes and 2.5 s for
-      Llama-3.3-70B's (bf16), where a full hash of 140 GB would take minutes. It changes
+      elements per tensor (~14 M for a 70B), gathered where the tensor lives (GPU included),
+      where a full hash of 140 GB would take minutes. It changes
       when a checkpoint is retrained, fine-tuned or re-initialised (every element changes) and
       when whole rows or columns are ablated or edited (a neuron, a head's slice, a token
       embedding): the in-memory edits interpretability code makes. A single scalar edited in a
@@ -396,7 +396,6 @@ def load_model(name_or_path: str, dtype="float32", device: str | None = "cpu",
             kw.pop("gguf_file")
     placement = None
     if "auto" in (dtype, device) or stream_layers:
-        from .placement import plan_for_checkpoint
         placement = plan_for_checkpoint(kw["path"], kw.get("gguf_file"), dtype, device, stream_layers)
         dtype, device = placement.dtype, placement.device
         tdtype = _torch_dtype(dtype)
@@ -405,7 +404,7 @@ def load_model(name_or_path: str, dtype="float32", device: str | None = "cpu",
             if seed is not None:
                 raise ModelInputError(f"{name}: a random-init control is built in memory and cannot be "
                                       f"layer-streamed; use --stream-layers 0 or a smaller model")
-            from .streaming import load_streamed
+            from .streaming import load_streamed   # cycle: streaming builds this module's LoadedModel
             return load_streamed(name, kw, placement)
         if device == "auto":                    # several GPUs: device_map over them (no CPU offload)
             load_kw["device_map"] = "auto"

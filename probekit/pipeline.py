@@ -9,6 +9,7 @@ model load and some parquet reads.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -22,10 +23,20 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .atomic import atomic_directory
+from .activations import carry_metadata
+from .atomic import atomic_directory, atomic_write_json
+from .checks import DEFAULT_PROBE, check_probe_kw, count, usable_dir
 from .experiments import Experiment
-
-DEFAULT_PROBE = dict(n_splits=6, n_permutations=100, n_bootstrap=1000, control_task=True, seed=0)
+from .extraction import DEFAULT_MAX_BATCH_TOKENS, extract
+from .hashing import file_sha256, frame_hash
+from .models import LoadedModel, load_model
+from .probes import SOLVER_VERSION, ProbeResults, probe_grid
+from .registry import cache_dir
+from .stats import group_permutations
+from .stimuli import load as load_stimulus_set
+from .store import is_read_only_error
+from .studies import BUILTIN, Study, load_study
+from .transfer import transfer_scores
 
 
 @dataclass
@@ -74,7 +85,6 @@ class Replication:
     @classmethod
     def load(cls, out_dir: str | os.PathLike) -> "Replication":
         """Read a saved run; :class:`SavedRunError` names the file and what to do when it is unusable."""
-        from .probes import ProbeResults
         out = Path(out_dir)
         rj = out / "replication.json"
         redo = f"rerun `probekit run --model ... --out {out.parent}` to rewrite it"
@@ -119,8 +129,6 @@ CHECKSUMS = "checksums.json"
 
 def write_checksums(d: str | os.PathLike) -> None:
     """SHA256 of every file in ``d`` into ``d/checksums.json`` (atomically; written last)."""
-    from .atomic import atomic_write_json
-    from .hashing import file_sha256
     d = Path(d)
     sums = {p.name: file_sha256(p) for p in sorted(d.iterdir()) if p.is_file() and p.name != CHECKSUMS}
     atomic_write_json(d / CHECKSUMS, {"sha256": sums}, fsync=True)
@@ -130,7 +138,6 @@ def verify_checksums(d: str | os.PathLike, required: bool = True) -> None:
     """Raise :class:`ResultsCorruptError` unless every file listed in ``d/checksums.json`` matches.
 
     ``required=False``: a directory without checksums (written before they existed) passes."""
-    from .hashing import file_sha256
     d = Path(d)
     try:
         sums = json.loads((d / CHECKSUMS).read_text())["sha256"]
@@ -148,19 +155,7 @@ def verify_checksums(d: str | os.PathLike, required: bool = True) -> None:
             raise ResultsCorruptError(f"{p}: checksum mismatch (the file changed after it was written)")
 
 
-def check_probe_kw(probe_kw: dict | None) -> dict:
-    """The probe settings with their counts checked (n_splits >= 2, permutations/bootstrap >= 0)."""
-    from .checks import count
-    kw = dict(probe_kw or {})
-    for name, minimum in (("n_splits", 2), ("n_permutations", 0), ("n_bootstrap", 0), ("n_control", 1)):
-        if name in kw:
-            kw[name] = count(kw[name], name, minimum)
-    return kw
-
-
 def _results_key(acts, stimuli: pd.DataFrame, probe_kw: dict, primary: list[str]) -> str:
-    from .hashing import frame_hash
-    from .probes import SOLVER_VERSION
     blob = json.dumps({"activations": acts.meta.get("store") and Path(acts.meta["store"]).name,
                        "fingerprint": acts.meta.get("model_fingerprint"), "pooling": acts.pooling,
                        "stimuli": frame_hash(stimuli, sorted(stimuli.columns)), "probe": probe_kw,
@@ -179,9 +174,6 @@ def with_shuffled_controls(acts, primary: list[str], seed: int = 0):
     (:func:`probekit.stats.group_permutations`) and then goes through exactly the
     same probe code as the real label: the shuffled-label control of claim 7.
     """
-    import dataclasses
-
-    from .stats import group_permutations
     stim = acts.stimuli.copy()
     specs = dict(acts.stimuli.attrs.get("labels", {}))
     rng = np.random.default_rng(seed + 7919)
@@ -195,20 +187,16 @@ def with_shuffled_controls(acts, primary: list[str], seed: int = 0):
         stim[SHUFFLED_PREFIX + name] = col
         specs[SHUFFLED_PREFIX + name] = dict(spec, role="control",
                                              description=f"{name}, permuted across/within CV groups (control)")
-    stim.attrs = dict(acts.stimuli.attrs, labels=specs)
-    return dataclasses.replace(acts, stimuli=stim)
+    return dataclasses.replace(acts, stimuli=carry_metadata(stim, acts.stimuli, labels=specs))
 
 
 def probe_experiment(acts, exp: Experiment, probe_kw: dict | None = None, cache: bool | str = True):
     """Probe grid for one experiment's activations, cached under ``<cache_dir>/results``."""
-    from .models import cache_dir
-    from .probes import ProbeResults, probe_grid
     probe_kw = dict(DEFAULT_PROBE, **check_probe_kw(probe_kw))
     stim = acts.stimuli
     primary = exp.primary_labels(stim)
     path = None
     if cache and acts.meta.get("store"):
-        from .checks import usable_dir
         root = cache_dir() / "results" if cache is True else Path(cache)
         usable_dir(root, f"probe-results cache {root}", write=False)        # a file in the way: say so
         path = root / _results_key(acts, stim, probe_kw, primary)
@@ -228,7 +216,6 @@ def probe_experiment(acts, exp: Experiment, probe_kw: dict | None = None, cache:
                 res.save(tmp)
                 write_checksums(tmp)
         except OSError as exc:
-            from .store import is_read_only_error
             if not is_read_only_error(exc):
                 raise
             warnings.warn(f"probe-results cache {path.parent} is read-only ({exc.strerror}): results not cached")
@@ -244,13 +231,8 @@ def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict
     ``bogdan2025``). ``dtype`` / ``device`` / ``stream_layers``: ``"auto"`` chooses by
     :func:`probekit.placement.plan_placement` (CUDA + bf16 with a GPU; else CPU in a dtype that fits;
     layer-streamed when it does not fit)."""
-    from .extraction import extract
-    from .models import LoadedModel, load_model
-    from .studies import BUILTIN, Study, load_study
     check_probe_kw(probe_kw)                         # every argument checked before the model is loaded
-    from .checks import count
     batch_size = count(batch_size, "batch_size", 1)
-    from .extraction import DEFAULT_MAX_BATCH_TOKENS
     max_batch_tokens = DEFAULT_MAX_BATCH_TOKENS if max_batch_tokens is None else \
         count(max_batch_tokens, "max_batch_tokens", 1)
     study = study if isinstance(study, Study) else load_study(study)
@@ -267,8 +249,7 @@ def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict
     rep = Replication(model.name, model.n_layers, model.d_model, model.markers, model.fingerprint, timings=timings,
                       study=study.id if study.id in BUILTIN or not study.folder else str(study.folder))
     if getattr(model, "streamed", False):   # one streamed pass for every experiment: each weight read once
-        from .stimuli import load as load_set
-        held = [load_set(test) for train, test in study.transfers if train in names]
+        held = [load_stimulus_set(test) for train, test in study.transfers if train in names]
         model.plan([study.experiments[n].stimuli() for n in names] + held, batch_size=batch_size, store=store)
     kept = {}
     for name in names:
@@ -289,10 +270,8 @@ def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict
     for train, test_set in study.transfers:
         if train not in kept:
             continue
-        from . import stimuli as S
-        from .transfer import transfer_scores
         t = time.perf_counter()
-        held = extract(model, S.load(test_set), batch_size=batch_size, store=store, progress=progress,
+        held = extract(model, load_stimulus_set(test_set), batch_size=batch_size, store=store, progress=progress,
                        max_batch_tokens=max_batch_tokens)
         parts.append(transfer_scores(kept[train], held).assign(train=train, test=test_set))
         timings[f"transfer_{train}"] = {"extract_s": round(time.perf_counter() - t, 2), "probe_s": 0.0,

@@ -25,6 +25,9 @@ tokenizer and the Python process; the available memory is ``psutil``'s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ModelUnavailableError
 
 GiB = 1 << 30
 DTYPES = ("float32", "bfloat16", "float16")
@@ -191,9 +194,6 @@ def plan_for_checkpoint(path, gguf_file=None, dtype="auto", device="auto", strea
 
 def check_checkpoint_dir(path) -> None:
     """A transformers checkpoint directory must hold weights and a tokenizer; say which is missing."""
-    from pathlib import Path
-
-    from .models import ModelUnavailableError
     path = Path(path)
     if not path.is_dir():
         return

@@ -80,9 +80,8 @@ def probe_grid(acts, labels=None, *, n_splits: int = 6, estimator: str = "fast",
         + float64 Rayleigh-quotient eigenvalues for the small ones; identical
         accuracies in the sklearn agreement tests, see :func:`probekit.solver.ridge_oof`).
     n_threads : BLAS/OpenMP threads during the call (restored afterwards; None leaves them
-        alone). The matrices are small (n_train x n_train eigendecompositions); on the shared
-        2-core dev box 2 threads made ``eigh`` of a 200 x 200 matrix 5-500x slower than 1
-        whenever another process was busy, and never much faster when idle.
+        alone). The matrices are small (n_train x n_train eigendecompositions): more threads gain
+        little on them and slow ``eigh`` down sharply when another process competes for the cores.
     """
     n_splits = count(n_splits, "n_splits", 2)
     n_permutations = count(n_permutations, "n_permutations", 0)
@@ -147,13 +146,13 @@ def _fit_cells(acts, design: GridColumns, layers: list[int], comps: tuple[str, .
                                       precise=precise)
                 for name, block in cols.layout.items():
                     span = slice(block.start, block.stop)
-                    npm = block.n_permutations
+                    n_perm = block.n_permutations
                     for mt, v in stats.column_metrics(specs[name].kind, cols.values[:, span], oof[:, span]).items():
                         fits.observed[name][mt][li, ci] = v[0]
-                        if npm:
-                            fits.null[name][mt][:, li, ci] = v[1:1 + npm]
+                        if n_perm:
+                            fits.null[name][mt][:, li, ci] = v[1:1 + n_perm]
                         if block.n_control:
-                            fits.control[name][mt][li, ci] = np.nanmean(v[1 + npm:])
+                            fits.control[name][mt][li, ci] = np.nanmean(v[1 + n_perm:])
                     fits.oof[name][li, ci] = oof[:, block.start]
                     if li == layers[0] and ci == 0:
                         fits.alpha_first_cell[name] = np.asarray(alphas)[best[:, block.start]].tolist()

@@ -21,7 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import __version__
 from . import profiles as P
+from .atomic import atomic_file as _atomic
+from .atomic import atomic_write_parquet, atomic_write_text  # noqa: F401  (re-exported for the CLI)
 from .claim import ReplicationEvidence, judge, measure
 from .experiments import Experiment, experiment_profile
 from .profiles import layer_range_depths
@@ -42,9 +45,6 @@ BASIS_TITLES = {
 
 
 # ----------------------------------------------------------------------------- atomic writes
-
-from .atomic import atomic_file as _atomic  # noqa: E402
-from .atomic import atomic_write_parquet, atomic_write_text  # noqa: E402,F401  (re-exported for the CLI)
 
 
 def _save_fig(fig, path) -> Path:
@@ -83,8 +83,8 @@ def profile_summary(res, exp: Experiment, component: str, profile=None, inflatio
     (:func:`probekit.profiles.peak_summary`, the one peak summary of claims and report).
 
     ``profile``: ``(values, replicates)`` from :func:`experiment_profile` when the caller has them."""
-    v, reps = profile if profile is not None else experiment_profile(res, exp, component)
-    ps = P.peak_summary(v, reps, P.LEVEL, inflation)
+    v, boot = profile if profile is not None else experiment_profile(res, exp, component)
+    ps = P.peak_summary(v, boot, P.LEVEL, inflation)
     s = res.scores
     d = s[s.label.isin(_primary(res, exp)) & (s.component == component) & (s.metric == exp.metric)]
     at_peak = d[d.layer == ps.layer]
@@ -107,7 +107,7 @@ def plot_experiment(rep, name: str, component: str):
     res = rep.results[name]
     study = _study(rep)
     exp = _experiment(rep, name)
-    v, reps = experiment_profile(res, exp, component)
+    v, boot = experiment_profile(res, exp, component)
     L = rep.n_layers
     x = np.arange(len(v))
     fig = _fig()
@@ -121,14 +121,14 @@ def plot_experiment(rep, name: str, component: str):
         ax.plot(p.layer, p.value, lw=0.7, alpha=0.45, color="0.35")
     if len(_primary(res, exp)) > 1:
         ax.plot([], [], lw=0.7, alpha=0.45, color="0.35", label="single primary labels")
-    if len(reps):
-        lo, hi = np.quantile(reps, [0.025, 0.975], axis=0)
+    if len(boot):
+        lo, hi = np.quantile(boot, [0.025, 0.975], axis=0)
         ax.fill_between(x, lo, hi, color="C0", alpha=0.25, lw=0, label="95% group-bootstrap CI")
     ax.plot(x, v, color="C0", lw=2.2, marker="o", ms=3.5, label=f"mean of {len(_primary(res, exp))} primary label(s)")
     ax.axhline(CHANCE, color="k", ls="--", lw=1, label="chance (0.5)")
     ax.plot([0], [v[0]], marker="s", ms=8, mfc="none", mec="C3", mew=1.8, ls="none",
             label=f"layer-0 baseline (embeddings) {v[0]:.3f}")
-    sm = profile_summary(res, exp, component, (v, reps), study.inflation)
+    sm = profile_summary(res, exp, component, (v, boot), study.inflation)
     ax.errorbar([sm["peak_layer"]], [sm["peak_value"]],
                 xerr=[[sm["peak_layer"] - sm["peak_ci_low"]], [sm["peak_ci_high"] - sm["peak_layer"]]],
                 fmt="v", color="C1", ms=8, capsize=4,
@@ -162,11 +162,11 @@ def plot_overview(rep, component: str = OVERVIEW_COMPONENT):
     for i, name in enumerate(names):
         res = rep.results[name]
         exp = _experiment(rep, name)
-        v, reps = experiment_profile(res, exp, component)
+        v, boot = experiment_profile(res, exp, component)
         d = np.arange(len(v)) / rep.n_layers
         c = f"C{i % 10}"
-        if len(reps):
-            lo, hi = np.quantile(reps, [0.025, 0.975], axis=0)
+        if len(boot):
+            lo, hi = np.quantile(boot, [0.025, 0.975], axis=0)
             ax.fill_between(d, lo, hi, color=c, alpha=0.15, lw=0)
         ax.plot(d, v, color=c, lw=2, marker="o", ms=2.5, label=name)
     ax.axhline(CHANCE, color="k", ls="--", lw=1, label="chance (0.5)")
@@ -421,7 +421,6 @@ def transfer_lines(rep, component: str = OVERVIEW_COMPONENT) -> list[str]:
 
 
 def report_markdown(rep, verdicts: pd.DataFrame, figures: list[Path], out_dir: Path) -> str:
-    from . import __version__
     rel = {Path(p).name: os.path.relpath(p, out_dir) for p in figures}
     lines = [f"# probekit report: {rep.model}", "",
              f"{rep.n_layers} layers, d_model {rep.d_model}, markers {', '.join(rep.markers) or '—'}, "

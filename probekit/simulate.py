@@ -15,7 +15,10 @@ Everything is a pure function of its arguments and an explicit generator.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from scipy.signal import lfilter
+
+from .stats import maxstat_pvalue
 
 CHANCE = 0.5
 
@@ -58,13 +61,13 @@ def resample(profile, n_layers: int) -> np.ndarray:
 
 def observe(truth, sd, rng: np.random.Generator, *, rho: float = 0.6, kappa_true: float = 1.0,
             kind: str = "ar", n_boot: int = 1000) -> tuple[np.ndarray, np.ndarray]:
-    """``(values, reps)``: the truth seen with noise of sd ``kappa_true * sd`` and ``n_boot`` replicates
+    """``(values, boot)``: the truth seen with noise of sd ``kappa_true * sd`` and ``n_boot`` replicates
     around that observation with sd ``sd`` (same correlation structure)."""
     f = np.asarray(truth, float)
     s = np.broadcast_to(np.asarray(sd, float), f.shape)
     values = f + kappa_true * s * noise(f.shape, kind, rho, rng)
-    reps = values + s * noise((n_boot, len(f)), kind, rho, rng)
-    return values, reps
+    boot = values + s * noise((n_boot, len(f)), kind, rho, rng)
+    return values, boot
 
 
 def cell_table(labels, n_layers: int, rng: np.random.Generator, *, components=("resid_pre", "attn_out", "mlp_out"),
@@ -76,19 +79,16 @@ def cell_table(labels, n_layers: int, rng: np.random.Generator, *, components=("
     plus AR(1) noise (sd ``sd``); ``shift(label) -> [L]`` (or None) adds a true effect to the observed
     cells. ``p_fwer`` comes from :func:`probekit.stats.maxstat_pvalue` over the label's whole grid, as in
     the probe grid."""
-    import pandas as pd
-
-    from .stats import maxstat_pvalue
-    C, L = len(components), n_layers
+    n_comp, L = len(components), n_layers
     parts = []
     for lab in labels:
-        null = CHANCE + sd * ar_noise((n_perm, C, L), rho, rng)
-        obs = CHANCE + sd * ar_noise((C, L), rho, rng)
+        null = CHANCE + sd * ar_noise((n_perm, n_comp, L), rho, rng)
+        observed = CHANCE + sd * ar_noise((n_comp, L), rho, rng)
         if shift is not None:
-            obs = obs + np.asarray(shift(lab), float)[None, :]
-        p = maxstat_pvalue(obs, null)
+            observed = observed + np.asarray(shift(lab), float)[None, :]
+        p = maxstat_pvalue(observed, null)
         parts.append(pd.DataFrame({
             "label": lab, "component": np.repeat(components, L), "metric": metric,
-            "layer": np.tile(np.arange(L), C), "value": obs.ravel(), "p_fwer": p.ravel(),
+            "layer": np.tile(np.arange(L), n_comp), "value": observed.ravel(), "p_fwer": p.ravel(),
             "null_mean": null.mean(0).ravel(), "chance": CHANCE, "role": role}))
     return pd.concat(parts, ignore_index=True)

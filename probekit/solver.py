@@ -8,8 +8,8 @@ and nothing about labels, grids or tables. :func:`fold_grams` standardises each 
 predicts every column, every alpha, every permutation in one GEMM (LOO residuals with
 ``K = U diag(l) U^T``, ``w = 1/(l + alpha)``: ``G = U diag(w) U^T - 11^T/(n alpha)``,
 ``e_loo = G y_c / diag(G)``); :func:`svm_oof` is the literal hinge-loss SVM on the same Grams.
-numpy/scipy only: a torch twin for CUDA was removed (issue 13) because numpy was faster on CPU
-and it was never measured on a GPU.
+numpy/scipy only: the Grams are n x n with n the number of stimuli (a few hundred), which leaves a GPU
+little to do.
 """
 from __future__ import annotations
 
@@ -51,8 +51,8 @@ def fold_grams(X, folds):
         # double-centring below removes exactly, so only the scaling is applied here
         # rows in [train | test] order, so both Grams are contiguous blocks of one product
         Z = Xc[np.concatenate([tr, te])] * (1.0 / sd).astype(np.float32)
-        # Z Z^T: numpy hands A @ A.T to BLAS syrk (half the flops of a general product;
-        # ~1.5x faster than Z @ Z[tr].T on the dev box although it also forms test x test)
+        # Z Z^T: numpy hands A @ A.T to BLAS syrk (half the flops of a general product, which
+        # outweighs also forming the test x test block that Z @ Z[tr].T would skip)
         G = Z @ Z.T                                                      # [n, n], exactly symmetric
         K = G[:ntr, :ntr].astype(np.float64)
         Kte = G[ntr:, :ntr].astype(np.float64)

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from .activations import POOLINGS
+from .atomic import atomic_file, atomic_write_text
 from .hashing import frame_hash
 from .text import as_targets, find_word
 
@@ -617,7 +618,10 @@ def metadata(df: pd.DataFrame) -> dict:
 
 
 def save(df: pd.DataFrame, path) -> Path:
-    """Write ``df`` as CSV or parquet (by suffix) plus its JSON sidecar. Validates first."""
+    """Write ``df`` as CSV or parquet (by suffix) plus its JSON sidecar. Validates first.
+
+    Each file is written atomically (:mod:`probekit.atomic`), the sidecar last: a crash leaves the old
+    pair, or the new data beside the old sidecar, whose hash :func:`load` then refuses."""
     validate(df)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -627,17 +631,17 @@ def save(df: pd.DataFrame, path) -> Path:
         for c in ["target"] + meta["list_columns"]:
             if c in out.columns:
                 out[c] = out[c].map(lambda v: TARGET_SEP.join(v) if isinstance(v, (list, tuple)) else v)
-        out.to_csv(path, index=False, lineterminator="\n")
+        atomic_file(path, lambda tmp: out.to_csv(tmp, index=False, lineterminator="\n"))
     elif path.suffix.lower() in (".parquet", ".pq"):
         out = df.copy()
         out.attrs = {}
         # a column mixing str and list cannot go to parquet: store every target as a list there
         if "target" in out.columns:
             out["target"] = out["target"].map(lambda v: v if isinstance(v, list) else [v])
-        out.to_parquet(path, index=False)
+        atomic_file(path, lambda tmp: out.to_parquet(tmp, index=False))
     else:
         raise ValueError(f"unsupported file type {path.suffix!r}; use .csv or .parquet")
-    _sidecar_path(path).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(_sidecar_path(path), json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
     return path
 
 

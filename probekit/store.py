@@ -41,6 +41,7 @@ import numpy as np
 from .activations import COMPONENTS
 from .atomic import atomic_write_json
 from .hashing import file_sha256
+from .registry import cache_dir
 
 FORMAT_VERSION = 1
 
@@ -218,7 +219,6 @@ class ActivationStore:
 
     def __init__(self, root: str | os.PathLike | None = None):
         if root is None:
-            from .models import cache_dir
             root = cache_dir() / "activations"
         self.root = Path(root)
 

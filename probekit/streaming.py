@@ -51,7 +51,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .models import LoadedModel, ModelUnavailableError, UnsupportedArchitectureError
+from . import adapters
+from .activations import COMPONENTS
+from .adapters import adapter_for, blocks
+from .extraction import _check_finite, _Hooks, encode, pad_batch, plan_chunks, store_identity
+from .models import LoadedModel, ModelUnavailableError, UnsupportedArchitectureError, _torch_dtype
+from .registry import cache_dir
+from .store import ActivationStore
 
 
 class StreamingError(RuntimeError):
@@ -167,9 +173,6 @@ def load_streamed(name: str, kw: dict, placement, hidden: str = "auto") -> Strea
     """Build the meta skeleton of the checkpoint ``kw['path']`` and read the weights outside its blocks."""
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from . import adapters
-    from .models import _torch_dtype
     if "gguf_file" in kw and not (Path(kw["path"]) / "config.json").exists():
         raise StreamingError(f"model {name}: layer streaming reads safetensors shards, not a GGUF file "
                              f"({kw['gguf_file']}); GGUF models are small enough to load in memory")
@@ -226,7 +229,6 @@ def _assign(model, tensors: dict) -> None:
 
 def _block_tensors(model, layer: int) -> tuple[str, dict[str, str]]:
     """(prefix of block ``layer``'s parameters, model name -> checkpoint name of each)."""
-    from .adapters import adapter_for, blocks
     ad = adapter_for(model.model)
     block = blocks(model.model)[layer]
     prefix = f"{ad.base}.{ad.layers}.{layer}."
@@ -252,14 +254,12 @@ def _hidden_mode(model, nbytes: int) -> str:
 
 
 def _hidden_root(model) -> Path:
-    from .models import cache_dir
     return Path(model.hidden_dir or os.environ.get("PROBEKIT_STREAM_DIR") or cache_dir() / "stream-tmp")
 
 
 def preflight(model, enc, chunks) -> None:
     """Refuse before any work (and before the store is touched): every block's tensors must be in a shard,
     and the streamed hidden states must fit where they will be kept."""
-    from .adapters import blocks
     for l in range(len(blocks(model.model))):
         _block_tensors(model, l)
     need = hidden_bytes(model, enc, chunks)
@@ -350,9 +350,6 @@ def plan(model, frames, batch_size: int = 32, store=None) -> None:
 
 
 def _pending_jobs(model, exclude: set) -> list:
-    from .activations import COMPONENTS
-    from .extraction import encode, plan_chunks, store_identity
-    from .store import ActivationStore
     jobs = []
     for frame, batch_size, store in getattr(model, "pending", []):
         pooling = frame.attrs.get("pooling") or "target_mean"
@@ -420,9 +417,6 @@ def run_streamed(model, enc, chunks, stimuli, arrays, done: set, on_chunk, progr
 def _stream(model, jobs: list, progress) -> None:
     """The layer-major pass over every batch of every job."""
     import torch
-
-    from .adapters import blocks
-    from .extraction import _check_finite, _Hooks, pad_batch
     batches = [(j, rows) for j in jobs for chunk in j.chunks for rows in chunk]
     device = model.torch_device
     pad_id = model.tokenizer.pad_token_id
@@ -514,5 +508,4 @@ def _stream(model, jobs: list, progress) -> None:
 
 
 def _base_attr(model) -> str:
-    from .adapters import adapter_for
     return adapter_for(model.model).base

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 
 from .activations import COMPONENTS, ActivationSet
+from .adapters import adapter_for
+from .models import LoadedModel
 
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "gpt2")
 
@@ -67,13 +69,8 @@ def tiny_config(family: str, n_layers: int = 3, d_model: int = 32, vocab_size: i
 
 def tiny_model(family: str, n_layers: int = 3, d_model: int = 32, seed: int = 0, check_adapter: bool = True):
     """A :class:`probekit.models.LoadedModel` with random weights of the given family."""
-    # imported here, not at the top: models/adapters pull in torch and transformers, and
-    # probekit.probes imports this module (make_synthetic_acts) on every probe run
     import torch
     from transformers import AutoModelForCausalLM
-
-    from .adapters import adapter_for
-    from .models import LoadedModel
 
     torch.manual_seed(seed)
     cfg = tiny_config(family, n_layers, d_model)

@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from . import stats as S
+from . import stats
 from .probes import DEFAULT_ALPHAS, ProbeInputError, _load_matrix, fold_grams, ridge_oof
 
 TRANSFER_COLUMNS = ["layer", "component", "label", "kind", "metric", "value", "chance", "alpha",
@@ -119,11 +119,11 @@ def transfer_scores(train, test, labels: Sequence[str] | None = None, *, layers:
                 Yall = np.vstack([Yfit, np.full((len(rb), Yfit.shape[1]), np.nan)])
                 pred, best = ridge_oof(grams, folds, Yall, alphas)
                 for j, (lab, kind, _, _, _, yb) in enumerate(group):
-                    mets = S.column_metrics(kind, yb, pred[len(ra):, j])
-                    for metric in S.metrics_for(kind):
+                    mets = stats.column_metrics(kind, yb, pred[len(ra):, j])
+                    for metric in stats.metrics_for(kind):
                         out.append({"layer": layer, "component": comp, "label": lab, "kind": kind,
                                     "metric": metric, "value": float(mets[metric]),
-                                    "chance": float(S.chance_level(kind, metric, yb)),
+                                    "chance": float(stats.chance_level(kind, metric, yb)),
                                     "alpha": float(np.ravel(alphas)[best[0, j]]),
                                     "n_train": int(len(ra)), "n_test": int(len(rb))})
     return pd.DataFrame(out, columns=TRANSFER_COLUMNS)

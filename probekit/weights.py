@@ -141,7 +141,7 @@ CONVERTED_MANIFEST = "probekit-converted.json"
 
 
 def converted_gguf(kw: dict, name: str) -> Path | None:
-    """De-quantizing a GGUF file takes 20-50 s on 2 cores; do it once and keep a safetensors copy.
+    """De-quantizing a GGUF file takes tens of seconds; do it once and keep a safetensors copy.
 
     The copy lives in the cache under the GGUF's SHA256 and the transformers
     version (the conversion is transformers' own). It is built in a temporary

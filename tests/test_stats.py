@@ -149,6 +149,29 @@ def test_binomial_bounds():
     assert S.binomial_lower(12, 100) > 0.05
 
 
+# (k, n): (one-sided 95% lower, upper) as computed before any change to these functions
+BINOMIAL_PINNED = {(0, 10): (0.0, 0.2588655508930522), (10, 10): (0.7411344491069478, 1.0),
+                   (1, 20): (0.002561378776530283, 0.2161061642068473),
+                   (3, 60): (0.013765157568283046, 0.12418721047743608),
+                   (0, 500): (0.0, 0.005973551516349557), (25, 500): (0.03499847873037866, 0.06913607724453699),
+                   (500, 500): (0.9940264484836504, 1.0)}
+
+
+@pytest.mark.parametrize("k,n", list(BINOMIAL_PINNED))
+def test_binomial_bounds_are_unchanged_and_agree_with_scipy_binomtest(k, n):
+    from scipy.stats import binomtest
+    lo, hi = S.binomial_lower(k, n), S.binomial_upper(k, n)
+    assert (lo, hi) == BINOMIAL_PINNED[(k, n)]                     # bit for bit: the claims' rules read these
+    if k == 0:
+        assert hi == pytest.approx(1 - 0.05 ** (1 / n), rel=1e-12)  # the closed forms at the edges
+    if k == n:
+        assert lo == pytest.approx(0.05 ** (1 / n), rel=1e-12)
+    less = binomtest(k, n, alternative="less").proportion_ci(confidence_level=0.95, method="exact")
+    greater = binomtest(k, n, alternative="greater").proportion_ci(confidence_level=0.95, method="exact")
+    assert hi == pytest.approx(less.high, abs=1e-11) and lo == pytest.approx(greater.low, abs=1e-11)
+    assert less.low == 0.0 and greater.high == 1.0
+
+
 @given(st.integers(0, 10_000))
 @settings(max_examples=20, deadline=None)
 def test_permutations_within_strata_keep_per_stratum_counts(seed):

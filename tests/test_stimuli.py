@@ -527,6 +527,25 @@ def test_load_file_round_trip(sets, tmp_path, name, suffix):
     pd.testing.assert_frame_equal(back, df)
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_save_is_atomic(sets, tmp_path, monkeypatch, suffix):
+    """A write that dies half-way leaves the previous file and sidecar, readable, and no stray files."""
+    df = sets["items"]
+    p = S.save(df, tmp_path / f"items{suffix}")
+    before = {f.name: f.read_bytes() for f in tmp_path.iterdir()}
+    writer = "to_csv" if suffix == ".csv" else "to_parquet"
+
+    def dies(self, path, *args, **kwargs):
+        Path(path).write_text("half a file")
+        raise OSError("disk full")
+    monkeypatch.setattr(pd.DataFrame, writer, dies)
+    with pytest.raises(OSError, match="disk full"):
+        S.save(sets["relations"], p)
+    monkeypatch.undo()
+    assert {f.name: f.read_bytes() for f in tmp_path.iterdir()} == before
+    pd.testing.assert_frame_equal(S.load_file(p), df)
+
+
 def test_load_file_without_sidecar_needs_labels(tmp_path):
     p = tmp_path / "mine.csv"
     _good_frame().to_csv(p, index=False)
