@@ -58,7 +58,7 @@ class ReplicationEvidence:
 
 @dataclass
 class SyntheticEvidence:
-    """Simulated evidence: ``profiles[(exp, component)] = (values, reps)``, ``tables[exp]`` = scores."""
+    """Simulated evidence: ``profiles[(exp, component)] = (values, boot)``, ``tables[exp]`` = scores."""
     n_layers: int
     profiles: dict = field(default_factory=dict)
     tables: dict = field(default_factory=dict)

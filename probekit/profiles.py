@@ -1,7 +1,7 @@
 """Pure functions on layer profiles: the summaries and decision primitives every claim is built from.
 
 A *profile* is ``values[L]`` (a probe metric by layer) with bootstrap
-replicates ``reps[B, L]`` (:meth:`probekit.probes.ProbeResults.bootstrap_profiles`).
+replicates ``boot[B, L]`` (:meth:`probekit.probes.ProbeResults.bootstrap_profiles`).
 Every interval here is computed from the replicates' *deviations* and can be
 widened by ``inflation`` (the study's registered factor for the variance the
 bootstrap of out-of-fold predictions leaves out: refitting and the CV split).
@@ -72,12 +72,12 @@ def layer_range_depths(low: float, high: float, n_layers: int) -> tuple[float, f
     return low / n_layers, (high + 1) / n_layers
 
 
-def _sd(reps: np.ndarray) -> np.ndarray:
+def _sd(boot: np.ndarray) -> np.ndarray:
     """Per-layer sd of the replicates, floored at half the median of the positive ones: where a probe
     predicts a constant (an untrained model's layers) every replicate scores exactly chance and the
     bootstrap sd is 0, but a refit on resampled data is not (measured: sd ~0.015 there,
     benchmarks/calibration/), so a layer never gets a zero-width interval while others have width."""
-    s = np.nanstd(reps, axis=0, ddof=1)
+    s = np.nanstd(boot, axis=0, ddof=1)
     pos = s[s > 0]
     if not len(pos):
         return np.full_like(s, np.nan)
@@ -99,11 +99,11 @@ class Band:
     c: float               # the max-t critical value (before inflation)
 
 
-def simultaneous_band(values, reps, level: float = LEVEL, inflation: float = 1.0) -> Band:
+def simultaneous_band(values, boot, level: float = LEVEL, inflation: float = 1.0) -> Band:
     """Two-sided simultaneous band of a profile from its bootstrap replicates (see module doc). A profile
     whose replicates do not vary at all gets a zero-width band."""
     v = np.asarray(values, float)
-    r = np.asarray(reps, float)
+    r = np.asarray(boot, float)
     if r.ndim != 2 or r.shape[1] != len(v) or r.shape[0] < 20:
         raise ValueError(f"need replicates [B >= 20, {len(v)}], got {r.shape}")
     sd = _sd(r)
@@ -130,10 +130,10 @@ class PeakSummary:
     n_layers: int
 
 
-def peak_summary(values, reps, level: float = LEVEL, inflation: float = 1.0) -> PeakSummary:
+def peak_summary(values, boot, level: float = LEVEL, inflation: float = 1.0) -> PeakSummary:
     """The peak of a profile with selection-aware intervals (see module doc)."""
     v = np.asarray(values, float)
-    r = np.asarray(reps, float)
+    r = np.asarray(boot, float)
     band = simultaneous_band(v, r, level, inflation)
     layer = peak_layer(v)
     in_set = np.flatnonzero(band.hi >= np.nanmax(band.lo))
@@ -180,11 +180,11 @@ def depth_centroid(profiles) -> np.ndarray | float:
     return float(c[0]) if one else c
 
 
-def depth_interval(values, reps, level: float = LEVEL, inflation: float = 1.0) -> tuple[float, float, float]:
+def depth_interval(values, boot, level: float = LEVEL, inflation: float = 1.0) -> tuple[float, float, float]:
     """``(centroid, lo, hi)``: the point centroid plus the replicates' deviation quantiles x ``inflation``
     (NaN interval when more than ``1 - level`` of the replicates have no gain to locate)."""
     c = depth_centroid(values)
-    r = depth_centroid(np.asarray(reps, float))
+    r = depth_centroid(np.asarray(boot, float))
     if np.isnan(c) or np.mean(np.isnan(r)) > 1 - level:
         return c, np.nan, np.nan
     r = r[~np.isnan(r)]
@@ -237,10 +237,10 @@ class DoublePeak:
     margin: float = float("nan")   # min(lo[p1], lo[p2]) - hi[valley] of the best pair (> 0 when found)
 
 
-def double_peak(values, reps, min_separation: int, level: float = LEVEL, inflation: float = 1.0) -> DoublePeak:
+def double_peak(values, boot, min_separation: int, level: float = LEVEL, inflation: float = 1.0) -> DoublePeak:
     """Double peak decided on the simultaneous band (see module doc)."""
     v = np.asarray(values, float)
-    b = simultaneous_band(v, reps, level, inflation)
+    b = simultaneous_band(v, boot, level, inflation)
     return double_peak_from_band(b.lo, b.hi, min_separation)
 
 

@@ -2,7 +2,7 @@
 
 A simulated experiment is a *truth* profile ``f[L]`` observed with noise, plus ``B``
 bootstrap replicates scattered around the observation — the same
-``(values, reps)`` a real run hands to the claims. The noise model follows what
+``(values, boot)`` a real run hands to the claims. The noise model follows what
 the real bootstrap of out-of-fold predictions shows and what it misses:
 
 * the replicates scatter with sd ``sd[l]`` (the bootstrap's own spread), correlated

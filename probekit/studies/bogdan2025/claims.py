@@ -112,10 +112,10 @@ def depth_row(ev, claim, exp: str, component: str = RESID) -> dict:
 
 
 def peak_rows(ev, claim, exp: str, component: str = RESID) -> list[dict]:
-    v, reps = ev.profile(exp, component)
-    ps = P.peak_summary(v, reps, LEVEL, INFLATION)
-    boot = P.bootstrap_peak_layers(reps)
-    b_lo, b_hi = np.quantile(boot, [0.025, 0.975])
+    v, boot = ev.profile(exp, component)
+    ps = P.peak_summary(v, boot, LEVEL, INFLATION)
+    argmaxes = P.bootstrap_peak_layers(boot)
+    b_lo, b_hi = np.quantile(argmaxes, [0.025, 0.975])
     return [
         row(ev, claim, f"{exp}.peak_layer", "layer", ps.layer, ps.set_low, ps.set_high, "set",
             f"{component}: argmax; interval = the layers that may be the true peak"),
@@ -273,12 +273,12 @@ class DoublePeakClaim(Claim):
         sep = max(2, L // 8)
         rows = []
         for exp in ("relations", "analogies"):
-            v, reps = ev.profile(exp, RESID)
-            ps = P.peak_summary(v, reps, LEVEL, INFLATION)
+            v, boot = ev.profile(exp, RESID)
+            ps = P.peak_summary(v, boot, LEVEL, INFLATION)
             rows.append(row(ev, self, f"{exp}.peak_gain", "balanced_accuracy", ps.gain, ps.gain_lo, ps.gain_hi, "ci",
                             f"{RESID}: largest gain over layer 0 (at layer {ps.gain_layer}); simultaneous interval, "
                             f"selection included (the 3B rule: a peak to have, and not two)"))
-            dp = P.double_peak(v, reps, sep, LEVEL, INFLATION)
+            dp = P.double_peak(v, boot, sep, LEVEL, INFLATION)
             how = (f"{RESID}; simultaneous {LEVEL:.0%} band x{INFLATION}, peaks >= {sep} layers apart")
             rows.append(row(ev, self, f"{exp}.double_peak_found", "bool", float(dp.found),
                             detail=f"{how}; margin {dp.margin:.3f}"))
@@ -402,8 +402,8 @@ class BuriedDecodable(Claim):
         for e in ("buried", "buried_end"):
             if not ev.has(e):
                 continue
-            v, reps = ev.profile(e, RESID)
-            m = reps[:, deep].mean(axis=1) if len(reps) else np.array([np.nan])
+            v, boot = ev.profile(e, RESID)
+            m = boot[:, deep].mean(axis=1) if len(boot) else np.array([np.nan])
             rows.append(row(ev, self, f"{e}.deep_value", self.metric, v[deep].mean(),
                             *np.quantile(m, [0.025, 0.975]), "ci",
                             f"{RESID}, last token, layers {deep[0]}-{deep[-1]}"))

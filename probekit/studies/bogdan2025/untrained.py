@@ -24,12 +24,12 @@ WANTED = {"items": (RESID, ATTN), "relations": (RESID, ATTN), "analogies": (RESI
 
 
 def record(run_dirs: list[str | Path], out: Path = UNTRAINED_FILE) -> Path:
-    reps = [Replication.load(d) for d in run_dirs]
+    replications = [Replication.load(d) for d in run_dirs]
     prof: dict = {}
     for exp, comps in WANTED.items():
         for comp in comps:
             vals, sds = [], []
-            for rep in reps:
+            for rep in replications:
                 if exp not in rep.results:
                     continue
                 v, r = experiment_profile(rep.results[exp], EXPERIMENTS[exp], comp)
@@ -39,7 +39,7 @@ def record(run_dirs: list[str | Path], out: Path = UNTRAINED_FILE) -> Path:
                 prof.setdefault(exp, {})[comp] = {"mean": np.mean(vals, 0).round(5).tolist(),
                                                   "sd": np.mean(sds, 0).round(5).tolist()}
     out.write_text(json.dumps({"source": [f"{r.model} ({r.n_layers} layers, fingerprint {r.fingerprint})"
-                                          for r in reps],
+                                          for r in replications],
                                "note": "profiles resampled to 40 depths; mean over the runs listed",
                                "profiles": prof}, indent=1))
     return out
