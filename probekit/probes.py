@@ -51,7 +51,7 @@ def probe_grid(acts, labels=None, *, n_splits: int = 6, estimator: str = "fast",
                n_control: int = 5, control_column: str = "target", alphas=DEFAULT_ALPHAS,
                C_grid=DEFAULT_C_GRID, stratify: str = "joint", surface_baseline: bool = True,
                layers: Sequence[int] | None = None, components: Sequence[str] | None = None,
-               seed: int = 0, level: float = 0.95, n_threads: int | None = 1,
+               seed: int = 0, level: float = stats.LEVEL, n_threads: int | None = 1,
                precise: bool = False) -> ProbeResults:
     """Probe every label x layer x component of ``acts``.
 

@@ -53,7 +53,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-LEVEL = 0.95          # the one interval level of claims, report and results
+from .stats import LEVEL, central  # noqa: F401  (LEVEL re-exported: claims read P.LEVEL)
 
 
 # ----------------------------------------------------------------------------- basics
@@ -356,5 +356,5 @@ def anti_persistence_test(profiles, n_sim: int = 20000, seed: int = 0) -> AntiPe
     base = white_noise_null(n, n_sim * k if k > 1 else n_sim, seed)
     null = base[: (len(base) // k) * k].reshape(-1, k).mean(1)
     pval = (1 + np.sum(null <= t + 1e-12)) / (1 + len(null))
-    lo, hi = np.quantile(null, [0.025, 0.975])
+    lo, hi = np.quantile(null, central())
     return AntiPersistence(rho, t, float(null.mean()), float(lo), float(hi), float(pval), n)

@@ -122,8 +122,8 @@ def plot_experiment(rep, name: str, component: str):
     if len(_primary(res, exp)) > 1:
         ax.plot([], [], lw=0.7, alpha=0.45, color="0.35", label="single primary labels")
     if len(boot):
-        lo, hi = np.quantile(boot, [0.025, 0.975], axis=0)
-        ax.fill_between(x, lo, hi, color="C0", alpha=0.25, lw=0, label="95% group-bootstrap CI")
+        lo, hi = np.quantile(boot, P.central(), axis=0)
+        ax.fill_between(x, lo, hi, color="C0", alpha=0.25, lw=0, label=f"{P.LEVEL:.0%} group-bootstrap CI")
     ax.plot(x, v, color="C0", lw=2.2, marker="o", ms=3.5, label=f"mean of {len(_primary(res, exp))} primary label(s)")
     ax.axhline(CHANCE, color="k", ls="--", lw=1, label="chance (0.5)")
     ax.plot([0], [v[0]], marker="s", ms=8, mfc="none", mec="C3", mew=1.8, ls="none",
@@ -132,7 +132,7 @@ def plot_experiment(rep, name: str, component: str):
     ax.errorbar([sm["peak_layer"]], [sm["peak_value"]],
                 xerr=[[sm["peak_layer"] - sm["peak_ci_low"]], [sm["peak_ci_high"] - sm["peak_layer"]]],
                 fmt="v", color="C1", ms=8, capsize=4,
-                label=f"peak layer {sm['peak_layer']} (95% confidence set {sm['peak_ci_low']:.0f}-"
+                label=f"peak layer {sm['peak_layer']} ({P.LEVEL:.0%} confidence set {sm['peak_ci_low']:.0f}-"
                       f"{sm['peak_ci_high']:.0f})")
     ax.set_xlim(-0.6, len(v) - 0.4)
     ax.set_xlabel("layer")
@@ -166,13 +166,13 @@ def plot_overview(rep, component: str = OVERVIEW_COMPONENT):
         d = np.arange(len(v)) / rep.n_layers
         c = f"C{i % 10}"
         if len(boot):
-            lo, hi = np.quantile(boot, [0.025, 0.975], axis=0)
+            lo, hi = np.quantile(boot, P.central(), axis=0)
             ax.fill_between(d, lo, hi, color=c, alpha=0.15, lw=0)
         ax.plot(d, v, color=c, lw=2, marker="o", ms=2.5, label=name)
     ax.axhline(CHANCE, color="k", ls="--", lw=1, label="chance (0.5)")
     ax.set_ylabel("balanced accuracy (mean of primary labels)")
     ax.set_xlim(-0.02, 1.0)
-    ax.set_title(f"{rep.model} ({rep.n_layers} layers): {component} profiles, shaded 95% CIs", fontsize=11)
+    ax.set_title(f"{rep.model} ({rep.n_layers} layers): {component} profiles, shaded {P.LEVEL:.0%} CIs", fontsize=11)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.9)
     xlabel = "normalised depth (layer / n_layers); depth 0 = layer-0 baseline (embeddings)"
@@ -286,7 +286,7 @@ def claims_markdown(verdicts: pd.DataFrame, title: str = "Claims", level: int = 
         lines += [f"{h}# {head} (basis `{basis}`)", "", blurb, "",
                   f"{n_pass} of {len(part)} model x claim rows pass.", "",
                   "| model | claim | verdict | key metric | value | interval (CI; set: the peak's confidence set; "
-                  "null: the null's central 95%; spread: bootstrap argmaxes) | against "
+                  f"null: the null's central {P.LEVEL:.0%}; spread: bootstrap argmaxes) | against "
                   "| metrics passed | reason |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for r in part.itertuples():
@@ -297,7 +297,7 @@ def claims_markdown(verdicts: pd.DataFrame, title: str = "Claims", level: int = 
                 _fmt(r.value, r.unit), _ci(r.ci_low, r.ci_high, r.unit, r.interval), r.provenance,
                 f"{r.n_passed}/{r.n_metrics}", "" if r.passed else r.reason]) + " |")
         lines += ["", "<details><summary>every judged metric</summary>", "",
-                  "| model | claim | metric | value | 95% CI | judged on | verdict | reason |",
+                  f"| model | claim | metric | value | {P.LEVEL:.0%} CI | judged on | verdict | reason |",
                   "|---|---|---|---|---|---|---|---|"]
         v = verdicts[verdicts.basis == basis]
         v = v.assign(_o=v.claim.map(_claim_order)).sort_values(["model", "_o"], kind="stable")
@@ -436,11 +436,11 @@ def report_markdown(rep, verdicts: pd.DataFrame, figures: list[Path], out_dir: P
         lines += [f"![overview]({rel[ov]})", ""]
     lines += ["## Profiles", "",
               "Experiment profile = mean balanced accuracy of the experiment's primary labels. Peak set: the "
-              "layers that may be the true peak (a simultaneous 95% band, widened by the study's inflation factor; "
+              f"layers that may be the true peak (a simultaneous {P.LEVEL:.0%} band, widened by the study's inflation factor; "
               "see probekit.profiles). Layer 0 = the embeddings (baseline). "
               "Surface baseline: the same CV from surface features only (letters, frequency, tokens). "
               "Selectivity: value minus the control-task value (Hewitt & Liang), at the peak layer.", "",
-              "| experiment | component | peak layer | peak 95% set | peak depth | peak value [95% CI] | layer 0 | "
+              f"| experiment | component | peak layer | peak {P.LEVEL:.0%} set | peak depth | peak value [{P.LEVEL:.0%} CI] | layer 0 | "
               "surface baseline | selectivity at peak | figure |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     study = _study(rep)

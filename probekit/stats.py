@@ -28,6 +28,14 @@ import numpy as np
 BINARY_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy")
 CONTINUOUS_METRICS: tuple[str, ...] = ("r", "r2")
 
+LEVEL = 0.95          # the one interval level of probes, claims, report and results
+
+
+def central(level: float = LEVEL) -> tuple[float, float]:
+    """The quantiles bounding the central ``level`` of a distribution: 2.5% and 97.5% at a level of 95%
+    (rounded, so that 0.95 gives exactly the quantiles written by hand before)."""
+    return round((1 - level) / 2, 12), round((1 + level) / 2, 12)
+
 
 def metrics_for(kind: str) -> tuple[str, ...]:
     if kind == "binary":
@@ -261,7 +269,7 @@ def group_bootstrap_weights(groups: np.ndarray, n_boot: int, seed: int | np.rand
     return counts[:, inv]
 
 
-def percentile_ci(samples: np.ndarray, level: float = 0.95, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def percentile_ci(samples: np.ndarray, level: float = LEVEL, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Percentile interval of bootstrap replicates along ``axis`` (NaNs ignored)."""
     a = (1 - level) / 2
     lo = np.nanquantile(samples, a, axis=axis)
@@ -269,14 +277,14 @@ def percentile_ci(samples: np.ndarray, level: float = 0.95, axis: int = 0) -> tu
     return lo, hi
 
 
-def binomial_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+def binomial_interval(k: int, n: int, level: float = LEVEL) -> tuple[float, float]:
     """Two-sided Clopper-Pearson interval for a binomial rate (scipy's exact method)."""
     from scipy.stats import binomtest
     ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method="exact")
     return float(ci.low), float(ci.high)
 
 
-def binomial_upper(k: int, n: int, level: float = 0.95) -> float:
+def binomial_upper(k: int, n: int, level: float = LEVEL) -> float:
     """One-sided Clopper-Pearson upper bound for a binomial rate.
 
     The closed form (a beta quantile). ``binomtest(k, n, alternative="less").proportion_ci(method="exact")``
@@ -288,7 +296,7 @@ def binomial_upper(k: int, n: int, level: float = 0.95) -> float:
     return float(beta.ppf(level, k + 1, n - k))
 
 
-def binomial_lower(k: int, n: int, level: float = 0.95) -> float:
+def binomial_lower(k: int, n: int, level: float = LEVEL) -> float:
     """One-sided Clopper-Pearson lower bound for a binomial rate (the closed form: see
     :func:`binomial_upper`)."""
     from scipy.stats import beta

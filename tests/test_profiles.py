@@ -131,3 +131,18 @@ def test_bad_input():
         P.simultaneous_band(np.zeros(5), np.zeros((3, 5)))
     with pytest.raises(ValueError, match="same number"):
         P.depth_difference(np.zeros(5), np.zeros((30, 5)), np.zeros(5), np.zeros((40, 5)))
+
+
+def test_one_interval_level_in_the_code():
+    """The interval level is one setting (``stats.LEVEL``): no module writes its own 95% quantiles."""
+    import re
+    from pathlib import Path
+
+    import probekit
+    from probekit import stats
+    assert stats.central() == (0.025, 0.975) and P.LEVEL is stats.LEVEL
+    root = Path(probekit.__file__).parent
+    bad = [f"{f.relative_to(root)}:{i}: {line.strip()}" for f in sorted(root.rglob("*.py"))
+           for i, line in enumerate(f.read_text().splitlines(), 1)
+           if re.search(r"\b0\.(025|975)\b|level: float = 0\.95", line)]
+    assert not bad, "\n".join(bad)

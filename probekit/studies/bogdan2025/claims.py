@@ -115,7 +115,7 @@ def peak_rows(ev, claim, exp: str, component: str = RESID) -> list[dict]:
     v, boot = ev.profile(exp, component)
     ps = P.peak_summary(v, boot, LEVEL, INFLATION)
     argmaxes = P.bootstrap_peak_layers(boot)
-    b_lo, b_hi = np.quantile(argmaxes, [0.025, 0.975])
+    b_lo, b_hi = np.quantile(argmaxes, P.central())
     return [
         row(ev, claim, f"{exp}.peak_layer", "layer", ps.layer, ps.set_low, ps.set_high, "set",
             f"{component}: argmax; interval = the layers that may be the true peak"),
@@ -125,7 +125,8 @@ def peak_rows(ev, claim, exp: str, component: str = RESID) -> list[dict]:
         row(ev, claim, f"{exp}.layer0_value", "balanced_accuracy", ps.layer0, detail="baseline: the embeddings"),
         depth_row(ev, claim, exp, component),
         row(ev, claim, f"{exp}.argmax_spread", "layer", ps.layer, b_lo, b_hi, "spread",
-            "2.5-97.5% of the bootstrap replicates' argmax layers (instability, not a CI)"),
+            f"{50 * (1 - LEVEL):g}-{50 * (1 + LEVEL):g}% of the bootstrap replicates' argmax layers (instability, "
+            f"not a CI)"),
     ]
 
 
@@ -405,7 +406,7 @@ class BuriedDecodable(Claim):
             v, boot = ev.profile(e, RESID)
             m = boot[:, deep].mean(axis=1) if len(boot) else np.array([np.nan])
             rows.append(row(ev, self, f"{e}.deep_value", self.metric, v[deep].mean(),
-                            *np.quantile(m, [0.025, 0.975]), "ci",
+                            *np.quantile(m, P.central()), "ci",
                             f"{RESID}, last token, layers {deep[0]}-{deep[-1]}"))
             s = ev.cells(e)
             prim = ev.primary(e)
