@@ -30,7 +30,8 @@ Peak memory (bytes; ``s`` = bytes per element of the dtype, ``N`` stimuli padded
     R       = the recorded block arguments: per batch a mask (B*T^2) and rotary cos/sin (2*B*T*hd*4)
 
 plus the pooled outputs ``N*L*3*d*4`` when there is no store (with the store they are memory-mapped
-files, written through and dropped from memory after each layer: :func:`release_layer`). Llama-3.2-3B in bf16: E = 0.79 GB, W_block = 0.20 GB; Llama-3.3-70B: E = 2.1 GB, W_block =
+files, written through and dropped from memory after each layer: :func:`release_layer`; the heap's freed
+pages are returned after each layer too: :func:`trim_heap`). Llama-3.2-3B in bf16: E = 0.79 GB, W_block = 0.20 GB; Llama-3.3-70B: E = 2.1 GB, W_block =
 1.71 GB, so 4 GB + H is enough for the 70B. On the CPU, when the checkpoint's dtype is the run's dtype,
 safetensors memory-maps the tensors: only the embedding rows actually used are resident, and a block's
 bytes are paged in during its first batch (``read_s`` in ``model.timings`` is then only the opening);
@@ -40,6 +41,7 @@ Bytes read from disk = the checkpoint's block and embedding tensors, once (``mod
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import mmap
 import os
@@ -496,6 +498,7 @@ def _stream(model, jobs: list, progress) -> None:
             states.flip()
             for job in jobs:
                 release_layer(job.arrays, l)
+            trim_heap()
             dt = time.perf_counter() - tl
             model.timings["layers"].append({"layer": l, "read_s": round(t_read, 3), "total_s": round(dt, 3)})
             if not quiet:                    # one line per layer: visible in logs and under pytest -s
@@ -525,6 +528,16 @@ def release_layer(arrays: dict, layer: int) -> None:
             mm.madvise(mmap.MADV_DONTNEED)
         except (OSError, ValueError):        # e.g. a closed map: the pages go with it anyway
             pass
+
+
+def trim_heap() -> bool:
+    """Give the heap's free pages back to the OS (glibc ``malloc_trim``; a no-op elsewhere). Each layer frees
+    every batch's hidden states while it allocates the next layer's, and glibc keeps the freed pages: in the
+    3B run the heap held 1.9 GB of a 3.5 GB RSS for hidden states of 0.6 GB. Returns whether it ran."""
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0)) or True
+    except (OSError, AttributeError):
+        return False
 
 
 def _base_attr(model) -> str:

@@ -294,3 +294,4 @@ def test_release_layer_drops_finished_pooled_vectors_from_memory(tmp_path):
     for i, c in enumerate(COMPONENTS):
         assert float(arrays[(0, c)][123, 45]) == i + 1.0
         assert float(np.load(tmp_path / f"{c}.npy", mmap_mode="r")[n - 1, d - 1]) == i + 1.0
+
