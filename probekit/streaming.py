@@ -315,8 +315,13 @@ class _MemStates:
         return self.h[b]
 
     def put(self, b, h):
+        old = self.h.pop(b, None)     # the input of batch b is no longer needed: peak = H + one batch
+        if old is not None and old.shape == h.shape and old.dtype == h.dtype and old.device == h.device:
+            import torch              # (torch is imported where a pass runs, as in _DiskStates)
+            with torch.inference_mode():
+                old.copy_(h)          # reuse its storage: no new allocation per batch and layer, so the heap
+            h = old                   # does not fragment (freed inputs interleaved with new outputs)
         self.nxt[b] = h
-        self.h.pop(b, None)           # the input of batch b is no longer needed: peak = H + one batch
 
     def flip(self):
         self.h, self.nxt = self.nxt, {}
