@@ -8,11 +8,11 @@ import pandas as pd
 from benchmarks.perf import compare_runs as CR
 
 
-def _cache(root, shift=0.0, experiments=("items", "relations"), model="llama-3.2-3b"):
+def _cache(root, shift=0.0, experiments=("items", "relations"), model="llama-3.2-3b", **meta):
     for i, exp in enumerate(experiments):
         d = root / "results" / f"{exp}{i:04d}"
         d.mkdir(parents=True)
-        (d / "meta.json").write_text(json.dumps({"experiment": exp, "model_name": model}))
+        (d / "meta.json").write_text(json.dumps({"experiment": exp, "model_name": model, **meta}))
         pd.DataFrame({"label": ["a", "a"], "layer": [0, 1], "component": ["resid_pre"] * 2,
                       "metric": ["balanced_accuracy", "accuracy"], "value": [0.6 + shift, 0.7],
                       "p_value": [0.01, 0.02]}).to_parquet(d / "scores.parquet")
@@ -38,3 +38,20 @@ def test_other_models_in_the_cache_are_filtered(tmp_path):
     for d in (tmp_path / "a2" / "results").iterdir():
         d.rename(tmp_path / "a" / "results" / f"other-{d.name}")
     assert CR.main([str(a), str(_cache(tmp_path / "b")), "--model", "llama-3.2-3b"]) == 0
+
+
+def test_two_results_of_one_experiment_need_a_meta_filter(tmp_path):
+    """A cache reused across a probe-code change holds one result per solver version for each experiment."""
+    import pytest
+    a = _cache(tmp_path / "a")
+    for d in (a / "results").iterdir():
+        m = json.loads((d / "meta.json").read_text())
+        (d / "meta.json").write_text(json.dumps(dict(m, solver_version=3)))
+        old = d.with_name(d.name + "-v2")
+        old.mkdir()
+        (old / "meta.json").write_text(json.dumps(dict(m, solver_version=2)))
+        (old / "scores.parquet").write_bytes((d / "scores.parquet").read_bytes())
+    b = _cache(tmp_path / "b", solver_version=3)
+    with pytest.raises(SystemExit, match="two probe results"):
+        CR.main([str(a), str(b)])
+    assert CR.main([str(a), str(b), "--meta", "solver_version=3"]) == 0

@@ -2,7 +2,7 @@
 ``PROBEKIT_CACHE``: for every experiment present in both caches' probe results, the largest absolute
 difference of every score column, balanced accuracy first.
 
-    python benchmarks/perf/compare_runs.py CACHE_A CACHE_B [--model llama-3.2-3b]
+    python benchmarks/perf/compare_runs.py CACHE_A CACHE_B [--model llama-3.2-3b] [--meta solver_version=3]
 
 Exit status 1 when an experiment of A is missing from B or balanced accuracy differs by more than
 ``--tolerance`` (default 0.01, issue 10's acceptance bound)."""
@@ -20,16 +20,18 @@ KEY = ["label", "layer", "component", "metric"]
 COLUMNS = ["value", "ci_low", "ci_high", "p_value", "p_fwer", "control_value", "null_mean"]
 
 
-def results_by_experiment(cache: Path, model: str | None) -> dict[str, Path]:
+def results_by_experiment(cache: Path, model: str | None, where: dict | None = None) -> dict[str, Path]:
     out = {}
     for meta in sorted((cache / "results").glob("*/meta.json")):
         m = json.loads(meta.read_text())
         if model and m.get("model_name") != model:
             continue
+        if any(str(m.get(k)) != v for k, v in (where or {}).items()):
+            continue
         exp = m.get("experiment") or m.get("stimuli_name")
         if exp in out:
             raise SystemExit(f"{cache}: two probe results for experiment {exp!r} ({out[exp].name}, "
-                             f"{meta.parent.name}); give --model or a cache of one run")
+                             f"{meta.parent.name}); give --model / --meta KEY=VALUE or a cache of one run")
         out[exp] = meta.parent
     return out
 
@@ -55,9 +57,12 @@ def main(argv=None) -> int:
     ap.add_argument("cache_a", type=Path)
     ap.add_argument("cache_b", type=Path)
     ap.add_argument("--model")
+    ap.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
+                    help="only results whose meta.json has this value (e.g. solver_version=3); repeatable")
     ap.add_argument("--tolerance", type=float, default=0.01)
     args = ap.parse_args(argv)
-    ra, rb = (results_by_experiment(c, args.model) for c in (args.cache_a, args.cache_b))
+    where = dict(kv.split("=", 1) for kv in args.meta)
+    ra, rb = (results_by_experiment(c, args.model, where) for c in (args.cache_a, args.cache_b))
     missing = sorted(set(ra) - set(rb))
     rows = {e: compare(ra[e], rb[e]) for e in sorted(set(ra) & set(rb))}
     table = pd.DataFrame(rows).T
