@@ -22,6 +22,15 @@ FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "gpt2
 
 
 @functools.lru_cache(maxsize=None)
+def mixed_stimuli(n: int) -> pd.DataFrame:
+    """``n`` texts alternating a one-word target ("An apple 0") and a two-word target ("A cat and organ
+    number 1 in the church"), for extraction and store tests."""
+    return pd.DataFrame({
+        "text": [f"A cat and organ number {i} in the church" if i % 2 else f"An apple {i}" for i in range(n)],
+        "target": [["cat", "organ"] if i % 2 else "apple" for i in range(n)],
+    })
+
+
 def tiny_tokenizer(bos: bool = True):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast

@@ -18,12 +18,9 @@ import probekit.extraction as ex
 from probekit import cli
 from probekit.activations import COMPONENTS
 from probekit.checks import ArgumentError
-from probekit.testing import tiny_model
+from probekit.testing import mixed_stimuli, tiny_model
 
-STIMULI = pd.DataFrame({
-    "text": [f"A cat and organ number {i} in the church" if i % 2 else f"An apple {i}" for i in range(24)],
-    "target": [["cat", "organ"] if i % 2 else "apple" for i in range(24)],
-})
+STIMULI = mixed_stimuli(24)
 
 
 @pytest.fixture
@@ -568,7 +565,7 @@ _CHILD = r"""
 import os, signal, sys
 import numpy as np
 import probekit, probekit.extraction as ex
-from probekit.testing import tiny_model
+from probekit.testing import mixed_stimuli, tiny_model
 sys.path.insert(0, {tests!r})
 from test_reliability import STIMULI
 store, mode, out = sys.argv[1], sys.argv[2], sys.argv[3]

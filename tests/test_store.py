@@ -4,19 +4,15 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import probekit
 import probekit.extraction as ex
 from probekit.activations import COMPONENTS
 from probekit.store import ActivationStore, StoreMismatchError
-from probekit.testing import tiny_model
+from probekit.testing import mixed_stimuli, tiny_model
 
-STIMULI = pd.DataFrame({
-    "text": [f"A cat and organ number {i} in the church" if i % 2 else f"An apple {i}" for i in range(40)],
-    "target": [["cat", "organ"] if i % 2 else "apple" for i in range(40)],
-})
+STIMULI = mixed_stimuli(40)
 
 
 @pytest.fixture
