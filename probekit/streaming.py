@@ -318,9 +318,7 @@ class _MemStates:
     def put(self, b, h):
         old = self.h.pop(b, None)     # the input of batch b is no longer needed: peak = H + one batch
         if old is not None and old.shape == h.shape and old.dtype == h.dtype and old.device == h.device:
-            import torch              # (torch is imported where a pass runs, as in _DiskStates)
-            with torch.inference_mode():
-                old.copy_(h)          # reuse its storage: no new allocation per batch and layer, so the heap
+            old.copy_(h)              # reuse its storage: no new allocation per batch and layer, so the heap
             h = old                   # does not fragment (freed inputs interleaved with new outputs)
         self.nxt[b] = h
 
@@ -490,15 +488,15 @@ def _stream(model, jobs: list, progress) -> None:
                     hooks.weights = weights_t[b].to(device)
                     hooks.out = {}
                     h = states.get(b).to(device)
-                    with torch.inference_mode():
+                    with torch.inference_mode():       # (put's in-place copy into an inference tensor too)
                         h = blk(h, *args, **kwargs)
-                    if isinstance(h, (tuple, list)):
-                        h = h[0]
-                    _check_finite(hooks.out, rows, job.stimuli, model.name)
-                    idx = np.asarray(rows)
-                    for key, t in hooks.out.items():
-                        job.arrays[key][idx] = t.cpu().numpy()
-                    states.put(b, h if mode == "memory" else h.cpu())
+                        if isinstance(h, (tuple, list)):
+                            h = h[0]
+                        _check_finite(hooks.out, rows, job.stimuli, model.name)
+                        idx = np.asarray(rows)
+                        for key, t in hooks.out.items():
+                            job.arrays[key][idx] = t.cpu().numpy()
+                        states.put(b, h if mode == "memory" else h.cpu())
             finally:
                 blk.to("meta")                   # free the block's weights
             states.flip()
