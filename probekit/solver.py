@@ -22,7 +22,8 @@ from sklearn.svm import SVC
 # 2: float32 LOO residuals, Rayleigh correction only for small eigenvalues.
 # 3: control-task labels drawn from all occurrences when every type's first occurrence agrees
 #    (stats.type_control_labels; it changed the control columns of senses and the pair-only sets).
-SOLVER_VERSION = 3
+# 4: a type with mixed labels takes a random occurrence's label in every control draw (same three sets).
+SOLVER_VERSION = 4
 DEFAULT_ALPHAS: np.ndarray = np.logspace(-2, 6, 9)
 DEFAULT_C_GRID: np.ndarray = np.logspace(-5, 0, 6)
 

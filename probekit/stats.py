@@ -207,21 +207,30 @@ def type_control_labels(y: np.ndarray, types: np.ndarray, n_draws: int,
     """Hewitt & Liang (2019) control task: random labels per word *type*.
 
     Each type (e.g. target word) gets one label, drawn by permuting the
-    per-type labels (the label of each type's first occurrence) across types,
-    and every occurrence of the type carries it. When those first-occurrence
-    labels are all equal (a set that lists every word with its first sense
-    first), the types' labels are drawn from the labels of all occurrences
-    instead, so the control is not a constant. Binary draws that come out
-    one-class are redrawn. Returns ``[n, n_draws]``.
+    per-type labels across types, and every occurrence of the type carries
+    it. A type's label is its occurrences' label; a type whose occurrences
+    carry different labels (a homograph in both senses, a pair in valid and
+    invalid analogies) takes a random occurrence's label, drawn afresh for
+    each control draw — never its first occurrence's, which the file's order
+    decides (``senses`` lists every word's animal sense first, which made the
+    control a constant). Binary draws that come out one-class are redrawn.
+    Returns ``[n, n_draws]``.
     """
     y = np.asarray(y)
     uniq, first, inv = np.unique(types, return_index=True, return_inverse=True)
+    order = np.argsort(inv, kind="stable")
+    counts = np.bincount(inv)
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    y_by_type = y[order]
+    mixed = np.flatnonzero(np.minimum.reduceat(y_by_type, starts) != np.maximum.reduceat(y_by_type, starts))
     tval = y[first]
-    from_types = len(np.unique(tval)) > 1
     out = np.empty((len(y), n_draws), dtype=y.dtype)
     for b in range(n_draws):
         for _ in range(100):
-            col = (tval[rng.permutation(len(uniq))] if from_types else rng.choice(y, len(uniq)))[inv]
+            if len(mixed):        # only sets with mixed types draw here: the others' draws are unchanged
+                tval = tval.copy()
+                tval[mixed] = y_by_type[starts[mixed] + rng.integers(0, counts[mixed])]
+            col = tval[rng.permutation(len(uniq))][inv]
             if kind != "binary" or len(np.unique(col)) > 1:
                 break
         out[:, b] = col

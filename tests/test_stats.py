@@ -102,6 +102,18 @@ def test_type_control_labels_when_every_first_occurrence_has_one_label():
             assert len(np.unique(C[types == t, b])) == 1
 
 
+def test_type_control_labels_of_mixed_types_are_not_their_first_occurrence():
+    """20 types seen with labels [1, 0] (1 first) and 10 types always 0: a mixed type's control label must
+    come from a random occurrence, so the number of 1-labelled types varies between draws (with the first
+    occurrence it was always 20 of 30)."""
+    rng = np.random.default_rng(1)
+    types = np.r_[np.repeat(np.arange(20), 2), np.arange(20, 30)]
+    y = np.r_[np.tile([1, 0], 20), np.zeros(10, int)]
+    C = S.type_control_labels(y, types, 40, rng)
+    ones = [len(np.unique(types[C[:, b] == 1])) for b in range(40)]
+    assert len(set(ones)) > 3 and 7 <= np.mean(ones) <= 13     # Binomial(20, 1/2) types, not always 20
+
+
 def test_pvalues():
     null = np.array([0.1, 0.2, 0.3, 0.4])
     assert S.perm_pvalue(0.35, null[:, None])[0] == pytest.approx(2 / 5)
