@@ -24,6 +24,9 @@ keeps working for the solver, design, results and synthetic-data names.
 """
 from __future__ import annotations
 
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -52,7 +55,7 @@ def probe_grid(acts, labels=None, *, n_splits: int = 6, estimator: str = "fast",
                C_grid=DEFAULT_C_GRID, stratify: str = "joint", surface_baseline: bool = True,
                layers: Sequence[int] | None = None, components: Sequence[str] | None = None,
                seed: int = 0, level: float = stats.LEVEL, n_threads: int | None = 1,
-               precise: bool = False) -> ProbeResults:
+               n_jobs: int | None = None, precise: bool = False) -> ProbeResults:
     """Probe every label x layer x component of ``acts``.
 
     Parameters
@@ -82,6 +85,9 @@ def probe_grid(acts, labels=None, *, n_splits: int = 6, estimator: str = "fast",
     n_threads : BLAS/OpenMP threads during the call (restored afterwards; None leaves them
         alone). The matrices are small (n_train x n_train eigendecompositions): more threads gain
         little on them and slow ``eigh`` down sharply when another process competes for the cores.
+    n_jobs : cells (layer x component) fitted at once, in threads (numpy releases the GIL in its
+        BLAS/LAPACK calls); default: the cores this process may use. Every cell is computed alone, so
+        the results are identical for any ``n_jobs``.
     """
     n_splits = count(n_splits, "n_splits", 2)
     n_permutations = count(n_permutations, "n_permutations", 0)
@@ -91,6 +97,7 @@ def probe_grid(acts, labels=None, *, n_splits: int = 6, estimator: str = "fast",
         raise ArgumentError(f"level must be in (0, 1), got {level!r}")
     if estimator not in ("fast", "svm"):
         raise ProbeInputError(f"estimator must be 'fast' or 'svm', got {estimator!r}")
+    n_jobs = default_jobs() if n_jobs is None else count(n_jobs, "n_jobs", 1)
     with threadpool_limits(n_threads):      # None: no limit
         design = grid_columns(acts.stimuli, labels, n_splits=n_splits, seed=seed, stratify=stratify,
                               n_permutations=n_permutations, control_task=control_task, n_control=n_control,
@@ -98,7 +105,7 @@ def probe_grid(acts, labels=None, *, n_splits: int = 6, estimator: str = "fast",
         layers = list(acts.layers if layers is None else layers)
         comps = tuple(acts.components if components is None else components)
         fits = _fit_cells(acts, design, layers, comps, estimator=estimator, n_permutations=n_permutations,
-                          alphas=alphas, C_grid=C_grid, precise=precise)
+                          alphas=alphas, C_grid=C_grid, precise=precise, n_jobs=n_jobs)
         baselines = (_surface_baselines(design, alphas=alphas, n_bootstrap=n_bootstrap, seed=seed, level=level,
                                         precise=precise) if surface_baseline else _empty_baselines())
         scores, predictions = _score_table(design, fits, baselines, layers, comps, acts.n_layers,
@@ -127,8 +134,8 @@ class _CellFits:
 
 
 def _fit_cells(acts, design: GridColumns, layers: list[int], comps: tuple[str, ...], *, estimator: str,
-               n_permutations: int, alphas, C_grid, precise: bool) -> _CellFits:
-    """Fit every column of every plan on every cell and score it."""
+               n_permutations: int, alphas, C_grid, precise: bool, n_jobs: int = 1) -> _CellFits:
+    """Fit every column of every plan on every cell and score it (cells in ``n_jobs`` threads)."""
     specs, n = design.specs, len(design.stimuli)
     shape = (acts.n_layers, len(comps))
     metrics = {name: stats.metrics_for(spec.kind) for name, spec in specs.items()}
@@ -138,25 +145,60 @@ def _fit_cells(acts, design: GridColumns, layers: list[int], comps: tuple[str, .
                      {name: np.full(shape + (len(plan.rows),), np.nan, dtype=np.float32)
                       for plan in design.plans for name in plan.labels},
                      {name: [] for name in specs})
-    for li in layers:
-        for ci, comp in enumerate(comps):
-            X = _load_matrix(acts, li, comp, n)
-            for plan, cols in zip(design.plans, design.cols):
-                oof, best = _fit_plan(X, plan, cols, estimator=estimator, alphas=alphas, C_grid=C_grid,
-                                      precise=precise)
-                for name, block in cols.layout.items():
-                    span = slice(block.start, block.stop)
-                    n_perm = block.n_permutations
-                    for mt, v in stats.column_metrics(specs[name].kind, cols.values[:, span], oof[:, span]).items():
-                        fits.observed[name][mt][li, ci] = v[0]
-                        if n_perm:
-                            fits.null[name][mt][:, li, ci] = v[1:1 + n_perm]
-                        if block.n_control:
-                            fits.control[name][mt][li, ci] = np.nanmean(v[1 + n_perm:])
-                    fits.oof[name][li, ci] = oof[:, block.start]
-                    if li == layers[0] and ci == 0:
-                        fits.alpha_first_cell[name] = np.asarray(alphas)[best[:, block.start]].tolist()
+
+    def fit_cell(cell):
+        li, ci = cell
+        X = _load_matrix(acts, li, comps[ci], n)
+        out = []
+        for plan, cols in zip(design.plans, design.cols):
+            oof, best = _fit_plan(X, plan, cols, estimator=estimator, alphas=alphas, C_grid=C_grid,
+                                  precise=precise)
+            # the metrics here, in the worker: only [rows] + [cols] arrays travel back
+            mets = {name: stats.column_metrics(specs[name].kind, cols.values[:, block.start:block.stop],
+                                               oof[:, block.start:block.stop])
+                    for name, block in cols.layout.items()}
+            out.append((mets, {name: oof[:, block.start] for name, block in cols.layout.items()},
+                        {name: best[:, block.start] for name, block in cols.layout.items()}))
+        return out
+
+    cells = [(li, ci) for li in layers for ci in range(len(comps))]
+    for (li, ci), per_plan in zip(cells, _map_ordered(fit_cell, cells, n_jobs)):
+        for cols, (mets, oof0, best0) in zip(design.cols, per_plan):
+            for name, block in cols.layout.items():
+                n_perm = block.n_permutations
+                for mt, v in mets[name].items():
+                    fits.observed[name][mt][li, ci] = v[0]
+                    if n_perm:
+                        fits.null[name][mt][:, li, ci] = v[1:1 + n_perm]
+                    if block.n_control:
+                        fits.control[name][mt][li, ci] = np.nanmean(v[1 + n_perm:])
+                fits.oof[name][li, ci] = oof0[name]
+                if li == layers[0] and ci == 0:
+                    fits.alpha_first_cell[name] = np.asarray(alphas)[best0[name]].tolist()
     return fits
+
+
+def default_jobs() -> int:
+    """The cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:                      # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _map_ordered(fn, items: list, n_jobs: int):
+    """``map(fn, items)`` in ``n_jobs`` threads, results in order, at most ``2 * n_jobs`` in flight."""
+    if n_jobs <= 1 or len(items) <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(n_jobs) as pool:
+        pending = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= 2 * n_jobs:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _fit_plan(X: np.ndarray, plan: SplitPlan, cols: LabelColumns, *, estimator: str, alphas, C_grid,
