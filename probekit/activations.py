@@ -68,6 +68,22 @@ class ActivationSet:
                    d_model=first.shape[1], model_name=model_name, pooling=pooling,
                    meta=dict(meta or {}), _arrays=dict(arrays))
 
+    def take(self, rows, stimuli: pd.DataFrame | None = None) -> "ActivationSet":
+        """The activations of ``rows`` (positions) only, with ``stimuli`` (default: those rows of
+        ``self.stimuli``); ``get`` reads the parent's matrix and takes the rows."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.ndim != 1 or (len(rows) and (rows.min() < 0 or rows.max() >= len(self))):
+            raise ValueError(f"rows must be positions in 0..{len(self) - 1}")
+        if stimuli is None:
+            stimuli = carry_metadata(self.stimuli.iloc[rows].reset_index(drop=True), self.stimuli)
+        if len(stimuli) != len(rows):
+            raise ValueError(f"{len(rows)} rows but {len(stimuli)} stimuli")
+        parent = self
+        return ActivationSet(stimuli=stimuli, n_layers=self.n_layers, d_model=self.d_model,
+                             model_name=self.model_name, pooling=self.pooling, meta=dict(self.meta),
+                             _loader=lambda layer, comp: parent.get(layer, comp)[rows],
+                             components=self.components)
+
     @property
     def layers(self) -> range:
         return range(self.n_layers)

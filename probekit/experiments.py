@@ -31,14 +31,34 @@ class Experiment:
     metric: str = "balanced_accuracy"
     extra_labels: tuple[str, ...] = field(default_factory=tuple)  # also probed (ratings, surface)
 
-    def stimuli(self) -> pd.DataFrame:
-        """The stimulus set: a shipped set by name, or a CSV/parquet file by path (a study's own set)."""
-        df = load_stimulus_file(self.stimulus_set) if str(self.stimulus_set).endswith((".csv", ".parquet")) \
+    def stimulus_frame(self) -> pd.DataFrame:
+        """The whole stimulus set: a shipped set by name, or a CSV/parquet file by path (a study's own set)."""
+        return load_stimulus_file(self.stimulus_set) if str(self.stimulus_set).endswith((".csv", ".parquet")) \
             else load_stimulus_set(self.stimulus_set)
-        if self.query:
-            df = carry_metadata(df.query(self.query).reset_index(drop=True), df,
-                                name=f"{self.stimulus_set}[{self.query}]")
-        return df
+
+    def rows(self, frame: pd.DataFrame) -> np.ndarray:
+        """Positions of this experiment's rows (its ``query``) in ``frame``, the whole set."""
+        if not self.query:
+            return np.arange(len(frame))
+        return np.flatnonzero(frame.eval(self.query).to_numpy(dtype=bool))
+
+    def select(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """This experiment's rows of ``frame`` (the whole set, or its extracted stimuli), metadata carried."""
+        if not self.query:
+            return frame
+        return carry_metadata(frame.iloc[self.rows(frame)].reset_index(drop=True), frame,
+                              name=f"{self.stimulus_set}[{self.query}]")
+
+    def stimuli(self) -> pd.DataFrame:
+        """This experiment's stimuli: :meth:`select` of :meth:`stimulus_frame`."""
+        return self.select(self.stimulus_frame())
+
+    def activations(self, acts):
+        """This experiment's rows of ``acts``, the activations of its whole stimulus set (extracted once
+        for every experiment that queries the set)."""
+        if not self.query:
+            return acts
+        return acts.take(self.rows(acts.stimuli), self.select(acts.stimuli))
 
     def primary_labels(self, stimuli: pd.DataFrame) -> list[str]:
         if self.primary:

@@ -248,16 +248,25 @@ def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict
     timings = {"load_model_s": round(time.perf_counter() - t0, 2)}
     rep = Replication(model.name, model.n_layers, model.d_model, model.markers, model.fingerprint, timings=timings,
                       study=study.id if study.id in BUILTIN or not study.folder else str(study.folder))
-    if getattr(model, "streamed", False):   # one streamed pass for every experiment: each weight read once
-        held = [load_stimulus_set(test) for train, test in study.transfers if train in names]
-        model.plan([study.experiments[n].stimuli() for n in names] + held, batch_size=batch_size, store=store)
+    # each stimulus set goes through the model once: experiments that query the same set take their rows
+    # of its activations (Experiment.activations)
+    exps = [study.experiments[n] for n in names]
+    sets = list(dict.fromkeys(e.stimulus_set for e in exps))
+    transfers = [(train, test) for train, test in study.transfers if train in names]
+    if getattr(model, "streamed", False):   # one streamed pass for every set: each weight read once
+        frames = {e.stimulus_set: e.stimulus_frame() for e in exps}
+        held = [load_stimulus_set(test) for _, test in transfers]
+        model.plan([frames[s] for s in sets] + held, batch_size=batch_size, store=store)
+    whole: dict[str, object] = {}
     kept = {}
-    for name in names:
-        exp = study.experiments[name]
+    for exp in exps:
+        name = exp.name
         t = time.perf_counter()
-        acts = extract(model, exp.stimuli(), batch_size=batch_size, store=store, progress=progress,
-                       max_batch_tokens=max_batch_tokens)
-        if any(name == tr for tr, _ in study.transfers):
+        if exp.stimulus_set not in whole:
+            whole[exp.stimulus_set] = extract(model, exp.stimulus_frame(), batch_size=batch_size, store=store,
+                                              progress=progress, max_batch_tokens=max_batch_tokens)
+        acts = exp.activations(whole[exp.stimulus_set])
+        if any(name == tr for tr, _ in transfers):
             kept[name] = acts
         t_ex = time.perf_counter() - t
         t = time.perf_counter()
@@ -267,18 +276,21 @@ def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict
         if log:
             log(f"[{model.name}] {name}: {len(acts)} stimuli, extract {t_ex:.1f} s, probes {t_pr:.1f} s")
     parts = []
-    for train, test_set in study.transfers:
-        if train not in kept:
-            continue
+    for train, test_set in transfers:
         t = time.perf_counter()
         held = extract(model, load_stimulus_set(test_set), batch_size=batch_size, store=store, progress=progress,
                        max_batch_tokens=max_batch_tokens)
+        t_ex = time.perf_counter() - t
+        t = time.perf_counter()
         parts.append(transfer_scores(kept[train], held).assign(train=train, test=test_set))
-        timings[f"transfer_{train}"] = {"extract_s": round(time.perf_counter() - t, 2), "probe_s": 0.0,
+        t_pr = time.perf_counter() - t
+        # the held-out set's extraction and the transfer probes, timed apart (the probes were once counted
+        # as extraction)
+        timings[f"transfer_{train}"] = {"extract_s": round(t_ex, 2), "probe_s": round(t_pr, 2),
                                         "n_stimuli": len(held)}
         if log:
             log(f"[{model.name}] transfer {train} -> {test_set}: {len(held)} held-out stimuli, "
-                f"{time.perf_counter() - t:.1f} s")
+                f"extract {t_ex:.1f} s, probes {t_pr:.1f} s")
     rep.transfer = pd.concat(parts, ignore_index=True) if parts else None
     timings["total_s"] = round(time.perf_counter() - t0, 2)
     return rep
