@@ -101,15 +101,19 @@ def _depths(text: str) -> list[int]:
     if not text.strip() or bad:
         raise argparse.ArgumentTypeError(f"--layers must be comma-separated depths, each an integer >= 8 "
                                          f"(e.g. 18,28), got {text!r}")
-    return [int(t) for t in parts]
+    depths = [int(t) for t in parts]
+    if len(set(depths)) < len(depths):
+        raise argparse.ArgumentTypeError(f"--layers gives a depth twice ({text!r}): every cell would be simulated "
+                                         f"and listed twice")
+    return depths
 
 
 def _check_paths(args) -> str | None:
     """Problems with --out and the cache, found before any model is loaded (None: all usable)."""
     try:
         if getattr(args, "out", None) is not None:
-            usable_dir(args.out, "--out")
             check_name_length(Path(args.out).absolute(), "--out")
+            usable_dir(args.out, "--out")
             check_free_space(args.out, OUT_BYTES, "--out", " or choose another --out")
         if not getattr(args, "no_store", False):
             root = cache_dir()
@@ -415,8 +419,8 @@ def cmd_calibrate(args) -> int:
     depths = args.layers
     out = Path(args.out)
     try:                       # before the simulation (the full table takes most of an hour)
-        usable_dir(out, "--out")
         check_name_length(out.absolute(), "--out")
+        usable_dir(out, "--out")
     except PathError as exc:
         _err(str(exc))
         return EXIT_USAGE

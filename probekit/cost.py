@@ -5,9 +5,11 @@ fold) eigendecomposes an n_train x n_train Gram matrix, and the leave-one-out se
 that matrix into every column (labels x (1 + permutations + control draws)) at every ridge
 penalty. :func:`probe_cost` counts those floating-point operations from the set's size and the
 settings, and converts them to seconds with this machine's own speed at the same two operations
-(one ``eigh`` and one GEMM, timed once per process, ~0.1 s). It is an order-of-magnitude figure:
-it assumes one split plan per label (labels sharing their folds share the decompositions, so the
-real figure can be lower) and says nothing about another process competing for the cores.
+(one ``eigh`` and one GEMM, timed once per process, ~0.1 s). It is an order-of-magnitude figure,
+given as a range: from one fold plan shared by every label (the usual case) to one per label, and
+it says nothing about another process competing for the cores. Measured once on the shared 2-core
+box (synthetic, d = 32, 3 layers, 3 labels, 20 permutations; one process): n = 240 / 720 / 1,440 took
+1.5 / 13.2 / 75.8 s; the low end of the range said 0.4-0.6 / 9-12 / 68-91 s (two timings of the machine).
 :func:`announce` prints it when the stage is large (``probekit run`` calls it before each set's
 probes).
 """
@@ -47,18 +49,20 @@ def _rates() -> tuple[float, float]:
 
 def probe_cost(n: int, n_labels: int, n_layers: int, d_model: int, *, n_components: int = len(COMPONENTS),
                n_splits: int = 6, n_permutations: int = 100, n_control: int = 5, control_task: bool = True,
-               rates: tuple[float, float] | None = None) -> dict:
+               n_plans: int = 1, rates: tuple[float, float] | None = None) -> dict:
     """The estimated cost of ``probe_grid`` on ``n`` stimuli: ``seconds``, ``flops``, ``eigh`` (how many
-    decompositions), ``n_train`` (their size) and ``memory_bytes`` (the largest matrices held at once)."""
+    decompositions), ``n_train`` (their size) and ``memory_bytes`` (the largest matrices held at once).
+
+    ``n_plans``: how many distinct fold plans the labels need (1 when they all share their folds, the
+    usual case; up to one per label, each with its own decompositions)."""
     m = n * (n_splits - 1) / n_splits
     cells = n_layers * n_components
-    plans = max(1, n_labels)
     columns = n_labels * (1 + n_permutations + (n_control if control_task else 0))
-    eig_flops = cells * plans * n_splits * 9.0 * m ** 3
-    gemm_flops = cells * n_splits * (2.0 * m * m * N_ALPHAS * columns + 2.0 * n * m * d_model * plans)
+    eig_flops = cells * n_plans * n_splits * 9.0 * m ** 3
+    gemm_flops = cells * n_splits * (2.0 * m * m * N_ALPHAS * columns + 2.0 * n * m * d_model * n_plans)
     r_eig, r_gemm = rates or _rates()
     return {"seconds": eig_flops / r_eig + gemm_flops / r_gemm, "flops": eig_flops + gemm_flops,
-            "eigh": int(cells * plans * n_splits), "n_train": int(m), "memory_bytes": int(3 * 8 * m * m)}
+            "eigh": int(cells * n_plans * n_splits), "n_train": int(m), "memory_bytes": int(3 * 8 * m * m)}
 
 
 def _duration(s: float) -> str:
@@ -66,11 +70,15 @@ def _duration(s: float) -> str:
 
 
 def describe(name: str, n: int, n_labels: int, n_layers: int, d_model: int, **settings) -> str:
-    c = probe_cost(n, n_labels, n_layers, d_model, **settings)
-    return (f"probes {name}: {n} stimuli x {n_labels} labels x {n_layers} layers: about {c['eigh']} "
-            f"eigendecompositions of {c['n_train']} x {c['n_train']} matrices, ~{c['memory_bytes'] / 2**30:.1f} GB; "
-            f"estimated {_duration(c['seconds'])} here (order of magnitude; the cost grows with n^3: a smaller "
-            f"set or fewer --permutations is faster)")
+    """One line: the size of the stage and its estimated time, from one shared fold plan to one per label."""
+    low = probe_cost(n, n_labels, n_layers, d_model, **settings)
+    high = probe_cost(n, n_labels, n_layers, d_model, n_plans=max(1, n_labels), **settings)
+    span = _duration(low["seconds"]) if high["seconds"] < 1.5 * low["seconds"] else \
+        f"{_duration(low['seconds'])} to {_duration(high['seconds'])}"
+    return (f"probes {name}: {n} stimuli x {n_labels} labels x {n_layers} layers: at least {low['eigh']} "
+            f"eigendecompositions of {low['n_train']} x {low['n_train']} matrices "
+            f"(~{low['memory_bytes'] / 2**30:.1f} GB); estimated {span} here (order of magnitude; the cost grows "
+            f"with n^2.5-n^3: a smaller set or fewer --permutations is faster)")
 
 
 def announce(acts, n_labels: int, probe_kw: dict, name: str = "", file=None) -> dict | None:

@@ -158,9 +158,9 @@ def test_crash_leftovers_are_not_audited(tmp_path, synthetic_replication, capsys
         synthetic_replication.results))
     _save_run(root / ".synth-10l+random:3.tmp-abcd", other)
     code, out, _ = _audit(root, capsys)
-    assert code == 0 and "auditing 1 run(s)" in out and ": synth-10l\n" in out
     again = pd.read_parquet(root / "audit_verdicts.parquet")
-    assert len(again) == len(single) and set(again.model) == {"synth-10l"}
+    assert code == 0 and len(again) == len(single) and set(again.model) == {"synth-10l"}
+    assert "auditing 1 run(s)" in out and ": synth-10l\n" in out
 
 
 def test_hub_id_runs_are_audited(tmp_path, synthetic_replication, capsys):
@@ -468,3 +468,23 @@ def test_report_of_a_run_whose_study_moved_is_one_line(tmp_path, synthetic_repli
     assert cli.main(["audit", "--results", str(run.parent)]) == 1
     err = capsys.readouterr().err
     assert "its study cannot be loaded" in err and "audit not written" in err
+
+
+# ============================================================================ a large set is announced
+
+def test_a_large_probe_stage_is_announced_with_its_cost(capsys):
+    """Was: a 10,000-row set on a d = 32 tiny model ran its probes 44 minutes with no estimate or word."""
+    from probekit import cost
+    from probekit.testing import make_synthetic_acts
+    fixed = (1e10, 1e10)
+    small, big = (cost.probe_cost(n, 3, 3, 32, rates=fixed)["seconds"] for n in (600, 2400))
+    assert 16 < big / small < 70                       # ~n^2.5-n^3, as measured (600 -> 2,400 rows: 28x)
+    acts = make_synthetic_acts(n_groups=10, per_group=6, d=8, n_layers=3)
+    assert cost.announce(acts, 3, {"n_permutations": 100}) is None and capsys.readouterr().err == ""
+    line = cost.describe("big", 10_000, 3, 3, 32)
+    assert "10000 stimuli x 3 labels x 3 layers" in line and "8333 x 8333" in line and "estimated" in line
+    import dataclasses
+    many = dataclasses.replace(acts, stimuli=pd.concat([acts.stimuli] * 40, ignore_index=True))
+    assert len(many) >= cost.ANNOUNCE_N
+    assert cost.announce(many, 3, {"n_permutations": 100}, "many") is not None
+    assert "probes many: 2400 stimuli" in capsys.readouterr().err
