@@ -488,3 +488,42 @@ def test_a_large_probe_stage_is_announced_with_its_cost(capsys):
     assert len(many) >= cost.ANNOUNCE_N
     assert cost.announce(many, 3, {"n_permutations": 100}, "many") is not None
     assert "probes many: 2400 stimuli" in capsys.readouterr().err
+
+
+_CHILD = """
+import sys, numpy as np
+import probekit, probekit.store as S
+from probekit.testing import mixed_stimuli, tiny_model
+from probekit.checks import DiskFullError
+if sys.argv[2] == "race":                       # another writer took the space after the free-space check
+    S.check_free_space = lambda *a, **k: None
+try:
+    probekit.extract(tiny_model("llama", n_layers=2), mixed_stimuli(2000), store=sys.argv[1], batch_size=64)
+except DiskFullError as exc:
+    print("DiskFullError:", exc)
+    sys.exit(3)
+print("complete")
+"""
+
+
+@pytest.mark.parametrize("mode", ["check", "race"])
+def test_a_real_full_tmpfs_is_an_error_not_sigbus(tmp_path, mode):
+    """The issue's case on a real file system: a 1 MB tmpfs for a 2,000-row store entry (~2.3 MB). Was:
+    SIGBUS (exit 135). Now: the free-space check refuses it, and if the space goes after the check (another
+    writer: 'race'), posix_fallocate's ENOSPC does; never a signal. Needs root (mount); skipped otherwise."""
+    import subprocess
+    import sys
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        env = dict(os.environ, PYTHONPATH=str(Path(probekit.__file__).resolve().parent.parent))
+        r = subprocess.run([sys.executable, "-c", _CHILD, str(mnt / "store"), mode], capture_output=True, text=True,
+                           env=env, timeout=600)
+        assert r.returncode == 3, (r.returncode, r.stderr[-2000:])           # not -7 (SIGBUS)
+        assert "activation store" in r.stdout and "free some space" in r.stdout
+        left = sum(p.stat().st_size for p in mnt.rglob("*") if p.is_file())
+        assert left < 64 << 10                      # what was reserved is given back
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)

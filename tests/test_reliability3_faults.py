@@ -10,7 +10,6 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -328,3 +327,31 @@ def test_f28_a_failed_reservation_leaves_no_reserved_space(model, tmp_path, monk
         probekit.extract(model, STIMULI, store=store)
     left = [p.name for e in store.iterdir() for p in e.iterdir()]
     assert left == [".lock"]
+
+
+def test_compare_runs_meta_without_equals_is_a_usage_error(capsys):
+    """Was: `compare_runs.py --meta solver_version` raised ValueError from dict()."""
+    import importlib.util
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "perf" / "compare_runs.py"
+    spec = importlib.util.spec_from_file_location("compare_runs_r3", path)
+    CR = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(CR)
+    with pytest.raises(SystemExit) as e:
+        CR.main(["a", "b", "--meta", "solver_version"])
+    assert e.value.code == 2 and "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_a_full_cache_during_gguf_conversion_falls_back_to_the_gguf(monkeypatch, tmp_path, cache):
+    """Was: the GGUF conversion on a full cache raised SafetensorError (the fallback caught OSError only)."""
+    import probekit.weights as W
+
+    class SafetensorError(Exception):
+        pass
+
+    def full(kw, out):
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
+    monkeypatch.setattr(W, "_convert", full)
+    with pytest.warns(UserWarning, match="could not cache the converted m .*SafetensorError.*loading from GGUF"):
+        assert W.converted_gguf({"fingerprint": "gguf-sha256:" + "0" * 64, "gguf_file": "x.gguf"}, "m") is None
+    assert not any(p.name.startswith(".") for p in (cache / "models" / "m").iterdir()) \
+        if (cache / "models" / "m").exists() else True
