@@ -77,10 +77,26 @@ def pytest_generate_tests(metafunc):
         return
     from probekit.models import MODELS
     params = []
+    extra = extra_models(metafunc.config)
     for name, spec in MODELS.items():
-        params.append(pytest.param(name, marks=[getattr(pytest.mark, m) for m in spec.markers], id=name))
-    for name in extra_models(metafunc.config):
+        # a registry alias given with --model is one of "the models added" too: -m newmodel selects it
+        marks = [getattr(pytest.mark, m) for m in spec.markers] + ([pytest.mark.newmodel] if name in extra else [])
+        params.append(pytest.param(name, marks=marks, id=name))
+    for name in extra:
         if name in MODELS:
             continue
         params.append(pytest.param(name, marks=[pytest.mark.newmodel], id=name))
     metafunc.parametrize("model_name", params)
+
+
+def pytest_collection_finish(session):
+    """A marker expression that selects no claim test is said, with the markers there are (was: exit 5 and
+    no word on what to type instead)."""
+    expr = session.config.option.markexpr
+    if session.items or not expr or not any("claim" in str(a) or "benchmarks" in str(a) for a in session.config.args):
+        return
+    from probekit.models import MODELS
+    known = "; ".join(f"{name}: {', '.join(spec.markers)}" for name, spec in MODELS.items())
+    session.config.get_terminal_writer().line(
+        f"probekit: -m {expr!r} selects no test. Registry models and their markers: {known}; models given "
+        f"with --model (or PROBEKIT_MODEL) are marked newmodel", red=True)

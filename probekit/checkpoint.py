@@ -4,17 +4,27 @@ Every check here runs before any weight is read, so a broken or wrong checkpoint
 milliseconds, not a 70B load, and the error names the file and what is wrong with it:
 
 * :func:`check_dir` -- a transformers checkpoint directory: ``config.json`` parses (else the
-  file, line, column and JSON error), weights are present (``*.safetensors`` / ``*.bin``), every
-  shard that ``*.index.json`` lists exists (else the shard is named), a tokenizer is present.
+  file, line, column and JSON error) and names a ``model_type``, weights are present
+  (``*.safetensors`` / ``*.bin``), every shard that ``*.index.json`` lists exists (else the shard
+  is named), every safetensors shard has a readable header and the size that header describes
+  (a truncated or zero-byte shard is named before any layer is computed), a tokenizer is present.
   Everything missing is listed at once.
-* :func:`check_gguf` -- a ``.gguf`` file starts with the GGUF magic; :func:`gguf_shape` reads
-  the shape from its metadata (memory-mapped header only).
+* :func:`dir_fingerprint` -- the identity of a checkpoint directory: ``config.json``, the
+  tokenizer files and every other file the model loads (chat template, special-tokens map,
+  generation settings), and a sampled digest of every weight file.
+* :func:`check_gguf` -- a ``.gguf`` file starts with the GGUF magic, its header parses and its
+  tensors fit in the file; :func:`gguf_shape` reads the shape from its metadata (memory-mapped
+  header only).
+* :func:`fix_pad_token` -- a loaded tokenizer pads with its pad token, else its eos token; one
+  with neither is refused before the weights are read.
 * :func:`config_shape` -- layers, width, vocabulary and ``model_type`` of a config (dict or
   ``PretrainedConfig``), for the registry's identity check (``ModelSpec.mismatches``).
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import struct
 from pathlib import Path
 
 from .errors import CheckpointError
@@ -67,9 +77,91 @@ def check_dir(path: Path) -> dict:
     if not any(n in names for n in TOKENIZER_FILES) and not any(n.endswith(".tiktoken") for n in names):
         problems.append(f"no tokenizer (one of {', '.join(TOKENIZER_FILES)}; save it with "
                         f"tokenizer.save_pretrained(dir))")
+    if not config.get("model_type") and not (config.get("text_config") or {}).get("model_type"):
+        problems.append('config.json has no "model_type" (transformers needs it to choose the architecture, '
+                        'e.g. "model_type": "llama"; re-save the config with config.save_pretrained(dir))')
+    for n in sorted(names):
+        if n.endswith(".safetensors"):
+            problems += _bad_safetensors(path / n)
+        elif n.endswith(WEIGHT_SUFFIXES) and (path / n).is_file() and (path / n).stat().st_size == 0:
+            problems.append(f"{n} is empty (0 bytes): re-download or re-save the checkpoint")
     if problems:
         raise CheckpointError(f"checkpoint {path} is incomplete: " + "; ".join(problems))
     return config
+
+
+def _bad_safetensors(shard: Path) -> list[str]:
+    """A safetensors file must hold an 8-byte header length, that JSON header, and exactly the bytes
+    the header's offsets describe (a truncated download keeps its name but not its size)."""
+    redo = "re-download or re-save the checkpoint"
+    try:
+        size = shard.stat().st_size
+        with open(shard, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return [f"{shard.name} is {size} bytes, too short for a safetensors header (truncated); {redo}"]
+            (n,) = struct.unpack("<Q", head)
+            if 8 + n > size:
+                return [f"{shard.name} is {size} bytes but its header alone needs {8 + n} (truncated); {redo}"]
+            header = json.loads(f.read(n))
+    except FileNotFoundError:
+        return []                         # a dangling link: reported as a missing shard by the index check
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        return [f"{shard.name}: unreadable safetensors header ({type(exc).__name__}: {exc}); {redo}"]
+    try:
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+        return [f"{shard.name}: its safetensors header has no valid data_offsets; {redo}"]
+    if 8 + n + end != size:
+        return [f"{shard.name} is {size} bytes, its header describes {8 + n + end} "
+                f"({'truncated' if size < 8 + n + end else 'trailing bytes'}); {redo}"]
+    return []
+
+
+# files of a checkpoint directory that do not change what the model computes
+_NOT_LOADED = ("readme", "license", "notice", "use_policy", "model_card")
+_FULL_HASH_LIMIT = 64 << 20
+
+
+def dir_fingerprint(path: Path) -> str:
+    """config.json, the tokenizer files and every other file the model loads (hashed in full), and a
+    sampled digest of every weight file: changes whenever the checkpoint does, a tokenizer edit included.
+
+    Left out: hidden files, folders and documentation (README, LICENSE, ``*.md``)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    for p in sorted(path.iterdir()):
+        low = p.name.lower()
+        if p.name.startswith(".") or not p.is_file() or low.endswith(".md") or low.startswith(_NOT_LOADED):
+            continue
+        if p.suffix in {".safetensors", ".bin", ".gguf", ".pt", ".pth"} or p.stat().st_size > _FULL_HASH_LIMIT:
+            h.update(f"{p.name}:{sampled_digest(p)}".encode())
+        else:
+            h.update(f"{p.name}:{hashlib.sha256(p.read_bytes()).hexdigest()};".encode())
+    return h.hexdigest()
+
+
+def sampled_digest(path: Path, n_samples: int = 16, block: int = 1 << 16) -> str:
+    """SHA256 of a file's size and 16 evenly spaced 64 KiB blocks: cheap for a 140 GB checkpoint,
+    and different for retrained weights of the same shape (which keep every file size)."""
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        for k in range(n_samples):
+            f.seek(max(0, (size - block) * k // max(1, n_samples - 1)))
+            h.update(f.read(block))
+    return h.hexdigest()
+
+
+def fix_pad_token(tok, where) -> None:
+    """Batches are padded with the tokenizer's pad token, else its eos token; refuse one with neither
+    (it would fail deep inside extraction as ``full(): ... NoneType``)."""
+    if tok.pad_token_id is None:
+        if tok.eos_token_id is None:
+            raise CheckpointError(f"{where}: the tokenizer has neither a pad token nor an eos token, and probekit "
+                                  f"pads batches with one of them; set \"pad_token\" (or \"eos_token\") in its "
+                                  f"tokenizer_config.json")
+        tok.pad_token = tok.eos_token
 
 
 def _missing_shards(index: Path) -> list[str]:
@@ -96,15 +188,94 @@ def check_gguf(path: Path) -> None:
     if head != GGUF_MAGIC:
         raise CheckpointError(f"{path} is not a GGUF file (it starts with {head!r}, GGUF files start with "
                               f"{GGUF_MAGIC!r}); give a .gguf file or a transformers checkpoint directory")
+    _check_gguf_size(path)       # the header parses and every tensor lies inside the file
+
+
+_GGUF_SCALAR = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}   # value type -> bytes
+
+
+def _gguf_data_end(path: Path) -> tuple[int, int]:
+    """(bytes the tensors need, tensor count) of a GGUF file, from its header alone: the key/value
+    metadata is skipped, the tensor table read (a full GGUFReader takes seconds on a 100 MB file)."""
+    import numpy as np
+    from gguf.constants import GGML_QUANT_SIZES
+    import mmap
+    with open(path, "rb") as f:
+        buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        pos = 4
+
+        def take(fmt):
+            nonlocal pos
+            v = struct.unpack_from("<" + fmt, buf, pos)
+            pos += struct.calcsize(fmt)
+            return v[0]
+
+        def skip_value(t):
+            nonlocal pos
+            if t in _GGUF_SCALAR:
+                pos += _GGUF_SCALAR[t]
+            elif t == 8:
+                pos += 8 + take("Q")
+            elif t == 9:
+                it, n = take("I"), take("Q")
+                if it in _GGUF_SCALAR:
+                    pos += n * _GGUF_SCALAR[it]
+                else:
+                    for _ in range(n):
+                        skip_value(it)
+            else:
+                raise ValueError(f"unknown metadata value type {t}")
+
+        version = take("I")
+        if version < 2:
+            raise ValueError(f"GGUF version {version} (probekit reads versions 2 and 3)")
+        n_tensors, n_kv = take("Q"), take("Q")
+        alignment = 32
+        for _ in range(n_kv):
+            key = bytes(buf[pos + 8:pos + 8 + take("Q")]).decode("utf-8", "replace")
+            pos += len(key.encode())
+            t = take("I")
+            if key == "general.alignment" and t in (4, 5):
+                alignment = struct.unpack_from("<I", buf, pos)[0]
+            skip_value(t)
+        end = 0
+        for _ in range(n_tensors):
+            pos += 8 + take("Q")
+            dims = [take("Q") for _ in range(take("I"))]
+            ttype, offset = take("I"), take("Q")
+            block, size = GGML_QUANT_SIZES[ttype]
+            end = max(end, offset + int(np.prod(dims, dtype=np.int64)) // block * size)
+        start = -(-pos // alignment) * alignment
+        return start + end, n_tensors
+
+
+def _gguf_reader(path: Path):
+    """A GGUFReader of ``path`` (metadata only); a malformed file is a CheckpointError naming it."""
+    from gguf import GGUFReader
+    _check_gguf_size(path)
+    try:
+        return GGUFReader(str(path))
+    except Exception as exc:          # malformed header
+        raise CheckpointError(f"{path}: GGUF header cannot be parsed ({type(exc).__name__}: {exc}); "
+                              f"the file is damaged; download it again") from None
+
+
+def _check_gguf_size(path: Path) -> None:
+    redo = "the file is truncated or damaged; download it again"
+    try:
+        need, n_tensors = _gguf_data_end(path)
+    except (struct.error, ValueError, KeyError, OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: GGUF header cannot be parsed ({type(exc).__name__}: {exc}); {redo}") from None
+    size = Path(path).stat().st_size
+    if n_tensors == 0:
+        raise CheckpointError(f"{path}: a GGUF header with no tensors (no weights); {redo}")
+    if need > size:
+        raise CheckpointError(f"{path} is {size} bytes but its header describes {need} bytes of tensors; {redo}")
 
 
 def gguf_shape(path: Path) -> dict:
     """Like :func:`config_shape`, from a GGUF file's metadata (no tensor is read)."""
-    from gguf import GGUFReader
-    try:
-        reader = GGUFReader(str(path))
-    except Exception as exc:          # truncated or malformed header
-        raise CheckpointError(f"{path}: GGUF header cannot be parsed ({type(exc).__name__}: {exc})") from None
+    reader = _gguf_reader(path)
 
     def value(key):
         field = reader.fields.get(key)

@@ -7,8 +7,11 @@ half-written cache.
 """
 from __future__ import annotations
 
+import argparse
+import errno
 import numbers
 import os
+import shutil
 from pathlib import Path
 
 
@@ -31,6 +34,25 @@ def count(value, name: str, minimum: int = 0) -> int:
     if value < minimum:
         raise ArgumentError(f"{name} must be an integer >= {minimum}, got {value}")
     return value
+
+
+def count_type(name: str, minimum: int, maximum: int | None = None, *, or_zero: bool = False):
+    """argparse type: an integer >= ``minimum`` (and <= ``maximum``; ``or_zero``: 0 allowed too, meaning
+    "none"). A bad value is a usage error: exit 2 before any work."""
+    want = f"0 or an integer >= {minimum}" if or_zero else f"an integer >= {minimum}"
+    if maximum is not None:
+        want += f" and <= {maximum}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be {want}, got {text!r}") from None
+        if (value < minimum and not (or_zero and value == 0)) or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"{name} must be {want}, got {value}")
+        return value
+    parse.__name__ = want
+    return parse
 
 
 def blocking_file(path) -> Path | None:
@@ -57,6 +79,56 @@ def usable_dir(path, what: str, *, write: bool = True) -> Path:
         if not os.access(existing, os.W_OK | os.X_OK):
             raise PathError(f"{what}: {existing} is not writable; choose another path")
     return p
+
+
+# one path component: most file systems allow 255 bytes
+NAME_MAX = 255
+
+
+def check_name_length(path, what: str) -> None:
+    """Refuse a path with a component longer than the file system allows, naming it (was: ``OSError: File
+    name too long`` at the first write, after all the work)."""
+    for part in Path(path).parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise PathError(f"{what}: the name {part[:40]!r}... is {len(os.fsencode(part))} bytes, more than the "
+                            f"{NAME_MAX} a file name may have; choose a shorter path")
+
+
+def free_bytes(path) -> int | None:
+    """Free bytes (for an unprivileged user) on the file system of ``path`` or its first existing parent."""
+    p = Path(path).expanduser().absolute()
+    existing = next((q for q in [p, *p.parents] if q.exists()), None)
+    try:
+        return shutil.disk_usage(existing).free if existing is not None else None
+    except OSError:
+        return None
+
+
+def check_free_space(path, need: int, what: str, hint: str = "") -> None:
+    """:class:`DiskFullError` unless the file system of ``path`` has ``need`` bytes free."""
+    free = free_bytes(path)
+    if free is not None and free < need:
+        raise DiskFullError(f"{what}: {path} needs about {_mb(need)} and its file system has {_mb(free)} free; "
+                            f"free some space{hint}")
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f} MB" if n < 2**30 else f"{n / 2**30:.2f} GB"
+
+
+class DiskFullError(OSError):
+    """The disk filled up (or would): says where, how much was needed, and that a rerun resumes."""
+
+    def __init__(self, msg: str):
+        super().__init__(errno.ENOSPC, msg)
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An OSError meaning the disk is full or failing (ENOSPC, EDQUOT, EIO, EFBIG)."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG)
 
 
 def writable(path) -> bool:

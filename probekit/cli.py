@@ -10,8 +10,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
+import hashlib
 import json
+import os
 import sys
+import traceback
 from pathlib import Path
 
 import pandas as pd
@@ -19,10 +24,12 @@ import pandas as pd
 from . import __version__, llama3
 from . import calibration as Cal
 from . import expected as E
-from .checks import DEFAULT_PROBE, PathError, usable_dir
+from .checks import (DEFAULT_PROBE, DiskFullError, PathError, check_free_space, check_name_length, count_type, is_disk_full,
+                     usable_dir)
+from .errors import RunInProgressError
 from .claim import MEASUREMENT_COLUMNS
 from .models import (MODELS, ModelInputError, ModelUnavailableError, UnsupportedArchitectureError, cache_dir,
-                     preflight, resolve)
+                     parse_random, preflight, resolve)
 from .placement import PlacementError
 from .report import (_ci, all_verdicts, atomic_write_parquet, atomic_write_text, claim_rows, claims_markdown,
                      measure_run, twin_markdown, write_report)
@@ -43,11 +50,9 @@ def _err(msg: str) -> None:
     print(f"probekit: error: {msg}", file=sys.stderr)
 
 
-def _comma_list(text: str | None) -> list[str] | None:
-    """Comma-separated names (experiments are checked against the study once it is known:
-    :func:`_check_experiments`)."""
-    if not text:
-        return None
+def _comma_list(text: str) -> list[str]:
+    """Comma-separated names (checked against the study once it is known: :func:`_check_experiments`,
+    :func:`_check_claims`). Given but empty (``""``, ``","``) is an empty list, refused there: never "all"."""
     return [n.strip() for n in text.split(",") if n.strip()]
 
 
@@ -64,32 +69,51 @@ def _usage(msg: str) -> int:
 
 
 def _check_experiments(args, study) -> None:
-    names = getattr(args, "experiments", None) or []
-    unknown = [n for n in names if n not in study.experiments]
+    names = getattr(args, "experiments", None)
+    if names is not None and not names:
+        raise SystemExit(_usage(f"--experiments names no experiment; leave it out to run all of study {study.id}, "
+                                f"or give some of: {', '.join(study.experiments)}"))
+    unknown = [n for n in names or [] if n not in study.experiments]
     if unknown:
         raise SystemExit(_usage(f"unknown experiment(s) {', '.join(unknown)} in study {study.id}; known: "
                                 f"{', '.join(study.experiments)}"))
 
 
-def _count_type(name: str, minimum: int):
-    """argparse type: an integer >= ``minimum`` (a bad value is a usage error: exit 2 before any work)."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer >= {minimum}, got {value}")
-        return value
-    parse.__name__ = f"integer >= {minimum}"
-    return parse
+_count_type = count_type
+
+
+def _check_claims(names, study) -> None:
+    """``calibrate --claims``: every name a claim of the study (its id or short name); never an empty set."""
+    short = [c.id.split(".", 1)[-1] for c in study.claims]
+    if names is not None and not names:
+        raise SystemExit(_usage(f"--claims names no claim; leave it out for all, or give some of: {', '.join(short)}"))
+    unknown = [n for n in names or [] if n not in short and n not in [c.id for c in study.claims]]
+    if unknown:
+        raise SystemExit(_usage(f"unknown claim(s) {', '.join(unknown)} in study {study.id}; known: "
+                                f"{', '.join(short)}"))
+
+
+def _depths(text: str) -> list[int]:
+    """argparse type of ``calibrate --layers``: comma-separated depths, each an integer >= 8."""
+    parts = [t.strip() for t in text.split(",")]
+    bad = [t for t in parts if not t.lstrip("-").isdigit() or int(t) < 8]
+    if not text.strip() or bad:
+        raise argparse.ArgumentTypeError(f"--layers must be comma-separated depths, each an integer >= 8 "
+                                         f"(e.g. 18,28), got {text!r}")
+    depths = [int(t) for t in parts]
+    if len(set(depths)) < len(depths):
+        raise argparse.ArgumentTypeError(f"--layers gives a depth twice ({text!r}): every cell would be simulated "
+                                         f"and listed twice")
+    return depths
 
 
 def _check_paths(args) -> str | None:
     """Problems with --out and the cache, found before any model is loaded (None: all usable)."""
     try:
         if getattr(args, "out", None) is not None:
+            check_name_length(Path(args.out).absolute(), "--out")
             usable_dir(args.out, "--out")
+            check_free_space(args.out, OUT_BYTES, "--out", " or choose another --out")
         if not getattr(args, "no_store", False):
             root = cache_dir()
             usable_dir(root, "the cache (PROBEKIT_CACHE)", write=False)      # read-only is fine (shared cache)
@@ -98,6 +122,71 @@ def _check_paths(args) -> str | None:
     except PathError as exc:
         return str(exc)
     return None
+
+
+OUT_BYTES = 64 << 20     # a run's results folder: report, parquet tables, probes/, figures (~10-30 MB)
+_FOLDER_NAME_MAX = 96    # characters of a model's name kept in its results folder name
+
+
+def results_folder(model_arg: str, name: str) -> str:
+    """The folder of a model's results under ``--out``: its name for a registry alias or a hub id
+    (``org/name``, unique already), and for a local checkpoint its name plus a short hash of its full
+    path, so two checkpoints called ``model`` (or two ``checkpoint-1000``) never share a folder. Long
+    names are shortened (the hash keeps them apart), so the folder is always a valid file name."""
+    base, _ = parse_random(model_arg)
+    local = Path(base).expanduser()
+    if base in MODELS or not local.exists():
+        return "/".join(part[:_FOLDER_NAME_MAX * 2] for part in name.split("/"))
+    tag = hashlib.sha256(str(local.resolve()).encode()).hexdigest()[:8]
+    short = name if len(name) <= _FOLDER_NAME_MAX else name[:_FOLDER_NAME_MAX]
+    return f"{short}-{tag}"
+
+
+@contextlib.contextmanager
+def _run_locks(out: Path, folders):
+    """One lock file per results folder (``<out>/.<folder>.lock``), held for the whole run: a second
+    ``probekit run`` into the same folder is refused at once instead of silently replacing this one's
+    results (and leaving its figures next to a report that does not list them)."""
+    held = []
+    try:
+        for folder in folders:
+            target = out / folder
+            lock = target.parent / f".{target.name}.lock"
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(lock, "a+")
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                who = fh.read().strip() or "another process"
+                fh.close()
+                raise RunInProgressError(f"--out {out}: {who} is already writing {target} (lock {lock}); wait for "
+                                         f"it to finish, or give this run another --out") from None
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"probekit run, pid {os.getpid()}")
+            fh.flush()
+            held.append(fh)
+        yield
+    finally:
+        for fh in held:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()
+
+
+def _check_study_inputs(args, study) -> None:
+    """What the run will read besides the model, checked before it loads: a study folder's own stimulus
+    files (validated as the shipped sets are) and the expected tables (readable, valid, no unknown claim)."""
+    from .stimuli import load as load_set
+    names = args.experiments or list(study.experiments)
+    for name in names:
+        exp = study.experiments[name]
+        if str(exp.stimulus_set).endswith((".csv", ".parquet")):
+            exp.stimuli()                     # StimulusError: the same text the shipped sets give
+    for train, test_set in study.transfers:
+        if train in names and str(test_set).endswith((".csv", ".parquet")):
+            load_set(test_set)
+    study.expected()
 
 
 def _replicate(args, model: str):
@@ -128,54 +217,65 @@ def _summary_lines(verdicts) -> list[str]:
 
 # ----------------------------------------------------------------------------- subcommands
 
-def _preflight(args, models) -> int:
+def _preflight(args, models) -> dict[str, str]:
     """Every model argument checked (device, dtype, where the weights are, a supplied checkpoint's identity)
-    before any work starts: 0, or 2 with the reason."""
+    before any work starts; returns each model's results folder (:func:`results_folder`). Refused (exit 2):
+    a bad model argument, the same model twice, two models that reports would give the same name."""
+    folders, names = {}, {}
     for m in models:
         try:
-            preflight(m, args.dtype, args.device)
+            name = preflight(m, args.dtype, args.device)
         except ModelInputError as exc:
-            return _usage(str(exc))
+            raise SystemExit(_usage(str(exc)))
         except (ModelUnavailableError, UnsupportedArchitectureError):
-            pass                 # reported per model when its turn comes (the other models still run)
-    return 0
+            name = m             # reported per model when its turn comes (the other models still run)
+        folder = results_folder(m, name)
+        if folder in folders.values() or name in names:
+            other = names.get(name) or next(k for k, v in folders.items() if v == folder)
+            raise SystemExit(_usage(
+                f"--model {other} and --model {m} would both be reported as model {name!r} (results and audits "
+                f"are per name); give the same model once, or give one checkpoint folder another name"))
+        folders[m], names[name] = folder, m
+    return folders
 
 
 def cmd_run(args) -> int:
     models = args.model or [DEFAULT_MODEL]
-    _check_experiments(args, _study(args))
+    study = _study(args)
+    _check_experiments(args, study)
     problem = _check_paths(args)
     if problem:
         _err(problem)
         return EXIT_USAGE
-    if _preflight(args, models):
-        return EXIT_USAGE
+    _check_study_inputs(args, study)
+    folders = _preflight(args, models)
     status = 0
-    for model in models:
-        try:
-            rep = _replicate(args, model)
-        except (ModelUnavailableError, UnsupportedArchitectureError, ModelInputError, PlacementError,
-                StreamingError) as exc:
-            _err(str(exc))
-            status = EXIT_UNAVAILABLE
-            continue
-        out = Path(args.out) / rep.model
-        paths = write_report(rep, out)
-        t = rep.timings
-        print(f"\n[{rep.model}] {rep.n_layers} layers, d_model {rep.d_model}; load {t.get('load_model_s')} s, "
-              f"total {t.get('total_s')} s")
-        for name, v in t.items():
-            if isinstance(v, dict):
-                print(f"  {name:<15} {v.get('n_stimuli')} stimuli, extract {v.get('extract_s')} s, "
-                      f"probes {v.get('probe_s')} s")
-        print("claims:")
-        print("\n".join(_summary_lines(paths["verdicts_df"])))
-        print(f"wrote {out}/: report.md, claims.md, verdicts.parquet, measurements.parquet, scores.parquet, "
-              f"replication.json, probes/, figures/ ({len(paths['figures'])} PNGs)")
-        print(f"  report: {paths['report']}")
+    with _run_locks(Path(args.out), folders.values()):
+        for model in models:
+            try:
+                rep = _replicate(args, model)
+            except (ModelUnavailableError, UnsupportedArchitectureError) as exc:
+                _err(str(exc))
+                status = EXIT_UNAVAILABLE
+                continue
+            out = Path(args.out) / folders[model]
+            rep.folder = folders[model]
+            paths = write_report(rep, out)
+            t = rep.timings
+            print(f"\n[{rep.model}] {rep.n_layers} layers, d_model {rep.d_model}; load {t.get('load_model_s')} s, "
+                  f"total {t.get('total_s')} s")
+            for name, v in t.items():
+                if isinstance(v, dict):
+                    print(f"  {name:<15} {v.get('n_stimuli')} stimuli, extract {v.get('extract_s')} s, "
+                          f"probes {v.get('probe_s')} s")
+            print("claims:")
+            print("\n".join(_summary_lines(paths["verdicts_df"])))
+            print(f"wrote {out}/: report.md, claims.md, verdicts.parquet, measurements.parquet, scores.parquet, "
+                  f"replication.json, probes/, figures/ ({len(paths['figures'])} PNGs)")
+            print(f"  report: {paths['report']}")
     if len(models) > 1 and status == 0:
         # the claims table across the models of this run (and any earlier ones under --out)
-        cmd_audit(argparse.Namespace(results=args.out, out=None))
+        return cmd_audit(argparse.Namespace(results=args.out, out=None))
     return status
 
 
@@ -215,6 +315,39 @@ def _measurements_for(run_dir: Path):
     return measure_run(Replication.load(run_dir))
 
 
+def find_runs(root: Path) -> list[Path]:
+    """Every saved run under ``root`` at any depth (a folder holding ``replication.json``; a hub model's run
+    is ``<root>/org/name``), skipping hidden folders: the atomic-swap leftovers ``.<model>.old-PID`` and
+    ``.<model>.tmp-*`` a crash can leave are never read. A run's own subfolders are not searched."""
+    runs, seen = [], set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):      # a linked run counts
+        real = os.path.realpath(dirpath)
+        if real in seen:                       # a link loop
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        if "replication.json" in filenames and Path(dirpath) != root:
+            runs.append(Path(dirpath))
+            dirnames[:] = []
+            continue
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    return sorted(runs)
+
+
+def _same_model_runs(root: Path, runs: list[Path]) -> list[str]:
+    """Runs that claim the same model (a renamed backup, a copy, two checkpoints of one name): an audit
+    would judge them together under one name."""
+    by_model: dict[str, list[Path]] = {}
+    for run_dir in runs:
+        try:
+            model = json.loads((run_dir / "replication.json").read_text()).get("model")
+        except (OSError, ValueError, AttributeError):
+            continue                 # unreadable: Replication.load names the problem below
+        by_model.setdefault(str(model), []).append(run_dir)
+    return [f"{len(dirs)} runs claim model {model!r}: {', '.join(str(d.relative_to(root)) for d in dirs)}"
+            for model, dirs in sorted(by_model.items()) if len(dirs) > 1]
+
+
 def cmd_audit(args) -> int:
     from .pipeline import SavedRunError                # sklearn/scipy: see the module's imports
     root = Path(args.results)
@@ -222,9 +355,10 @@ def cmd_audit(args) -> int:
         _err(f"--results {root} is not a directory (expected the results root of `probekit run`, "
              f"holding <model>/replication.json)")
         return EXIT_USAGE
-    runs = sorted(p.parent for p in root.glob("*/replication.json"))
+    runs = find_runs(root)
     if not runs:
-        _err(f"no runs under {root} (looked for {root}/<model>/replication.json); run `probekit run --out {root}` first")
+        _err(f"no runs under {root} (looked for replication.json at any depth, hidden folders skipped); "
+             f"run `probekit run --out {root}` first")
         return EXIT_DATA
     out = Path(args.out) if args.out else root / "audit.md"
     try:
@@ -232,17 +366,29 @@ def cmd_audit(args) -> int:
     except PathError as exc:
         _err(str(exc))
         return EXIT_USAGE
+    dups = _same_model_runs(root, runs)
+    if dups:
+        for msg in dups:
+            _err(msg)
+        _err(f"audit not written: move all but one run of each model out of {root} (a backup or copy?), or "
+             f"audit them apart with --results DIR")
+        return EXIT_DATA
+    print(f"auditing {len(runs)} run(s) under {root}: {', '.join(str(r.relative_to(root)) for r in runs)}")
     parts, broken = [], []
     for run_dir in runs:
         try:
             meas = _measurements_for(run_dir)
+            study = load_study(json.loads((run_dir / "replication.json").read_text()).get("study"))
         except SavedRunError as exc:
             broken.append(str(exc))
             continue
-        if len(meas) == 0:
-            print(f"  {run_dir.name}: nothing measured, skipped")
+        except StudyError as exc:
+            broken.append(f"{run_dir}: its study cannot be loaded ({exc}); give the study folder back at the "
+                          f"path in replication.json, or rerun the model")
             continue
-        study = load_study(json.loads((run_dir / "replication.json").read_text()).get("study"))
+        if len(meas) == 0:
+            print(f"  {run_dir.relative_to(root)}: nothing measured, skipped")
+            continue
         parts.append(all_verdicts(meas, study))
     if broken:                   # an audit silently missing a model would mislead: refuse instead
         for msg in broken:
@@ -253,7 +399,7 @@ def cmd_audit(args) -> int:
         _err(f"none of the {len(runs)} run(s) under {root} has measured claims; audit not written")
         return EXIT_DATA
     verdicts = pd.concat(parts, ignore_index=True)
-    text = claims_markdown(verdicts, title=f"Claims audit: {len(runs)} model(s) under {root}")
+    text = claims_markdown(verdicts, title=f"Claims audit: {len(parts)} model(s) under {root}")
     twins = twin_markdown(verdicts)
     atomic_write_text(out, text + ("\n" + twins if twins else ""))
     pq = out.with_name(out.stem + "_verdicts.parquet")
@@ -268,9 +414,15 @@ def cmd_audit(args) -> int:
 
 def cmd_calibrate(args) -> int:
     study = _study(args)
-    depths = [int(x) for x in args.layers.split(",")]
-    if args.draws < 20 or any(L < 8 for L in depths):
-        return _usage("--draws must be >= 20 and every depth in --layers >= 8")
+    _check_claims(args.claims, study)
+    depths = args.layers
+    out = Path(args.out)
+    try:                       # before the simulation (the full table takes most of an hour)
+        check_name_length(out.absolute(), "--out")
+        usable_dir(out, "--out")
+    except PathError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
     print(f"calibrating {study.id}: {args.draws} draws per cell, depths {depths}, {args.workers} worker(s)",
           flush=True)
     table = Cal.calibrate(study, n_draws=args.draws, depths=depths, claims=args.claims, workers=args.workers,
@@ -348,8 +500,10 @@ def _add_run_options(p: argparse.ArgumentParser, default_model: bool = True) -> 
                    help="layer-streamed extraction: auto (default: when the model does not fit), 1 forces it, 0 never")
     p.add_argument("--permutations", type=_count_type("--permutations", 0), default=DEFAULT_PROBE["n_permutations"],
                    help=f"permutations per label (default {DEFAULT_PROBE['n_permutations']})")
-    p.add_argument("--bootstrap", type=_count_type("--bootstrap", 0), default=DEFAULT_PROBE["n_bootstrap"],
-                   help=f"group-bootstrap replicates (default {DEFAULT_PROBE['n_bootstrap']})")
+    p.add_argument("--bootstrap", type=count_type("--bootstrap", 20, or_zero=True),
+                   default=DEFAULT_PROBE["n_bootstrap"],
+                   help=f"group-bootstrap replicates: 0 (none) or >= 20, what the bootstrap intervals need "
+                        f"(default {DEFAULT_PROBE['n_bootstrap']})")
     p.add_argument("--no-store", action="store_true", help="do not read or write the activation/result cache")
 
 
@@ -358,6 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="probekit", description="Layer-by-layer linear probes of decoder LMs, reproducing the claims of "
                                      "arXiv 2501.07359 (Bogdan 2025).")
     p.add_argument("--version", action="version", version=f"probekit {__version__}")
+    p.add_argument("--debug", action="store_true",
+                   help="show the full traceback of an error (anywhere on the line; or PROBEKIT_DEBUG=1)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -415,11 +571,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where calibration.parquet and calibration.md are written (default results/calibration)")
     c.add_argument("--study", default=None, metavar="ID_OR_DIR",
                    help="a shipped study (default bogdan2025) or a study folder")
-    c.add_argument("--draws", type=int, default=500, help="draws per cell (default 500)")
-    c.add_argument("--layers", default="18,28,30,80", help="depths, comma-separated (default 18,28,30,80)")
+    c.add_argument("--draws", type=count_type("--draws", 20), default=500, help="draws per cell (default 500, >= 20)")
+    c.add_argument("--layers", type=_depths, default=[18, 28, 30, 80],
+                   help="depths, comma-separated, each >= 8 (default 18,28,30,80)")
     c.add_argument("--claims", type=_comma_list, default=None, metavar="A,B",
                    help="restrict to these claims (ids or short names)")
-    c.add_argument("--workers", type=int, default=2, help="processes (default 2)")
+    c.add_argument("--workers", type=count_type("--workers", 1), default=2, help="processes (default 2)")
     c.set_defaults(func=cmd_calibrate)
 
     b = sub.add_parser("build-llama3", help="write a Llama-3-shaped checkpoint (real tokenizer, seeded random weights)",
@@ -431,13 +588,88 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _input_errors() -> tuple:
+    """What the user gave is wrong (exit 2): a model, checkpoint, device or dtype, a study or its stimuli,
+    an expected table, an argument or a path, a run already in progress."""
+    from .checks import ArgumentError
+    from .expected import ExpectedTableError
+    from .extraction import ExtractionError
+    from .probes import ProbeInputError
+    from .stimuli import StimulusError
+    return (ModelInputError, ModelUnavailableError, UnsupportedArchitectureError, StudyError, StimulusError,
+            ExpectedTableError, ArgumentError, PathError, PlacementError, StreamingError, ExtractionError,
+            ProbeInputError, RunInProgressError)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error message on one line (a multi-problem message: its head, then the problems, by ';')."""
+    lines = [ln.strip().removeprefix("- ").strip() for ln in str(exc).splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    head, rest = lines[0], lines[1:]
+    return head + (" " if head.endswith(":") else "; ") + "; ".join(rest) if rest else head
+
+
+def _study_file(exc: BaseException, study) -> str | None:
+    """``file:line`` of the innermost frame inside a user's study folder, if the error passed through one."""
+    if not study or not Path(study).is_dir():
+        return None
+    folder = Path(study).resolve()
+    found = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if Path(frame.filename).resolve().is_relative_to(folder):
+            found = f"{frame.filename}:{frame.lineno}"
+    return found
+
+
+def _handle(exc: Exception, args) -> int:
+    """The one error path of the command line: every probekit error on one line naming the input and what
+    to do; exit 2 for what the user gave (:func:`_input_errors`), 1 for a run that failed on its own (a
+    full disk, a saved run that cannot be read). Errors in a user's study code keep their traceback and
+    name the study file; anything else is a bug in probekit and keeps its traceback. ``--debug``: every
+    traceback."""
+    from .pipeline import ResultsCorruptError, SavedRunError
+    from .store import StoreCorruptError
+    if isinstance(exc, DiskFullError):             # says where, how much and what to do
+        _err(_one_line(exc))
+        return EXIT_DATA
+    if is_disk_full(exc):
+        where = f" writing {exc.filename}" if exc.filename else ""
+        _err(f"disk full or failing{where} ({exc.strerror}); free some space and rerun: the stages already "
+             f"done are reused from the cache")
+        return EXIT_DATA
+    if isinstance(exc, _input_errors()):
+        _err(_one_line(exc))
+        return EXIT_USAGE
+    if isinstance(exc, (SavedRunError, ResultsCorruptError, StoreCorruptError)):
+        _err(_one_line(exc))
+        return EXIT_DATA
+    where = _study_file(exc, getattr(args, "study", None))
+    if where is not None:
+        traceback.print_exception(exc)
+        _err(f"the error above ({type(exc).__name__}) was raised in the study's own code at {where}; fix the "
+             f"study ({args.study})")
+        return EXIT_DATA
+    if isinstance(exc, OSError) and exc.strerror:
+        _err(f"{exc.filename or 'a file'}: {exc.strerror}; check the path and its permissions")
+        return EXIT_DATA
+    raise exc
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("PROBEKIT_DEBUG") == "1"
+    argv = [a for a in argv if a != "--debug"]
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
+    except Exception as exc:
+        if debug:
+            raise
+        return _handle(exc, args)
 
 
 if __name__ == "__main__":

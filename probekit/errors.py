@@ -36,3 +36,7 @@ class ModelIdentityError(ModelInputError):
 
 class DeviceError(ModelInputError):
     """The requested device or dtype cannot run here (e.g. CUDA on a CPU-only torch)."""
+
+
+class RunInProgressError(RuntimeError):
+    """Another probekit process is writing the same results folder (``probekit run --out``)."""

@@ -95,10 +95,32 @@ def validate(df: pd.DataFrame, where: str = "expected table") -> pd.DataFrame:
     return df
 
 
+def _read(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as exc:          # pyarrow's ArrowInvalid (a truncated file) is a ValueError
+        raise ExpectedTableError(f"{path}: not a readable parquet table ({type(exc).__name__}: {str(exc)[:160]}); "
+                                 f"restore it (git checkout {path.name}) or move it out of {path.parent} "
+                                 f"(every *.parquet there is read)") from None
+
+
+def check_claim_ids(table: pd.DataFrame, study, where: str = "expected table") -> None:
+    """Refuse rows naming a claim of ``study`` (``<study id>.<name>``) that the study does not have: a typo
+    would otherwise drop the rows silently and switch the claim's verdict to another basis."""
+    if not len(table):
+        return
+    prefix = f"{study.id}."
+    known = {c.id for c in study.claims}
+    bad = sorted({c for c in table.claim.astype(str) if c.startswith(prefix) and c not in known})
+    if bad:
+        raise ExpectedTableError(f"{where}: unknown claim id(s) {', '.join(bad)} of study {study.id}; known: "
+                                 f"{', '.join(sorted(known))}; fix the claim column")
+
+
 def load(directory: str | os.PathLike | None = None) -> pd.DataFrame:
     """Every ``expected/*.parquet``, validated, as one table."""
     d = Path(directory) if directory else expected_dir()
-    parts = [pd.read_parquet(p) for p in sorted(d.glob("*.parquet"))]
+    parts = [_read(p) for p in sorted(d.glob("*.parquet"))]
     if not parts:
         return pd.DataFrame(columns=COLUMNS)
     return validate(pd.concat(parts, ignore_index=True), str(d))
@@ -111,7 +133,7 @@ def write_paper(study, directory: str | os.PathLike | None = None) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     path = d / PAPER_FILE
     new = validate(study.paper_rows())
-    old = pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=COLUMNS)
+    old = _read(path) if path.exists() else pd.DataFrame(columns=COLUMNS)
     keep = old[~old.claim.map(study.owns)] if len(old) else old
     out = pd.concat([keep, new], ignore_index=True) if len(keep) else new
     atomic_write_parquet(validate(out.reset_index(drop=True)), path)
@@ -169,7 +191,7 @@ def write_measured(measurements: pd.DataFrame, directory: str | os.PathLike | No
     d.mkdir(parents=True, exist_ok=True)
     path = d / MEASURED_FILE
     new = measured_rows(measurements)
-    old = pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=COLUMNS)
+    old = _read(path) if path.exists() else pd.DataFrame(columns=COLUMNS)
     done = set(zip(measurements.model, measurements.claim))
     keep = old[[(m, c) not in done for m, c in zip(old.model, old.claim)]] if len(old) else old
     out = pd.concat([keep, new], ignore_index=True) if len(keep) else new

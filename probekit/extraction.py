@@ -251,8 +251,9 @@ def _check_finite(out: dict, rows: list[int], stimuli: pd.DataFrame, model_name:
         if bool(bad.any()):
             i = rows[int(bad.nonzero()[0, 0])]
             raise ExtractionError(f"model {model_name}: non-finite activations (NaN/inf) at layer {l} {c} for "
-                                  f"{_describe(i, stimuli)}usually fp16 overflow; load the model with "
-                                  f"dtype='bfloat16' or 'float32'")
+                                  f"{_describe(i, stimuli)}in a float16 model usually overflow (load it with "
+                                  f"dtype='bfloat16' or 'float32'); in bfloat16 or float32 the weights themselves "
+                                  f"hold NaN/inf or overflow (check them: torch.isfinite on each parameter)")
 
 
 def extract(model, stimuli: pd.DataFrame, pooling: str | None = None, *, batch_size: int = 32,

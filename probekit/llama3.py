@@ -253,16 +253,20 @@ def ensure_checkpoint(shape: str, *, seed: int = 0, dtype: str = "bfloat16", n_l
 
 def add_build_args(p) -> None:
     """The options of ``probekit build-llama3`` (shared by :func:`main` and :mod:`probekit.cli`)."""
-    p.add_argument("--shape", choices=sorted(SHAPES), default="llama-3.2-3b")
+    from .checks import count_type
+    p.add_argument("--shape", choices=sorted(SHAPES), default="llama-3.2-3b", help="the shape to build")
     p.add_argument("--out", default=None, help="directory to write (default: the probekit cache)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"])
-    p.add_argument("--layers", type=int, default=None, help="number of blocks (default: the shape's)")
+    p.add_argument("--seed", type=count_type("--seed", 0), default=0, help="torch seed of the weights (>= 0)")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"], help="weight dtype")
+    p.add_argument("--layers", type=count_type("--layers", 1), default=None,
+                   help="number of blocks, >= 1 (default: the shape's)")
 
 
 def run_build(a) -> int:
     say = lambda m: print(m, flush=True)     # noqa: E731
     if a.out:
+        from .checks import usable_dir
+        usable_dir(a.out, "--out")           # before the tokenizer build (~40 s): PathError, exit 2
         path = build_checkpoint(a.shape, a.out, seed=a.seed, dtype=a.dtype, n_layers=a.layers, log=say)
     else:
         path = ensure_checkpoint(a.shape, seed=a.seed, dtype=a.dtype, n_layers=a.layers, log=say)

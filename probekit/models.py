@@ -312,27 +312,9 @@ def _check_identity(spec: ModelSpec, shape: dict, where: str, path) -> None:
               f"(load_model({str(path)!r})).")
 
 
-def _sampled_digest(path: Path, n_samples: int = 16, block: int = 1 << 16) -> str:
-    """SHA256 of a file's size and 16 evenly spaced 64 KiB blocks: cheap for a 140 GB checkpoint,
-    and different for retrained weights of the same shape (which keep every file size)."""
-    size = path.stat().st_size
-    h = hashlib.sha256(str(size).encode())
-    with open(path, "rb") as f:
-        for k in range(n_samples):
-            f.seek(max(0, (size - block) * k // max(1, n_samples - 1)))
-            h.update(f.read(block))
-    return h.hexdigest()
-
-
-def _dir_fingerprint(path: Path) -> str:
-    """config.json + a sampled digest of every weight file: changes whenever the checkpoint does."""
-    h = hashlib.sha256()
-    for p in sorted(path.iterdir()):
-        if p.name == "config.json":
-            h.update(p.read_bytes())
-        elif p.suffix in {".safetensors", ".bin", ".gguf", ".pt"}:
-            h.update(f"{p.name}:{_sampled_digest(p)}".encode())
-    return h.hexdigest()
+# the checkpoint identity lives with the other checkpoint-file checks (probekit.checkpoint)
+_sampled_digest = checkpoint.sampled_digest
+_dir_fingerprint = checkpoint.dir_fingerprint
 
 
 def _hub(hub_id: str, spec: ModelSpec | None) -> dict:
@@ -412,6 +394,7 @@ def load_model(name_or_path: str, dtype="float32", device: str | None = "cpu",
             load_kw.pop("device_map", None)
     gguf_kw = {"gguf_file": kw["gguf_file"]} if "gguf_file" in kw else {}
     tok = AutoTokenizer.from_pretrained(kw["path"], **gguf_kw)
+    checkpoint.fix_pad_token(tok, f"{name} ({kw['source']})")       # before any weight is read
     if seed is not None:
         model = random_init(kw["path"], seed, tdtype or torch.float32, **gguf_kw)
         if device == "auto":
@@ -423,8 +406,6 @@ def load_model(name_or_path: str, dtype="float32", device: str | None = "cpu",
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
     tok.padding_side = "right"
     dtype_name = str(next(model.parameters()).dtype).replace("torch.", "")
     adapters.adapter_for(model)      # fail now, with the architecture's name, if unsupported

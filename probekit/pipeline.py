@@ -26,6 +26,7 @@ from . import __version__
 from .activations import carry_metadata
 from .atomic import atomic_directory, atomic_write_json
 from .checks import DEFAULT_PROBE, check_probe_kw, count, usable_dir
+from .cost import announce as announce_cost
 from .experiments import Experiment
 from .extraction import DEFAULT_MAX_BATCH_TOKENS, extract
 from .hashing import file_sha256, frame_hash
@@ -50,6 +51,8 @@ class Replication:
     timings: dict = field(default_factory=dict)
     study: str = "bogdan2025"                           # the study: a shipped id or a study folder
     transfer: pd.DataFrame | None = None                # held-out transfer scores (probekit.transfer)
+    source: str = ""                                    # where the weights came from (LoadedModel.source)
+    folder: str = ""                                    # its results folder under --out (cli.results_folder)
 
     def scores(self) -> pd.DataFrame:
         """One tidy table: every experiment's scores with model/experiment columns."""
@@ -78,7 +81,8 @@ class Replication:
             meta = {"model": self.model, "n_layers": self.n_layers, "d_model": self.d_model,
                     "markers": list(self.markers), "fingerprint": self.fingerprint,
                     "probekit_version": __version__, "timings": self.timings,
-                    "experiments": list(self.results), "study": self.study}
+                    "experiments": list(self.results), "study": self.study, "source": self.source,
+                    "folder": self.folder or out.name}
             (tmp / "replication.json").write_text(json.dumps(meta, indent=1))
         return out
 
@@ -91,7 +95,8 @@ class Replication:
         try:
             meta = json.loads(rj.read_text())
             rep = cls(meta["model"], int(meta["n_layers"]), int(meta["d_model"]), tuple(meta["markers"]),
-                      meta["fingerprint"], timings=meta.get("timings", {}), study=meta.get("study", "bogdan2025"))
+                      meta["fingerprint"], timings=meta.get("timings", {}), study=meta.get("study", "bogdan2025"),
+                      source=meta.get("source", ""), folder=meta.get("folder", ""))
             names = list(meta["experiments"])
         except FileNotFoundError:
             raise SavedRunError(f"{out} has no replication.json (expected a directory written by `probekit run` "
@@ -112,7 +117,11 @@ class Replication:
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 raise SavedRunError(f"{d}: unreadable probe results ({type(exc).__name__}: {exc}); {redo}") from None
         if (out / "transfer.parquet").exists():
-            rep.transfer = pd.read_parquet(out / "transfer.parquet")
+            try:
+                rep.transfer = pd.read_parquet(out / "transfer.parquet")
+            except (OSError, ValueError) as exc:       # pyarrow's ArrowInvalid is a ValueError
+                raise SavedRunError(f"{out / 'transfer.parquet'}: unreadable ({type(exc).__name__}: "
+                                    f"{str(exc)[:200]}); {redo}") from None
         return rep
 
 
@@ -207,6 +216,7 @@ def probe_experiment(acts, exp: Experiment, probe_kw: dict | None = None, cache:
             except Exception as exc:     # corrupt, partial or unreadable: recompute, never report it
                 warnings.warn(f"probe-results cache: recomputing {path}: {exc}")
                 shutil.rmtree(path, ignore_errors=True)
+    announce_cost(acts, len(stim.attrs.get("labels", {})) + len(primary), probe_kw, exp.name)   # a large set: say so
     res = probe_grid(with_shuffled_controls(acts, primary, probe_kw["seed"]), **probe_kw)
     res.meta["primary"] = primary
     res.meta["experiment"] = exp.name
@@ -247,7 +257,8 @@ def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict
             log(f"[{model.name}] placement: {model.placement}")
     timings = {"load_model_s": round(time.perf_counter() - t0, 2)}
     rep = Replication(model.name, model.n_layers, model.d_model, model.markers, model.fingerprint, timings=timings,
-                      study=study.id if study.id in BUILTIN or not study.folder else str(study.folder))
+                      study=study.id if study.id in BUILTIN or not study.folder else str(study.folder),
+                      source=str(getattr(model, "source", "") or ""))
     # each stimulus set goes through the model once: experiments that query the same set take their rows
     # of its activations (Experiment.activations)
     exps = [study.experiments[n] for n in names]

@@ -17,6 +17,11 @@ Layout of one entry (a directory named by its key)::
   order (what activations depend on): a corrected label reuses the activations,
   while the probe-results cache (:mod:`probekit.pipeline`) keys on the set's
   full content hash, labels included.
+* Before an entry is begun, the free space of the store's file system is checked against the
+  bytes the entry will hold, and every array's blocks are reserved (``posix_fallocate``): a
+  memory-mapped write to a page the file system cannot back would kill the process with SIGBUS.
+  A full disk (ENOSPC, EDQUOT, EIO) is a :class:`~probekit.checks.DiskFullError` naming the store
+  and the bytes needed; the chunks already done stay, so a rerun after freeing space resumes.
 * Writes go to preallocated memmaps; a chunk is marked done in
   ``progress.json`` (atomic replace) only after its rows are flushed, so a run
   killed halfway resumes at the first chunk not done.
@@ -40,6 +45,7 @@ import numpy as np
 
 from .activations import COMPONENTS
 from .atomic import atomic_write_json
+from .checks import DiskFullError, check_free_space, is_disk_full
 from .hashing import file_sha256
 from .registry import cache_dir
 
@@ -134,16 +140,28 @@ class StoreEntry:
             warnings.warn(f"activation store: discarding an unusable partial entry at {self.path}")
         self.wipe()
         self.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.path / "manifest.json", self.identity, fsync=True)
-        shape = (self.n, self.d_model)
-        for l in range(self.n_layers):
-            for c in COMPONENTS:
-                np.lib.format.open_memmap(self.path / array_name(l, c), mode="w+", dtype=np.float32,
-                                          shape=shape).flush()
-        np.lib.format.open_memmap(self.path / "n_target_tokens.npy", mode="w+", dtype=np.int32,
-                                  shape=(self.n,)).flush()
-        atomic_write_json(self.path / "progress.json", {"chunks": chunks, "done": []}, fsync=True)
+        hint = (f" (or point PROBEKIT_CACHE at a larger disk, or run with --no-store); the entry at {self.path} "
+                f"is begun again on the next run")
+        check_free_space(self.path, self.planned_bytes() + (1 << 20), "activation store", hint)
+        try:
+            atomic_write_json(self.path / "manifest.json", self.identity, fsync=True)
+            shape = (self.n, self.d_model)
+            for l in range(self.n_layers):
+                for c in COMPONENTS:
+                    _preallocated(self.path / array_name(l, c), np.float32, shape)
+            _preallocated(self.path / "n_target_tokens.npy", np.int32, (self.n,))
+            atomic_write_json(self.path / "progress.json", {"chunks": chunks, "done": []}, fsync=True)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            self.wipe()                   # free what was reserved: the rerun begins the entry again
+            raise DiskFullError(f"activation store: the disk filled up while reserving {self.planned_bytes() >> 20} "
+                                f"MB at {self.path} ({exc.strerror}); free some space{hint}") from None
         return set()
+
+    def planned_bytes(self) -> int:
+        """Bytes of the entry's arrays (n x d_model float32 per layer and component, plus token counts)."""
+        return self.n_layers * len(COMPONENTS) * self.n * self.d_model * 4 + self.n * 4
 
     def open_writers(self) -> dict:
         w = {(l, c): np.load(self.path / array_name(l, c), mmap_mode="r+")
@@ -152,11 +170,17 @@ class StoreEntry:
         return w
 
     def mark_done(self, writers: dict, chunk_id: int) -> None:
-        for arr in writers.values():
-            arr.flush()
-        prog = self.progress() or {"chunks": [], "done": []}
-        prog["done"] = sorted(set(prog["done"]) | {chunk_id})
-        atomic_write_json(self.path / "progress.json", prog, fsync=True)
+        try:
+            for arr in writers.values():
+                arr.flush()
+            prog = self.progress() or {"chunks": [], "done": []}
+            prog["done"] = sorted(set(prog["done"]) | {chunk_id})
+            atomic_write_json(self.path / "progress.json", prog, fsync=True)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            raise DiskFullError(f"activation store: cannot record chunk {chunk_id} at {self.path} ({exc.strerror}); "
+                                f"free some space and rerun: it resumes after the last chunk recorded") from None
 
     def finish(self) -> None:
         """Checksum the arrays and mark the entry complete -- only once every chunk of the plan was
@@ -170,7 +194,13 @@ class StoreEntry:
             raise StoreCorruptError(f"{self.path}: refusing to complete the entry: chunks {missing} not written, "
                                     f"{len(rows)} of {self.n} rows planned")
         sums = {p.name: file_sha256(p) for p in sorted(self.path.glob("*.npy"))}
-        atomic_write_json(self.path / "complete.json", {"sha256": sums}, fsync=True)
+        try:
+            atomic_write_json(self.path / "complete.json", {"sha256": sums}, fsync=True)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            raise DiskFullError(f"activation store: cannot mark {self.path} complete ({exc.strerror}); free some "
+                                f"space and rerun: every chunk is written, only the checksums are left") from None
         (self.path / "progress.json").unlink(missing_ok=True)
 
     def wipe(self) -> None:
@@ -207,6 +237,24 @@ class StoreEntry:
 
     def n_target_tokens(self) -> np.ndarray:
         return np.asarray(np.load(self.path / "n_target_tokens.npy"))
+
+
+def _preallocated(path: Path, dtype, shape) -> None:
+    """An .npy file of ``shape`` whose data blocks are reserved on disk (``posix_fallocate``), so the
+    memory-mapped writes that fill it can never hit a full file system (SIGBUS); zeros, like
+    ``open_memmap`` (which leaves the file sparse)."""
+    np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape).flush()
+    if hasattr(os, "posix_fallocate"):
+        fd = os.open(path, os.O_RDWR)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                os.posix_fallocate(fd, 0, size)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):   # not supported here: sparse
+                    raise
+        finally:
+            os.close(fd)
 
 
 def is_read_only_error(exc: BaseException) -> bool:

@@ -55,7 +55,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import adapters
+from . import adapters, checkpoint
 from .activations import COMPONENTS
 from .adapters import adapter_for, blocks
 from .extraction import _check_finite, _Hooks, encode, pad_batch, plan_chunks, store_identity
@@ -213,8 +213,7 @@ def load_streamed(name: str, kw: dict, placement, hidden: str = "auto") -> Strea
     except Exception as exc:
         raise ModelUnavailableError(f"checkpoint {path}: its tokenizer cannot be loaded ({type(exc).__name__}: "
                                     f"{str(exc)[:200]})") from None
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
+    checkpoint.fix_pad_token(tok, f"checkpoint {path}")
     tok.padding_side = "right"
     dtype_name = placement.dtype
     return StreamedModel(model=model, tokenizer=tok, name=name, fingerprint=f"{kw['fingerprint']}|{dtype_name}",

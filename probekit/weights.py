@@ -166,8 +166,12 @@ def converted_gguf(kw: dict, name: str) -> Path | None:
     try:
         with atomic_directory(target) as tmp:
             _convert(kw, tmp)
-    except OSError as exc:     # e.g. a read-only or full cache: load from the GGUF every time
-        warnings.warn(f"could not cache the converted {name} ({exc}); loading from GGUF")
+    except Exception as exc:   # a read-only or full cache: load from the GGUF every time
+        # safetensors reports a full disk as its own SafetensorError, not as an OSError
+        if not isinstance(exc, OSError) and type(exc).__name__ != "SafetensorError":
+            raise
+        warnings.warn(f"could not cache the converted {name} ({type(exc).__name__}: {str(exc)[:200]}); "
+                      f"loading from GGUF")
         return None
     return target
 

@@ -114,5 +114,7 @@ def test_calibrate_writes_the_table(tmp_path, capsys):
 
 
 def test_calibrate_refuses_bad_arguments(capsys):
-    assert cli.main(["calibrate", "--draws", "3"]) == 2
+    with pytest.raises(SystemExit) as e:         # an argparse type now: refused while parsing
+        cli.main(["calibrate", "--draws", "3"])
+    assert e.value.code == 2
     assert "--draws" in capsys.readouterr().err

@@ -25,7 +25,7 @@ STAGES = [
     {"stimuli", "experiments"},
     {"extraction", "store", "streaming", "models", "adapters", "placement", "weights", "checkpoint", "llama3",
      "testing"},
-    {"stats", "design", "solver", "results", "probes", "transfer", "pipeline"},
+    {"stats", "design", "solver", "results", "probes", "transfer", "pipeline", "cost"},
     {"profiles", "simulate"},
     {"claim", "calibration", "studies.bogdan2025", "studies.bogdan2025.claims", "studies.bogdan2025.experiments",
      "studies.bogdan2025.paper", "studies.bogdan2025.untrained"},

@@ -200,7 +200,7 @@ def test_a_checkpoint_of_the_right_shape_is_accepted(monkeypatch, tmp_path):
     d = tmp_path / "llama3b"
     d.mkdir()
     cfg.save_pretrained(d)
-    (d / "model.safetensors").write_bytes(b"\0" * 8)
+    (d / "model.safetensors").write_bytes(b"\x02" + b"\0" * 7 + b"{}")      # an empty but valid safetensors file
     (d / "tokenizer.json").write_text("{}")
     monkeypatch.setenv("PROBEKIT_LLAMA_3_2_3B", str(d))
     name, kw = M.resolve("llama-3.2-3b")

@@ -89,7 +89,7 @@ def test_cli_batch_size_minus_one_then_a_normal_run_gives_real_scores(cache, tmp
         cli.main(argv + ["--batch-size", "-1"])
     assert e.value.code == 2 and _files(cache) == []
     assert cli.main(argv) == 0
-    got = pd.read_parquet(tmp_path / "results" / "tiny-ckpt" / "scores.parquet")
+    got = pd.read_parquet(tmp_path / "results" / cli.results_folder(str(ckpt), "tiny-ckpt") / "scores.parquet")
     ref = replicate(load_model(str(ckpt)), ["relations"], store=False, log=None,
                     probe_kw={"n_permutations": 4, "n_bootstrap": 20}).scores()
     np.testing.assert_array_equal(got["value"].to_numpy(), ref["value"].to_numpy())

@@ -45,7 +45,8 @@ def test_toy_study_through_the_cli_and_report(checkpoint, env, tmp_path):
                         "--out", str(out), "--permutations", "20", "--bootstrap", "200"],
                        capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
-    run = out / checkpoint.name
+    from probekit.cli import results_folder
+    run = out / results_folder(str(checkpoint), checkpoint.name)       # a local checkpoint: name + path hash
     v = pd.read_parquet(run / "verdicts.parquet")
     assert set(v.claim) == {"toy.colour_decodable", "toy.control_at_chance"}
     assert set(v.basis) == {"paper-normalised"}

@@ -52,16 +52,24 @@ def compare(a: Path, b: Path) -> dict:
     return out
 
 
+def _key_value(text: str) -> tuple[str, str]:
+    """argparse type of --meta: KEY=VALUE (was: a ValueError traceback without the '=')."""
+    key, eq, value = text.partition("=")
+    if not eq or not key:
+        raise argparse.ArgumentTypeError(f"--meta must be KEY=VALUE (e.g. solver_version=3), got {text!r}")
+    return key, value
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("cache_a", type=Path)
     ap.add_argument("cache_b", type=Path)
     ap.add_argument("--model")
-    ap.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
+    ap.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE", type=_key_value,
                     help="only results whose meta.json has this value (e.g. solver_version=3); repeatable")
     ap.add_argument("--tolerance", type=float, default=0.01)
     args = ap.parse_args(argv)
-    where = dict(kv.split("=", 1) for kv in args.meta)
+    where = dict(args.meta)
     ra, rb = (results_by_experiment(c, args.model, where) for c in (args.cache_a, args.cache_b))
     missing = sorted(set(ra) - set(rb))
     rows = {e: compare(ra[e], rb[e]) for e in sorted(set(ra) & set(rb))}

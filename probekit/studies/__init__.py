@@ -70,6 +70,7 @@ class Study:
         """This study's rows of ``expected_dir/*.parquet`` (validated); the paper rows from code when
         none are written yet."""
         table = E.load(self.expected_dir) if Path(self.expected_dir).is_dir() else pd.DataFrame(columns=E.COLUMNS)
+        E.check_claim_ids(table, self, str(self.expected_dir))      # a typo'd claim id is refused, not dropped
         mine = table[table.claim.map(self.owns)] if len(table) else table
         if not (mine.provenance == "paper").any():
             mine = pd.concat([self.paper_rows(), mine], ignore_index=True) if len(mine) else self.paper_rows()
