@@ -25,7 +25,7 @@ from . import __version__
 from . import profiles as P
 from .atomic import atomic_file as _atomic
 from .atomic import atomic_write_parquet, atomic_write_text  # noqa: F401  (re-exported for the CLI)
-from .claim import ReplicationEvidence, judge, measure
+from .claim import ANSWER_COLUMNS, ANSWERS, REGRESSION, ReplicationEvidence, judge, measure
 from .experiments import Experiment, experiment_profile
 from .profiles import layer_range_depths
 from .studies import load_study, study_of_claim
@@ -262,11 +262,33 @@ def claim_rows(verdicts: pd.DataFrame) -> pd.DataFrame:
                      "unit": k.unit, "value": k.value, "ci_low": k.ci_low, "ci_high": k.ci_high,
                      "interval": getattr(k, "interval", ""),
                      "provenance": k.provenance,
-                     "reason": "; ".join(f"{r.metric}: {r.reason}" for r in failed.itertuples())})
+                     "reason": "; ".join(f"{r.metric}: {r.reason}" for r in failed.itertuples()),
+                     **{c: getattr(k, c, np.nan) for c in ANSWER_COLUMNS}})
     out = pd.DataFrame(rows)
     if len(out):
         out = out.assign(_o=out.claim.map(_claim_order)).sort_values(["basis", "model", "_o"]).drop(columns="_o")
     return out.reset_index(drop=True)
+
+
+def answer_headline(claim_table: pd.DataFrame) -> str:
+    """The count of the three answers (rows judged against the paper) and of the regression rows' passes."""
+    ans = (claim_table["answer"].astype(object).fillna("").astype(str) if "answer" in claim_table
+           else pd.Series([""] * len(claim_table), index=claim_table.index))
+    scored = claim_table[ans.isin(ANSWERS)]
+    bits = []
+    if len(scored):
+        n = scored.answer.value_counts()
+        bits.append(f"Against the paper: {', '.join(f'{int(n.get(a, 0))} {a}' for a in ANSWERS)} of {len(scored)} "
+                    f"model x claim rows (power at the paper's size and the MDE at 80% power beside each; "
+                    f"see the README's decision rules).")
+    reg = claim_table[ans == REGRESSION]
+    if len(reg):
+        bits.append(f"Regression against the models' own measured references: {int(reg.passed.sum())} of "
+                    f"{len(reg)} rows pass (a regression check, not a test of the paper).")
+    rest = claim_table[~ans.isin(ANSWERS + (REGRESSION,))]
+    if len(rest):
+        bits.append(f"Without an answer: {int(rest.passed.sum())} of {len(rest)} rows pass their rule.")
+    return " ".join(bits)
 
 
 def claims_markdown(verdicts: pd.DataFrame, title: str = "Claims", level: int = 1) -> str:
@@ -282,20 +304,29 @@ def claims_markdown(verdicts: pd.DataFrame, title: str = "Claims", level: int = 
             sorted(set(cr.basis) - {"own", "paper-normalised"}):
         part = cr[cr.basis == basis]
         head, blurb = BASIS_TITLES.get(basis, (basis, ""))
-        n_pass = int(part.passed.sum())
-        lines += [f"{h}# {head} (basis `{basis}`)", "", blurb, "",
-                  f"{n_pass} of {len(part)} model x claim rows pass.", "",
-                  "| model | claim | verdict | key metric | value | interval (CI; set: the peak's confidence set; "
+        lines += [f"{h}# {head} (basis `{basis}`)", "", blurb, "", answer_headline(part), "",
+                  "| model | claim | answer | power at the paper's size | MDE (80%) / paper's size | rule "
+                  "| key metric | value | interval (CI; set: the peak's confidence set; "
                   f"null: the null's central {P.LEVEL:.0%}; spread: bootstrap argmaxes) | against "
-                  "| metrics passed | reason |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| metrics passed | why |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in part.itertuples():
             c = _claim(r.claim)
             title_ = c.title if c is not None else r.claim
+            ans = str(getattr(r, "answer", "") or "")
+            scored = ans in ANSWERS
+            why = (str(r.answer_reason) if scored else "") + ("" if r.passed else
+                                                             ("; " if scored else "") + r.reason)
             lines.append("| " + " | ".join(_md_cell(c) for c in [
-                r.model, f"`{r.claim}` {title_}", "PASS" if r.passed else "**FAIL**", f"`{r.key_metric}`",
+                r.model, f"`{r.claim}` {title_}",
+                {"reproduced": "reproduced", "contradicted": "**contradicted**",
+                 "inconclusive": "*inconclusive*"}.get(ans, ans or "—"),
+                _fmt(r.power_at_paper) if scored else "—",
+                (f"{_fmt(r.mde80)} / {_fmt(r.paper_effect)}{' (assumed)' if r.paper_size_assumed else ''}"
+                 if scored else "—"),
+                "PASS" if r.passed else "**FAIL**", f"`{r.key_metric}`",
                 _fmt(r.value, r.unit), _ci(r.ci_low, r.ci_high, r.unit, r.interval), r.provenance,
-                f"{r.n_passed}/{r.n_metrics}", "" if r.passed else r.reason]) + " |")
+                f"{r.n_passed}/{r.n_metrics}", why]) + " |")
         lines += ["", "<details><summary>every judged metric</summary>", "",
                   f"| model | claim | metric | value | {P.LEVEL:.0%} CI | judged on | verdict | reason |",
                   "|---|---|---|---|---|---|---|---|"]

@@ -17,9 +17,11 @@ import pandas as pd
 
 from probekit import profiles as P
 from probekit import simulate as sim
-from probekit.claim import Claim, Scenario, SyntheticEvidence, row
+from probekit.claim import Z, Z80, Claim, Effect, Scenario, SyntheticEvidence, row
 from probekit.pipeline import SHUFFLED_PREFIX
 from probekit.stats import binomial_lower, binomial_upper
+
+from .paper import PAPER_RANGES
 
 RESID, ATTN = "resid_pre", "attn_out"
 LEVEL = P.LEVEL
@@ -28,6 +30,24 @@ INFLATION = 1.5
 NOISE = {"sd": 0.02, "rho": 0.6, "n_boot": 500, "cells_sd": 0.03}
 UNTRAINED_FILE = Path(__file__).with_name("untrained_profiles.json")
 S = "bogdan2025."
+# the assumed magnitudes (the paper gives layer ranges, not effect sizes; paper-summary.md)
+DIP_SIZE = 0.20          # the 70B's valley below the lower of its two peaks, balanced accuracy
+BURIED_SIZE = 0.06       # deep-third balanced accuracy above chance
+ZIGZAG_PHI = -0.4        # AR(1) coefficient of the attention outputs' noise around their trend
+LEAK_RATE = 0.10         # shuffled-label family-wise positive rate that counts as leakage
+
+
+def _range_centre(exp: str, model: str = "llama-3.2-3b") -> float:
+    """Centre (normalised depth) of the paper's layer range for ``exp`` in ``model`` (layers ``l`` of an
+    ``L``-layer model span depths ``[l/L, (l+1)/L)``)."""
+    r = next(r for r in PAPER_RANGES[exp] if r["model"] == model)
+    lo, hi = P.layer_range_depths(r["low"], r["high"], r["n_layers"])
+    return (lo + hi) / 2
+
+
+def _range_end(exp: str, model: str = "llama-3.2-3b") -> float:
+    r = next(r for r in PAPER_RANGES[exp] if r["model"] == model)
+    return P.layer_range_depths(r["low"], r["high"], r["n_layers"])[1]
 
 
 def _untrained() -> dict | None:
@@ -137,6 +157,9 @@ class ItemPeakEarly(Claim):
     needs = ("items",)
     key_metric = "items.peak_layer"
     reference_model = "llama-3.2-3b"
+    effect = Effect(("items.depth",), null=_range_end("items"), paper=_range_centre("items"), sense="less",
+                    assumed=False, size_source="3B layers 2-7 of 28 (depths [2/28, 8/28)): the centroid at the "
+                                              "range's centre, 3/28 before the rule's bound, the range's end")
     scenarios = tuple(_profile_nulls(
         {("items", RESID): ("bump_random", 0.35, 0.85, 0.12, 0.12, "a")},
         {("items", RESID): ("untrained", "items", RESID)}) + [
@@ -200,6 +223,10 @@ class RelationsDeeper(Deeper):
     key_metric = "relations_minus_items.depth"
     reference_model = "llama-3.2-3b"
     deep, shallow = "relations", "items"
+    effect = Effect(("relations_minus_items.depth",), null=0.0,
+                    paper=_range_centre("relations") - _range_centre("items"), assumed=False,
+                    size_source="the distance between the centres of the 3B's ranges (relations 8-12, items 2-7 "
+                                "of 28); that the centroids sit at the centres is the assumption")
     scenarios = _deeper_scenarios("relations", "items", 10 / 28, 4.5 / 28)
 
 
@@ -213,6 +240,10 @@ class AnalogiesDeeper(Deeper):
     key_metric = "analogies_minus_relations.depth"
     reference_model = "llama-3.2-3b"
     deep, shallow = "analogies", "relations"
+    effect = Effect(("analogies_minus_relations.depth",), null=0.0,
+                    paper=_range_centre("analogies") - _range_centre("relations"), assumed=False,
+                    size_source="the distance between the centres of the 3B's ranges (analogies 10-15, relations "
+                                "8-12 of 28); that the centroids sit at the centres is the assumption")
     scenarios = tuple(Scenario(s.name, s.kind, s.description,
                                dict(s.params, truths={**s.params["truths"],
                                                       ("analogies_ab_only", RESID): ("flat",),
@@ -239,6 +270,9 @@ class DoublePeakClaim(Claim):
     needs = ("relations", "analogies")
     key_metric = "relations.double_peak_found"
     reference_model = "llama-3.3-70b"
+    effect = Effect(("relations.dip", "analogies.dip"), null=0.0, paper=DIP_SIZE, se_suffix="_se",
+                    size_source=f"assumed: a valley {DIP_SIZE} below the lower peak ('markedly decrease'; the paper "
+                                f"gives no magnitude); both experiments must show it")
     _single = {(e, RESID): ("bump_random", 0.15, 0.6, 0.15, 0.15, "a") for e in ("relations", "analogies")}
     _two = {(e, RESID): ("two_bumps", 14 / 80, 29 / 80, 0.05, 0.06) for e in ("relations", "analogies")}
     _two_big = {(e, RESID): ("two_bumps", 14 / 80, 29 / 80, 0.05, 0.12) for e in ("relations", "analogies")}
@@ -281,6 +315,15 @@ class DoublePeakClaim(Claim):
                             f"selection included (the 3B rule: a peak to have, and not two)"))
             dp = P.double_peak(v, boot, sep, LEVEL, INFLATION)
             how = (f"{RESID}; simultaneous {LEVEL:.0%} band x{INFLATION}, peaks >= {sep} layers apart")
+            d = P.dip(v, boot, sep, LEVEL, INFLATION)
+            at = (f"peaks at layers {d.first} and {d.second}, valley {d.valley}" if d.first is not None else
+                  "no pair of layers to compare")
+            rows.append(row(ev, self, f"{exp}.dip", "balanced_accuracy", d.depth, d.band_margin,
+                            d.depth + Z * d.se if np.isfinite(d.se) else np.nan, "dip",
+                            f"{RESID}: D = min(peak, peak) - valley of the deepest valley ({at}); lower bound = the "
+                            f"band rule's margin at that pair, upper = D + {Z:.2f} se"))
+            rows.append(row(ev, self, f"{exp}.dip_se", "se", d.se,
+                            detail=f"sd of that pair's contrast over the bootstrap replicates x{INFLATION}"))
             rows.append(row(ev, self, f"{exp}.double_peak_found", "bool", float(dp.found),
                             detail=f"{how}; margin {dp.margin:.3f}"))
             why = "" if dp.found else f"no double peak found ({how}), so there is no peak layer to place"
@@ -300,6 +343,13 @@ class AntiPersistenceClaim(Claim):
     needs = ("items", "relations", "analogies", "buried")
     key_metric = "p_vs_null"
     reference_model = "llama-3.3-70b"
+    # the effect in units of the assumed size: the shift of t below its white-noise null that anti-persistent
+    # AR(1) noise (phi = ZIGZAG_PHI) gives at the run's back-half length (P.ar1_shift), so 1 = the paper's size
+    effect = Effect(("zigzag_shift",), null=0.0, paper=1.0, se_suffix="_se",
+                    size_source=f"assumed: anti-persistent AR(1) noise, phi = {ZIGZAG_PHI}, around the attention "
+                                f"trend (unit: the shift of the detrended rho it gives, simulated at the run's "
+                                f"back-half length); the paper's rho ~ -0.33 is not on this scale (white noise alone "
+                                f"gives -0.5)")
     _exps = needs
     _trend = {(e, ATTN): ("bump_random", 0.3, 0.9, 0.2, 0.1, e) for e in needs}
     scenarios = (
@@ -346,6 +396,7 @@ class AntiPersistenceClaim(Claim):
                               detail=f"not computable: the back half has {b - a} layers (< 7)")]
         prof = np.array([ev.profile(e, ATTN)[0][a:b] for e in exps])
         t = P.anti_persistence_test(prof, seed=0)
+        unit = P.ar1_shift(b - a, ZIGZAG_PHI)
         rows = [row(ev, self, f"{e}.rho_attn_back_half", "rho", P.anti_persistence(p),
                     detail=f"layers {a}-{b - 1}, the paper's statistic") for e, p in zip(exps, prof)]
         rows += [
@@ -355,6 +406,12 @@ class AntiPersistenceClaim(Claim):
                 "detrended rho (decision statistic), mean over experiments; interval = its white-noise pivot null"),
             row(ev, self, "p_vs_null", "p", t.p_value, detail="one-sided: more anti-persistent than a smooth trend "
                                                                "+ white noise"),
+            row(ev, self, "zigzag_shift", "ratio", (t.null_mean - t.t) / unit, (t.null_q05 - t.t) / unit, np.nan,
+                "critical", f"(white-noise null mean - t) / {unit:.3f}, the shift phi = {ZIGZAG_PHI} gives at "
+                            f"{b - a} layers; lower bound = the distance past the one-sided 5% critical value "
+                            f"(> 0 when the test rejects)"),
+            row(ev, self, "zigzag_shift_se", "se", t.null_sd / unit,
+                detail="sd of t under the white-noise null, same unit (the alternative's spread taken as the same)"),
             gate,
         ]
         return rows
@@ -387,6 +444,10 @@ class BuriedDecodable(Claim):
     key_metric = "buried.deep_min_p_fwer"
     reference_model = "llama-3.2-3b"
     metric = "balanced_accuracy"
+    effect = Effect(("buried.deep_value",), null=sim.CHANCE, paper=sim.CHANCE + BURIED_SIZE,
+                    size_source=f"assumed: deep-third balanced accuracy {sim.CHANCE + BURIED_SIZE:.2f} (the paper "
+                                f"says 'decodable', no number); power is the deep-value interval's, the "
+                                f"permutation p is not modelled")
     scenarios = (
         Scenario("null_no_signal", "null", "no buried information: cells exchangeable with their permutation null",
                  dict(shift=0.0)),
@@ -475,7 +536,40 @@ class ShuffledAtChance(Claim):
                             f"when the one-sided 95% lower bound exceeds 5%"))
             rows.append(row(ev, self, "shuffled_mean_minus_chance", "score", float((sh.value - sh.chance).mean()),
                             detail=f"mean over {len(sh)} shuffled-label cells"))
+            rows.append(row(ev, self, "shuffled_labels", "count", n, detail="shuffled labels judged"))
         return rows
+
+    def answer(self, rule_passed, rows, absence=False):
+        """A control with the burden on the data: *reproduced* (the pipeline does not leak) only when the
+        rule passes and the one-sided 95% upper bound of the shuffled labels' family-wise positive rate is
+        below ``LEAK_RATE``; *contradicted* when the rule fails (leakage detected); else *inconclusive*.
+        Power = P(reproduced) for a healthy pipeline whose shuffled labels are significant at their nominal
+        5%; MDE = the leakage rate excluded with probability 0.8 there."""
+        from scipy.stats import binom
+        rate, cnt = rows.get("shuffled_fwer_positive_rate"), rows.get("shuffled_labels")
+        out = {"effect_metric": "shuffled_fwer_positive_rate", "paper_effect": LEAK_RATE, "paper_size_assumed": True,
+               "effect": np.nan, "effect_se": np.nan, "power_at_paper": np.nan, "mde80": np.nan}
+        if rate is None or cnt is None or not cnt["value"] > 0:
+            return {**out, "answer": "inconclusive", "answer_reason": "no shuffled labels measured"}
+        n = int(cnt["value"])
+        k = int(round(rate["value"] * n))
+        ks = np.arange(n + 1)
+        ok = np.array([binomial_upper(int(j), n) < LEAK_RATE for j in ks])
+        power = float(binom.pmf(ks, n, 0.05)[ok].sum())
+        mde = binomial_upper(int(binom.ppf(0.8, n, 0.05)), n)
+        n_need = next(m for m in range(n, 10000) if binom.pmf(np.arange(m + 1), m, 0.05)[
+            [binomial_upper(int(j), m) < LEAK_RATE for j in range(m + 1)]].sum() >= 0.8)
+        out.update(effect=k / n, effect_se=float(np.sqrt(max(k, 0.5) * (n - k) / n ** 3)), power_at_paper=power,
+                   mde80=mde)
+        up = float(rate["ci_high"])
+        if not rule_passed:
+            return {**out, "answer": "contradicted", "answer_reason": "the rule fails: leakage detected"}
+        if up < LEAK_RATE:
+            return {**out, "answer": "reproduced", "answer_reason": f"{k}/{n} significant: upper bound {up:.3f} < "
+                                                                     f"the leakage rate {LEAK_RATE}"}
+        return {**out, "answer": "inconclusive",
+                "answer_reason": f"{k}/{n} significant: upper bound {up:.3f} cannot exclude leakage at {LEAK_RATE} "
+                                 f"(about {n_need} shuffled labels give power 0.8)"}
 
     def simulate(self, scenario, n_layers, rng):
         k = scenario.params["shift"]
