@@ -26,12 +26,12 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_write_parquet, atomic_write_text
-from .claim import bounds_text, judge_rows, normalised_paper_rows
+from .claim import by_metric, bounds_text, judge_rows, normalised_paper_rows
 from .stats import binomial_interval
 from .studies import BUILTIN, load_study
 
 COLUMNS = ["study", "claim", "rule_model", "rule", "n_layers", "scenario", "kind", "description", "n_draws", "n_effect", "rate",
-           "ci_low", "ci_high", "seconds"]
+           "ci_low", "ci_high", "n_reproduced", "n_contradicted", "n_inconclusive", "seconds"]
 DEPTHS = (18, 28, 30, 80)
 ALPHA = 0.05
 
@@ -48,8 +48,14 @@ def rule_text(expected_rows: pd.DataFrame) -> str:
 def verdict(claim, ev, rules: list[dict]) -> bool:
     """The claim's verdict on one piece of evidence (True = passes): its ``measure`` judged on ``rules``
     (its paper rows normalised to the evidence's depth) by the judging core of real runs."""
+    return verdict_and_answer(claim, ev, rules)[0]
+
+
+def verdict_and_answer(claim, ev, rules: list[dict], absence: bool = False) -> tuple[bool, str]:
+    """The verdict and the claim's three-way answer (:meth:`probekit.claim.Claim.answer`) on one evidence."""
     m = claim.measure(ev) if claim.applies(ev) else []
-    return bool(m) and all(v["passed"] for v in judge_rows(m, rules, "paper-normalised"))
+    passed = bool(m) and all(v["passed"] for v in judge_rows(m, rules, "paper-normalised"))
+    return passed, claim.answer(passed, by_metric(m), absence=absence).get("answer", "")
 
 
 def calibrate_claim(study, claim, n_layers: int, scenario, n_draws: int, seed: int = 0,
@@ -69,14 +75,19 @@ def calibrate_claim(study, claim, n_layers: int, scenario, n_draws: int, seed: i
     rules = norm.to_dict("records")
     t = time.perf_counter()
     k = 0
+    answers = {"reproduced": 0, "contradicted": 0, "inconclusive": 0}
+    absence = rule_model in claim.contrasts
     for _ in range(n_draws):
         ev = claim.simulate(scenario, n_layers, rng)
-        k += verdict(claim, ev, rules) == claim.effect_verdict
+        passed, ans = verdict_and_answer(claim, ev, rules, absence)
+        k += passed == claim.effect_verdict
+        if ans in answers:
+            answers[ans] += 1
     lo, hi = binomial_interval(k, n_draws)
     return {"study": study.id, "claim": claim.id, "rule_model": rule_model, "rule": rule_text(norm), "n_layers": n_layers,
             "scenario": scenario.name, "kind": scenario.kind, "description": scenario.description,
             "n_draws": n_draws, "n_effect": k, "rate": k / n_draws, "ci_low": lo, "ci_high": hi,
-            "seconds": round(time.perf_counter() - t, 2)}
+            **{f"n_{a}": n for a, n in answers.items()}, "seconds": round(time.perf_counter() - t, 2)}
 
 
 def rule_sets(claim) -> list[tuple[str, tuple]]:
@@ -150,9 +161,35 @@ def markdown(table: pd.DataFrame, title: str = "Calibration of the decision rule
                 cells.append("—" if x.empty else f"{x.rate.iloc[0]:.3f} [{x.ci_low.iloc[0]:.3f}, {x.ci_high.iloc[0]:.3f}]")
             lines.append(f"| {sc}: {s.description.iloc[0]} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += answers_markdown(table)
     n = int(table.n_draws.max()) if len(table) else 0
     lines += [f"{n} draws per cell; {table.seconds.sum():.0f} s in all.", ""]
     return "\n".join(lines)
+
+
+def answers_markdown(table: pd.DataFrame) -> list[str]:
+    """The three answers per cell (fractions reproduced / contradicted / inconclusive): under a null the
+    reproduced share is the false-positive rate; where the paper's effect is planted at its size, the
+    contradicted share is how often the data wrongly exclude it."""
+    if "n_contradicted" not in table or table.n_contradicted.isna().all():
+        return []
+    depths = sorted(table.n_layers.unique())
+    lines = ["## The three answers per cell", "",
+             "reproduced / contradicted / inconclusive, as fractions of the draws (`probekit.claim.answer_claim`).",
+             "", "| claim (rows of) | scenario | " + " | ".join(f"L = {L}" for L in depths) + " |",
+             "|---|---|" + "---|" * len(depths)]
+    for (claim, model, sc), g in table.groupby(["claim", "rule_model", "scenario"], sort=False):
+        cells = []
+        for L in depths:
+            x = g[g.n_layers == L]
+            if x.empty:
+                cells.append("—")
+                continue
+            r = x.iloc[0]
+            cells.append(f"{r.n_reproduced / r.n_draws:.2f} / {r.n_contradicted / r.n_draws:.2f} / "
+                         f"{r.n_inconclusive / r.n_draws:.2f}")
+        lines.append(f"| `{claim}` ({model}) | {sc} ({g.kind.iloc[0]}) | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def summary_markdown(table: pd.DataFrame) -> str:

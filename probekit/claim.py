@@ -30,7 +30,8 @@ from .stats import LEVEL
 MEASUREMENT_COLUMNS = ["model", "n_layers", "claim", "metric", "unit", "value", "ci_low", "ci_high",
                        "interval", "detail"]
 ANSWER_COLUMNS = ["answer", "answer_reason", "effect_metric", "effect", "effect_se", "paper_effect",
-                  "paper_size_assumed", "power_at_paper", "mde80"]
+                  "paper_size_assumed", "power_at_paper", "mde80", "p_effect", "p_holm"]
+HOLM_ALPHA = 0.05
 VERDICT_COLUMNS = ["model", "claim", "metric", "unit", "value", "ci_low", "ci_high", "interval", "judged",
                    "direction", "low", "high", "expected", "tolerance", "provenance", "basis", "passed", "reason",
                    "source"] + ANSWER_COLUMNS
@@ -118,6 +119,7 @@ class Effect:
     size_source: str = ""
     assumed: bool = True
     se_suffix: str | None = None
+    p_metric: str | None = None      # a measured p-value row that tests the effect (else one from the reading)
 
     def __post_init__(self):
         if self.sense not in ("greater", "less"):
@@ -150,6 +152,12 @@ class EffectReading:
     def power(self, size: float) -> float:
         """P(the rule detects | true effect ``size``), normal approximation with this run's se."""
         return _N.cdf((size - self.h) / self.se) if self.se > 0 else float(size > self.h)
+
+    def p_value(self) -> float:
+        """One-sided p of "no effect", scaled so that the rule's bound touching the null (``e = h``) is
+        p = 0.025, the level of a LEVEL interval's one side: ``1 - Phi(Z e / h)`` (= ``1 - Phi(e / se)`` for a
+        normal-scale interval)."""
+        return 1 - _N.cdf(Z * self.e / self.h) if self.h > 0 else float(self.e <= 0)
 
     def mde(self) -> float:
         """The smallest true effect detected with probability 0.8."""
@@ -206,7 +214,14 @@ def answer_claim(eff: Effect, rule_passed: bool, rows: dict[str, dict], absence:
     good = [r for r in reads if not isinstance(r, str)]
     out = {"effect_metric": ", ".join(eff.metrics), "paper_effect": size, "paper_size_assumed": bool(eff.assumed),
            "effect": min((r.e for r in good), default=np.nan),
-           "effect_se": max((r.se for r in good), default=np.nan), "power_at_paper": np.nan, "mde80": np.nan}
+           "effect_se": max((r.se for r in good), default=np.nan), "power_at_paper": np.nan, "mde80": np.nan,
+           "p_effect": np.nan}
+    if not absence:            # an intersection of metrics: the largest p (each must reject)
+        pm = rows.get(eff.p_metric) if eff.p_metric else None
+        if pm is not None and np.isfinite(float(pm["value"])):
+            out["p_effect"] = float(pm["value"])
+        elif good and not bad and not eff.p_metric:
+            out["p_effect"] = max(r.p_value() for r in good)
     if good and not bad:
         if absence:
             out["power_at_paper"] = float(np.prod([r.exclusion_power(size) for r in good]))
@@ -329,7 +344,7 @@ def bounds_text(direction: str, low, high, expected, tolerance) -> str:
             "within": f"inside [{low:.4g}, {high:.4g}]"}[direction]
 
 
-def _with_depth_versions(meas: list[dict]) -> dict[str, dict]:
+def by_metric(meas: list[dict]) -> dict[str, dict]:
     """Measurements by metric, plus ``<metric>@depth`` (value and interval / n_layers) for every layer-unit
     metric (the first row of a metric wins)."""
     out: dict[str, dict] = {}
@@ -369,7 +384,7 @@ def normalised_paper_rows(expected: pd.DataFrame, claims, n_layers: int, model: 
 
 def judge_rows(meas: list[dict], rules: list[dict], basis: str) -> list[dict]:
     """The judging core on plain rows (``rules``: expected rows already chosen for this model and basis)."""
-    m = _with_depth_versions(meas)
+    m = by_metric(meas)
     model = meas[0]["model"] if meas else ""
     out = []
     for r in rules:
@@ -420,13 +435,29 @@ def judge(measurements: pd.DataFrame, expected: pd.DataFrame, claims=(), basis: 
     return add_answers(out, measurements, claims)
 
 
+def holm(p) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error control; NaN entries are not in the family)."""
+    p = np.asarray(p, float)
+    out = np.full_like(p, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    if not len(ok):
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m = len(order)
+    adj = np.maximum.accumulate((m - np.arange(m)) * p[order])
+    out[order] = np.minimum(adj, 1.0)
+    return out
+
+
 def add_answers(verdicts: pd.DataFrame, measurements: pd.DataFrame, claims) -> pd.DataFrame:
     """Fill the answer columns (:data:`ANSWER_COLUMNS`) of each (model, claim, basis) block of ``verdicts``.
 
     Rows judged against the model's own *measured* reference get ``answer = "regression"`` (their PASS/FAIL
     is a regression check, not a test of the paper). Otherwise the claim's rule model decides the logic: a
     model the claim states an absence for (``Claim.contrasts``, e.g. the 3B's "no double peak") is read as an
-    absence claim, every other as the paper's presence claim (:func:`answer_claim`)."""
+    absence claim, every other as the paper's presence claim (:func:`answer_claim`). ``p_holm``: Holm's
+    adjustment of ``p_effect`` across the presence claims of one model and basis (reported beside the raw
+    answers; a claim reproduced at ``p_holm >= 0.05`` does not survive the family-wise correction)."""
     if verdicts.empty:
         return verdicts
     by_id = {c.id: c for c in claims}
@@ -442,13 +473,20 @@ def add_answers(verdicts: pd.DataFrame, measurements: pd.DataFrame, claims) -> p
             res = {"answer": "", "answer_reason": "claim not loaded: no answer"}
         else:
             m = measurements[(measurements.claim == claim_id) & (measurements.model == model)]
-            rows = _with_depth_versions(m.to_dict("records"))
+            rows = by_metric(m.to_dict("records"))
             rule_model = model if basis == "own" else c.reference_model
             res = c.answer(bool(g.passed.all()), rows, absence=rule_model in c.contrasts)
         for col in ANSWER_COLUMNS:
             val = res.get(col, np.nan)
             v.loc[g.index, col] = pd.Series([val] * len(g), index=g.index, dtype=object)
-    for col in ("effect", "effect_se", "paper_effect", "power_at_paper", "mde80"):
+    for (model, basis), g in v.groupby(["model", "basis"], sort=False):
+        first = g.drop_duplicates("claim")
+        pv = pd.to_numeric(first.p_effect, errors="coerce")
+        adj = holm(pv.to_numpy(float))
+        for cid, a in zip(first.claim, adj):
+            idx = g.index[g.claim == cid]
+            v.loc[idx, "p_holm"] = pd.Series([a] * len(idx), index=idx, dtype=object)
+    for col in ("effect", "effect_se", "paper_effect", "power_at_paper", "mde80", "p_effect", "p_holm"):
         v[col] = pd.to_numeric(v[col], errors="coerce").astype(float)
     v["answer"] = v["answer"].fillna("").astype(str)
     v["answer_reason"] = v["answer_reason"].fillna("").astype(str)

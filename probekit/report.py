@@ -15,13 +15,17 @@ no display and no pyplot global state.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import __version__
+from . import __version__, calibration, stats
+from . import claim as claim_module
 from . import profiles as P
 from .atomic import atomic_file as _atomic
 from .atomic import atomic_write_parquet, atomic_write_text  # noqa: F401  (re-exported for the CLI)
@@ -305,11 +309,11 @@ def claims_markdown(verdicts: pd.DataFrame, title: str = "Claims", level: int = 
         part = cr[cr.basis == basis]
         head, blurb = BASIS_TITLES.get(basis, (basis, ""))
         lines += [f"{h}# {head} (basis `{basis}`)", "", blurb, "", answer_headline(part), "",
-                  "| model | claim | answer | power at the paper's size | MDE (80%) / paper's size | rule "
-                  "| key metric | value | interval (CI; set: the peak's confidence set; "
+                  "| model | claim | answer | power at the paper's size | MDE (80%) / paper's size "
+                  "| p (Holm) | rule | key metric | value | interval (CI; set: the peak's confidence set; "
                   f"null: the null's central {P.LEVEL:.0%}; spread: bootstrap argmaxes) | against "
                   "| metrics passed | why |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in part.itertuples():
             c = _claim(r.claim)
             title_ = c.title if c is not None else r.claim
@@ -324,6 +328,7 @@ def claims_markdown(verdicts: pd.DataFrame, title: str = "Claims", level: int = 
                 _fmt(r.power_at_paper) if scored else "—",
                 (f"{_fmt(r.mde80)} / {_fmt(r.paper_effect)}{' (assumed)' if r.paper_size_assumed else ''}"
                  if scored else "—"),
+                (f"{_fmt(r.p_effect, 'p')} ({_fmt(r.p_holm, 'p')})" if scored and pd.notna(r.p_effect) else "—"),
                 "PASS" if r.passed else "**FAIL**", f"`{r.key_metric}`",
                 _fmt(r.value, r.unit), _ci(r.ci_low, r.ci_high, r.unit, r.interval), r.provenance,
                 f"{r.n_passed}/{r.n_metrics}", why]) + " |")
@@ -391,6 +396,34 @@ def twin_markdown(verdicts: pd.DataFrame) -> str:
     return "\n".join(lines + [""])
 
 
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def preregistration(study) -> dict:
+    """The record that ties a run to rules fixed before it ran: probekit's version, and sha256 hashes of the
+    rule code (the judging core and the study's own modules), of the expected rows (``expected_dir/*.parquet``,
+    the study's rows only, in a canonical order) and of every claim's scenarios and effect estimand."""
+    code = {Path(m.__file__).name: _sha256(Path(m.__file__).read_bytes())
+            for m in (claim_module, P, stats, calibration)}
+    if study.folder:
+        for f in sorted(Path(study.folder).glob("*.py")):
+            code[f"{study.id}/{f.name}"] = _sha256(f.read_bytes())
+    exp = study.expected()
+    exp = exp.sort_values(list(exp.columns[:5]), kind="stable").reset_index(drop=True)
+    rows = _sha256(exp.to_csv(index=False).encode())
+    specs = []
+    for c in study.claims:
+        scen = [(s.name, s.kind, repr(sorted(s.params.items(), key=str))) for s in c.scenarios]
+        contrast = {m: [(s.name, s.kind, repr(sorted(s.params.items(), key=str))) for s in sc]
+                    for m, sc in c.contrasts.items()}
+        eff = dataclasses.asdict(c.effect) if getattr(c, "effect", None) is not None else None
+        specs.append({"claim": c.id, "scenarios": scen, "contrasts": contrast, "effect": eff})
+    return {"probekit": __version__, "study": study.id, "code_sha256": code, "expected_rows_sha256": rows,
+            "n_expected_rows": int(len(exp)),
+            "scenarios_sha256": _sha256(json.dumps(specs, sort_keys=True, default=str).encode())}
+
+
 def measure_run(rep) -> pd.DataFrame:
     """Every claim of the run's study measured on the run."""
     study = _study(rep)
@@ -410,6 +443,8 @@ def write_report(rep, out_dir, measurements: pd.DataFrame | None = None) -> dict
     meas = measure_run(rep) if measurements is None else measurements
     paths: dict[str, object] = {"replication": out / "replication.json", "scores": out / "scores.parquet",
                                 "measurements": atomic_write_parquet(meas, out / "measurements.parquet")}
+    prereg = preregistration(study)
+    paths["preregistration"] = atomic_write_text(out / "preregistration.json", json.dumps(prereg, indent=1) + "\n")
     verdicts = all_verdicts(meas, study) if len(meas) else pd.DataFrame()
     if len(verdicts):
         paths.update(write_claims_table(verdicts, out))
@@ -491,6 +526,12 @@ def report_markdown(rep, verdicts: pd.DataFrame, figures: list[Path], out_dir: P
                 _fmt(s["layer0_value"]), _fmt(s["surface_baseline"]), _fmt(s["selectivity_at_peak"]),
                 f"[png]({rel[fn]})" if fn in rel else "—"]) + " |")
     lines += [""] + transfer_lines(rep)
+    pr = preregistration(study)
+    lines += ["## Pre-registration", "",
+              f"Judged with rules fixed in code and data before this report was written (`preregistration.json`): "
+              f"probekit {pr['probekit']}, study `{pr['study']}`, expected rows sha256 `{pr['expected_rows_sha256'][:16]}` "
+              f"({pr['n_expected_rows']} rows), scenarios and effect sizes sha256 `{pr['scenarios_sha256'][:16]}`, rule "
+              f"code " + ", ".join(f"`{k}` `{v[:12]}`" for k, v in pr["code_sha256"].items()) + ".", ""]
     if verdicts is not None and len(verdicts):
         lines += [claims_markdown(verdicts, title=f"Claims ({study.title})", level=2)]
     else:

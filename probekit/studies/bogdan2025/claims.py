@@ -10,6 +10,7 @@ measured profiles; planted effects at the paper's layers.
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -345,7 +346,7 @@ class AntiPersistenceClaim(Claim):
     reference_model = "llama-3.3-70b"
     # the effect in units of the assumed size: the shift of t below its white-noise null that anti-persistent
     # AR(1) noise (phi = ZIGZAG_PHI) gives at the run's back-half length (P.ar1_shift), so 1 = the paper's size
-    effect = Effect(("zigzag_shift",), null=0.0, paper=1.0, se_suffix="_se",
+    effect = Effect(("zigzag_shift",), null=0.0, paper=1.0, se_suffix="_se", p_metric="p_vs_null",
                     size_source=f"assumed: anti-persistent AR(1) noise, phi = {ZIGZAG_PHI}, around the attention "
                                 f"trend (unit: the shift of the detrended rho it gives, simulated at the run's "
                                 f"back-half length); the paper's rho ~ -0.33 is not on this scale (white noise alone "
@@ -445,6 +446,7 @@ class BuriedDecodable(Claim):
     reference_model = "llama-3.2-3b"
     metric = "balanced_accuracy"
     effect = Effect(("buried.deep_value",), null=sim.CHANCE, paper=sim.CHANCE + BURIED_SIZE,
+                    p_metric="buried.deep_min_p_fwer",
                     size_source=f"assumed: deep-third balanced accuracy {sim.CHANCE + BURIED_SIZE:.2f} (the paper "
                                 f"says 'decodable', no number); power is the deep-value interval's, the "
                                 f"permutation p is not modelled")
@@ -490,6 +492,18 @@ class BuriedDecodable(Claim):
         truth = sim.CHANCE + k * deep
         ev.profiles[("buried", RESID)] = sim.observe(truth, NOISE["sd"], rng, rho=rho, n_boot=200)
         return ev
+
+
+@lru_cache(maxsize=None)
+def _leak_power(n: int) -> tuple[float, float]:
+    """For ``n`` shuffled labels of a healthy pipeline (each family-wise significant with probability 0.05):
+    P(the upper bound of the positive rate < LEAK_RATE), and the rate excluded with probability 0.8."""
+    from scipy.stats import binom
+    k_max = -1                                   # the largest count whose upper bound is below LEAK_RATE
+    while k_max + 1 <= n and binomial_upper(k_max + 1, n) < LEAK_RATE:
+        k_max += 1
+    power = float(binom.cdf(k_max, n, 0.05)) if k_max >= 0 else 0.0
+    return power, binomial_upper(int(binom.ppf(0.8, n, 0.05)), n)
 
 
 class ShuffledAtChance(Claim):
@@ -545,7 +559,6 @@ class ShuffledAtChance(Claim):
         below ``LEAK_RATE``; *contradicted* when the rule fails (leakage detected); else *inconclusive*.
         Power = P(reproduced) for a healthy pipeline whose shuffled labels are significant at their nominal
         5%; MDE = the leakage rate excluded with probability 0.8 there."""
-        from scipy.stats import binom
         rate, cnt = rows.get("shuffled_fwer_positive_rate"), rows.get("shuffled_labels")
         out = {"effect_metric": "shuffled_fwer_positive_rate", "paper_effect": LEAK_RATE, "paper_size_assumed": True,
                "effect": np.nan, "effect_se": np.nan, "power_at_paper": np.nan, "mde80": np.nan}
@@ -553,12 +566,8 @@ class ShuffledAtChance(Claim):
             return {**out, "answer": "inconclusive", "answer_reason": "no shuffled labels measured"}
         n = int(cnt["value"])
         k = int(round(rate["value"] * n))
-        ks = np.arange(n + 1)
-        ok = np.array([binomial_upper(int(j), n) < LEAK_RATE for j in ks])
-        power = float(binom.pmf(ks, n, 0.05)[ok].sum())
-        mde = binomial_upper(int(binom.ppf(0.8, n, 0.05)), n)
-        n_need = next(m for m in range(n, 10000) if binom.pmf(np.arange(m + 1), m, 0.05)[
-            [binomial_upper(int(j), m) < LEAK_RATE for j in range(m + 1)]].sum() >= 0.8)
+        power, mde = _leak_power(n)
+        n_need = next((m for m in range(n, 2001) if _leak_power(m)[0] >= 0.8), None)
         out.update(effect=k / n, effect_se=float(np.sqrt(max(k, 0.5) * (n - k) / n ** 3)), power_at_paper=power,
                    mde80=mde)
         up = float(rate["ci_high"])
@@ -568,8 +577,8 @@ class ShuffledAtChance(Claim):
             return {**out, "answer": "reproduced", "answer_reason": f"{k}/{n} significant: upper bound {up:.3f} < "
                                                                      f"the leakage rate {LEAK_RATE}"}
         return {**out, "answer": "inconclusive",
-                "answer_reason": f"{k}/{n} significant: upper bound {up:.3f} cannot exclude leakage at {LEAK_RATE} "
-                                 f"(about {n_need} shuffled labels give power 0.8)"}
+                "answer_reason": f"{k}/{n} significant: upper bound {up:.3f} cannot exclude leakage at {LEAK_RATE}"
+                                 + (f" (about {n_need} shuffled labels give power 0.8)" if n_need else "")}
 
     def simulate(self, scenario, n_layers, rng):
         k = scenario.params["shift"]
