@@ -424,10 +424,29 @@ def preregistration(study) -> dict:
             "scenarios_sha256": _sha256(json.dumps(specs, sort_keys=True, default=str).encode())}
 
 
-def measure_run(rep) -> pd.DataFrame:
-    """Every claim of the run's study measured on the run."""
+def measure_run(rep, used: dict | None = None) -> pd.DataFrame:
+    """Every claim of the run's study measured on the run; ``used`` (a dict) receives the profiles the
+    claims read, ``{(experiment, component): (values, boot)}``."""
     study = _study(rep)
-    return measure(study.claims, ReplicationEvidence(rep, study))
+    ev = ReplicationEvidence(rep, study)
+    out = measure(study.claims, ev)
+    if used is not None:
+        used.update(ev._cache)
+    return out
+
+
+def write_claim_profiles(profiles: dict, path) -> Path:
+    """The profiles the claims read, as ``<experiment>/<component>/values`` (float64) and ``.../boot``
+    (float32, the bootstrap replicates) in one ``.npz``: with ``measurements.parquet`` enough to re-judge
+    every verdict without the model (``probekit.claim.SyntheticEvidence(profiles=...)``)."""
+    arrays = {}
+    for (exp, comp), (v, boot) in sorted(profiles.items()):
+        arrays[f"{exp}/{comp}/values"] = np.asarray(v, float)
+        arrays[f"{exp}/{comp}/boot"] = np.asarray(boot, np.float32)
+    def write(tmp):
+        with open(tmp, "wb") as f:                  # a file object: savez would append .npz to a name
+            np.savez_compressed(f, **arrays)
+    return _atomic(Path(path), write)
 
 
 # ----------------------------------------------------------------------------- per-model report
@@ -440,9 +459,14 @@ def write_report(rep, out_dir, measurements: pd.DataFrame | None = None) -> dict
     out.mkdir(parents=True, exist_ok=True)
     study = _study(rep)
     rep.save(out)
-    meas = measure_run(rep) if measurements is None else measurements
+    used: dict = {}
+    meas = measure_run(rep, used) if measurements is None else measurements
+    if measurements is not None:
+        measure_run(rep, used)                  # the profiles only (the measurements were given)
     paths: dict[str, object] = {"replication": out / "replication.json", "scores": out / "scores.parquet",
                                 "measurements": atomic_write_parquet(meas, out / "measurements.parquet")}
+    if used:
+        paths["claim_profiles"] = write_claim_profiles(used, out / "claim_profiles.npz")
     prereg = preregistration(study)
     paths["preregistration"] = atomic_write_text(out / "preregistration.json", json.dumps(prereg, indent=1) + "\n")
     verdicts = all_verdicts(meas, study) if len(meas) else pd.DataFrame()

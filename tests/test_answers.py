@@ -162,3 +162,18 @@ def test_p_effect_matches_the_rule_bound():
     a = C.answer_claim(eff, False, {**_rows(0.1, 0.0, 0.2), "pv": {"value": 0.003}})
     assert a["p_effect"] == 0.003
     assert np.isnan(C.answer_claim(EFF, True, _rows(0.0, -0.05, 0.05), absence=True)["p_effect"])
+
+
+def test_preregistration_record_is_stable_and_hashes_the_rules(tmp_path):
+    from probekit.report import preregistration, write_claim_profiles
+    a, b = preregistration(STUDY), preregistration(STUDY)
+    assert a == b
+    assert {"claim.py", "profiles.py"} <= set(a["code_sha256"])
+    assert any(k.endswith("/claims.py") for k in a["code_sha256"])
+    assert len(a["expected_rows_sha256"]) == 64 and a["n_expected_rows"] > 0
+    v = np.linspace(0.5, 0.7, 6)
+    boot = v + np.random.default_rng(0).normal(0, 0.01, (30, 6))
+    path = write_claim_profiles({("items", "resid_pre"): (v, boot)}, tmp_path / "claim_profiles.npz")
+    with np.load(path) as z:
+        assert np.allclose(z["items/resid_pre/values"], v)
+        assert z["items/resid_pre/boot"].shape == (30, 6)
