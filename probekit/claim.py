@@ -155,8 +155,8 @@ class EffectReading:
 
     def p_value(self) -> float:
         """One-sided p of "no effect", scaled so that the rule's bound touching the null (``e = h``) is
-        p = 0.025, the level of a LEVEL interval's one side: ``1 - Phi(Z e / h)`` (= ``1 - Phi(e / se)`` for a
-        normal-scale interval)."""
+        p = (1 - LEVEL) / 2, the level of a LEVEL interval's one side: ``1 - Phi(Z e / h)``
+        (= ``1 - Phi(e / se)`` for a normal-scale interval)."""
         return 1 - _N.cdf(Z * self.e / self.h) if self.h > 0 else float(self.e <= 0)
 
     def mde(self) -> float:

@@ -371,16 +371,20 @@ def twin_markdown(verdicts: pd.DataFrame) -> str:
     v = verdicts[verdicts.basis == "paper-normalised"]
     if v.empty:
         return ""
-    passed = {(m, c): bool(g.passed.all()) for (m, c), g in v.groupby(["model", "claim"])}
+    # with answers, "passes" is "reproduced" (a control too: the data must exclude leakage); else the rule
+    has_answers = "answer" in v and v.answer.isin(ANSWERS).any()
+    passed = {(m, c): (str(g.answer.iloc[0]) == "reproduced") if has_answers else bool(g.passed.all())
+              for (m, c), g in v.groupby(["model", "claim"])}
     models = sorted(set(v.model))
     twins = {m: sorted(t for t in models if t.startswith(m + "+random")) for m in models if "+random" not in m}
     twins = {m: t for m, t in twins.items() if t}
     if not twins:
         return ""
     lines = ["## Against the untrained twin (paper-normalised)", "",
-             "A positive claim counts as reproduced for a model only if it passes there and fails on the model's "
-             "random-init twin (same architecture and tokenizer, weights re-initialised with a fixed seed). "
-             "For the control claim (shuffled labels at chance) both must pass.", "",
+             "A positive claim counts as reproduced for a model only if it is reproduced there (PASS) and not on "
+             "the model's random-init twin (same architecture and tokenizer, weights re-initialised with a fixed "
+             "seed). For the control claim (shuffled labels at chance) both must pass." +
+             (" PASS = the answer *reproduced*; fail = contradicted or inconclusive." if has_answers else ""), "",
              "| model | twin | claim | model | twin | reproduced |", "|---|---|---|---|---|---|"]
     for m, ts in twins.items():
         for c in [c for c in dict.fromkeys(v[v.model == m].claim)]:

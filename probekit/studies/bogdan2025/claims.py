@@ -337,6 +337,20 @@ class DoublePeakClaim(Claim):
         return _simulate_profiles(scenario, n_layers, rng)
 
 
+def cross_rows(ev, claim, prof) -> list[dict]:
+    """``attn_cross_consistency``: the paper's cross-experiment form of the zig-zag (reported beside the
+    within-profile test, not judged): do the experiments' detrended attention first differences go up and
+    down at the same layers?"""
+    if len(prof) < 2:
+        return [row(ev, claim, "attn_cross_consistency", "rho", np.nan, detail="needs >= 2 experiments")]
+    cc = P.cross_consistency(prof)
+    return [row(ev, claim, "attn_cross_consistency", "rho", cc.r, np.nan, cc.null_hi, "null",
+                f"mean over {cc.n_pairs} experiment pairs of corr(detrended first differences), back half "
+                f"(interval: up to the null's 95% quantile); reported, not judged"),
+            row(ev, claim, "attn_cross_consistency_p", "p", cc.p_value,
+                detail="one-sided: more shared than independent white noise per experiment gives")]
+
+
 class AntiPersistenceClaim(Claim):
     id = S + "anti_persistence"
     title = "Adjacent attention layers are anti-persistent"
@@ -411,6 +425,7 @@ class AntiPersistenceClaim(Claim):
                 "critical", f"(white-noise null mean - t) / {unit:.3f}, the shift phi = {ZIGZAG_PHI} gives at "
                             f"{b - a} layers; lower bound = the distance past the one-sided 5% critical value "
                             f"(> 0 when the test rejects)"),
+            *cross_rows(ev, self, prof),
             row(ev, self, "zigzag_shift_se", "se", t.null_sd / unit,
                 detail="sd of t under the white-noise null, same unit (the alternative's spread taken as the same)"),
             gate,
