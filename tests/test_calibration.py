@@ -91,3 +91,25 @@ def test_untrained_profiles_are_recorded_from_saved_runs(synthetic_replication, 
     # and the shipped file feeds the simulator at any depth
     f, sd = _truth(("untrained", "relations", "resid_pre"), 80, np.random.default_rng(0), {})
     assert f.shape == sd.shape == (80,)
+
+
+def test_inflation_table_finds_the_refit_ratio(tmp_path):
+    """Refit replicates that scatter twice as wide as the reweighting ones: the study's x1 interval covers
+    far fewer than 95% of them, and about x2 is needed."""
+    from probekit.calibration import inflation_table
+    rng = np.random.default_rng(0)
+    L = 12
+    base = 0.5 + 0.3 * np.exp(-0.5 * ((np.arange(L) - 4) / 2.0) ** 2)
+    arrays = {}
+    for e, shift in (("items", 0), ("relations", 3)):
+        prof = np.roll(base, shift)
+        arrays[f"m/{e}/resid_pre/profile"] = prof
+        arrays[f"m/{e}/resid_pre/reweight"] = prof + 0.01 * rng.standard_normal((400, L))
+        arrays[f"m/{e}/resid_pre/refit"] = prof - 0.01 + 0.02 * rng.standard_normal((400, L))
+    np.savez(tmp_path / "n.npz", **arrays)
+    t = inflation_table(tmp_path / "n.npz", 1.0, pairs=(("relations", "items"),)).set_index("statistic")
+    assert set(t.index) == {"items.depth", "relations.depth", "relations_minus_items.depth", "items.band",
+                            "relations.band"}
+    assert (t.coverage_at_study < 0.9).all()
+    assert t.loc["items.band", "sd_ratio"] == pytest.approx(2.0, rel=0.1)
+    assert t.loc["items.band", "kappa_for_95"] == pytest.approx(2.0, rel=0.15)
