@@ -93,12 +93,33 @@ def _truth(spec, L, rng, shared: dict):
     raise ValueError(f"unknown truth spec {spec!r}")
 
 
+MEASURED_FILE = Path(__file__).resolve().parents[3] / "benchmarks" / "calibration" / "noise_measured.npz"
+MEASURED_MODEL = "gemma3-270m"     # the one model whose refits cover every layer
+_NOISE_SET = {"analogies_ab_only": "analogies", "analogies_cd_only": "analogies"}
+
+
+def _measured(exp: str, comp: str, model: str = MEASURED_MODEL):
+    """The measured (refit, reweight) deviations of ``exp``'s set (:func:`probekit.simulate.measured_noise`)."""
+    if not MEASURED_FILE.exists():
+        raise LookupError(f"no measured noise ({MEASURED_FILE} missing)")
+    m = sim.measured_noise(MEASURED_FILE)
+    key = (model, _NOISE_SET.get(exp, exp), comp)
+    if key not in m:
+        raise LookupError(f"no measured refit noise for {key}")
+    return m[key]
+
+
 def _simulate_profiles(scenario: Scenario, L: int, rng, n_boot: int | None = None) -> SyntheticEvidence:
     p = scenario.params
     ev = SyntheticEvidence(L)
     shared: dict = {}
     for (exp, comp), spec in p["truths"].items():
         f, sd = _truth(spec, L, rng, shared)
+        if p.get("noise") == "measured":       # the set's own measured refit + reweighting deviations
+            ref, rw = _measured(exp, comp, p.get("noise_model", MEASURED_MODEL))
+            ev.profiles[(exp, comp)] = sim.observe_measured(
+                f, ref, rw, rng, n_boot=NOISE["n_boot"] if n_boot is None else n_boot)
+            continue
         sd = NOISE["sd"] if sd is None else sd
         ev.profiles[(exp, comp)] = sim.observe(
             f, sd, rng, rho=p.get("rho", NOISE["rho"]), kappa_true=p.get("kappa", 1.0), kind=p.get("noise", "ar"),
@@ -119,6 +140,8 @@ def _profile_nulls(truths_null: dict, untrained: dict) -> list[Scenario]:
                                                                                      noise="walk")),
         Scenario("untrained_1.5x", "null", "the untrained model's measured profiles and noise, 1.5x",
                  dict(truths=untrained, kappa=1.5)),
+        Scenario("null_measured", "null", f"null truth, each set's measured refit + reweighting noise "
+                 f"({MEASURED_MODEL})", dict(truths=truths_null, noise="measured")),
     ]
 
 
@@ -170,6 +193,16 @@ class ItemPeakEarly(Claim):
                  dict(truths={("items", RESID): ("bump", 4.5 / 28, 0.06, 0.12)})),
         Scenario("planted_paper_1.5x", "planted", "the same, noise 1.5x",
                  dict(truths={("items", RESID): ("bump", 4.5 / 28, 0.06, 0.12)}, kappa=1.5)),
+        # the least-favourable null: the centroid exactly at the rule's bound (the end of the paper's range)
+        Scenario("null_boundary_1.5x", "null", "a peak centred at the bound, depth 8/28 (height 0.12), AR noise "
+                 "1.5x: the least-favourable null", dict(truths={("items", RESID): ("bump", 8 / 28, 0.06, 0.12)},
+                                                         kappa=1.5)),
+        Scenario("null_boundary_measured", "null", f"the same with the items set's measured noise "
+                 f"({MEASURED_MODEL})", dict(truths={("items", RESID): ("bump", 8 / 28, 0.06, 0.12)},
+                                             noise="measured")),
+        Scenario("planted_paper_measured", "planted", "the paper's peak (depth 0.16, height 0.12) with the items "
+                 "set's measured noise", dict(truths={("items", RESID): ("bump", 4.5 / 28, 0.06, 0.12)},
+                                              noise="measured")),
     ])
 
     def measure(self, ev):
@@ -213,6 +246,8 @@ def _deeper_scenarios(deep, shallow, at_deep, at_shallow):
                  f"{shallow} peak at depth {at_shallow:.2f}, {deep} at {at_deep:.2f} (the paper's range centres)",
                  dict(truths=planted)),
         Scenario("planted_paper_1.5x", "planted", "the same, noise 1.5x", dict(truths=planted, kappa=1.5)),
+        Scenario("planted_paper_measured", "planted", "the same, each set's measured noise",
+                 dict(truths=planted, noise="measured")),
     ])
 
 
@@ -287,6 +322,13 @@ class DoublePeakClaim(Claim):
                  dict(truths=_two_big)),
         Scenario("planted_dip_0.20", "planted", "peaks at layers 14 and 29 of 80, valley 0.20 below them",
                  dict(truths=_two_huge)),
+        Scenario("planted_dip_0.20_measured", "planted", "the same, each set's measured noise",
+                 dict(truths=_two_huge, noise="measured")),
+        # the intersection-union nulls: the claim needs both experiments, so one double-peaked is a null
+        Scenario("null_iu_1.5x", "null", "relations double-peaked (valley 0.20), analogies one peak; AR noise "
+                 "1.5x", dict(truths={**_two_huge, ("analogies", RESID): ("bump", 0.3, 0.15, 0.15)}, kappa=1.5)),
+        Scenario("null_iu_measured", "null", "the same with each set's measured noise",
+                 dict(truths={**_two_huge, ("analogies", RESID): ("bump", 0.3, 0.15, 0.15)}, noise="measured")),
     ])
     # the 3B rule (the scaling contrast): one significant peak and no double peak. Its nulls are worlds
     # without a peak; its "alternative" rows are worlds with the 70B's double peak, where passing is a miss
