@@ -177,3 +177,13 @@ def test_preregistration_record_is_stable_and_hashes_the_rules(tmp_path):
     with np.load(path) as z:
         assert np.allclose(z["items/resid_pre/values"], v)
         assert z["items/resid_pre/boot"].shape == (30, 6)
+
+
+def test_a_p_value_at_its_permutation_floor_does_not_reproduce():
+    c = STUDY.claim("bogdan2025.buried_decodable")
+    base = {"buried.deep_value": {"value": 0.56, "ci_low": 0.55, "ci_high": 0.57, "detail": ""},
+            "buried.deep_min_p_fwer": {"value": 3 / 101}}
+    coarse = c.answer(True, {**base, "buried.p_step": {"value": 3 / 101}})
+    assert coarse["answer"] == "inconclusive" and "resolution" in coarse["answer_reason"]
+    fine = c.answer(True, {**base, "buried.deep_min_p_fwer": {"value": 3 / 1001}, "buried.p_step": {"value": 3 / 1001}})
+    assert fine["answer"] == "reproduced"
