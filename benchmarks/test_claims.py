@@ -45,7 +45,8 @@ def test_claim(claim_id, run, expected_table, study):
     if a.answer in ("", REGRESSION):
         assert failed.empty, f"{where}: {detail}"
         return
-    power = f"power at the paper's size {a.power_at_paper:.2f}, MDE(80%) {a.mde80:.3g} vs the paper's {a.paper_effect:.3g}"
+    power = (f"power at the paper's size {a.power_at_paper:.2f}, MDE(80%) {a.mde80:.3g} vs the paper's "
+             f"{a.paper_effect:.3g}")
     if a.answer == "contradicted":
         pytest.fail(f"{where}: contradicted: {a.answer_reason} ({power}); {detail}")
     if a.answer == "inconclusive":

@@ -18,7 +18,7 @@ import pandas as pd
 
 from probekit import profiles as P
 from probekit import simulate as sim
-from probekit.claim import Z, Z80, Claim, Effect, Scenario, SyntheticEvidence, row
+from probekit.claim import Z, Claim, Effect, Scenario, SyntheticEvidence, row
 from probekit.pipeline import SHUFFLED_PREFIX
 from probekit.stats import binomial_lower, binomial_upper
 
