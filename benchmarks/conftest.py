@@ -89,6 +89,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         pr = sum(v["probe_s"] for v in t.values() if isinstance(v, dict))
         lines.append(f"{rep.model}: total {t.get('total_s')} s (load {t.get('load_model_s')} s, "
                      f"extraction {ex:.1f} s, probes {pr:.1f} s)")
+    if _VERDICTS:
+        from probekit.report import answer_headline, claim_rows
+        cr = claim_rows(pd.concat(_VERDICTS, ignore_index=True))
+        terminalreporter.section("probekit answers")
+        for basis, part in cr.groupby("basis", sort=False):
+            terminalreporter.write_line(f"{basis}: {answer_headline(part)}")
     if lines:
         terminalreporter.section("probekit replication wall time")
         for line in lines:

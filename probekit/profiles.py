@@ -247,6 +247,15 @@ def double_peak(values, boot, min_separation: int, level: float = LEVEL, inflati
 def double_peak_from_band(lo, hi, min_separation: int) -> DoublePeak:
     """The pair ``p1 < p2`` (``p2 - p1 >= min_separation``) maximising
     ``min(lo[p1], lo[p2]) - min(hi[p1+1 .. p2-1])``; found when that margin is > 0."""
+    m, p1, p2, val = _best_pair(lo, hi, min_separation)
+    if p1 is None or not m > 0:
+        return DoublePeak(False, margin=m if np.isfinite(m) else float("nan"))
+    return DoublePeak(True, p1, p2, val, m)
+
+
+def _best_pair(lo, hi, min_separation: int):
+    """``(margin, p1, p2, valley)`` maximising ``min(lo[p1], lo[p2]) - min(hi[p1+1 .. p2-1])`` (``p1`` None
+    when no pair fits)."""
     lo = np.nan_to_num(np.asarray(lo, float), nan=-np.inf)
     hi = np.nan_to_num(np.asarray(hi, float), nan=np.inf)
     L = len(lo)
@@ -264,10 +273,33 @@ def double_peak_from_band(lo, hi, min_separation: int) -> DoublePeak:
             q2 = int(p2[k])
             arg = p1 + 1 + int(np.argmin(hi[p1 + 1:q2]))
             best = (float(margin[k]), p1, q2, arg)
-    m, p1, p2, val = best
-    if p1 is None or not m > 0:
-        return DoublePeak(False, margin=m if np.isfinite(m) else float("nan"))
-    return DoublePeak(True, p1, p2, val, m)
+    return best
+
+
+@dataclass(frozen=True)
+class Dip:
+    """The depth of a profile's deepest valley between two peaks (see :func:`dip`)."""
+    depth: float                   # D = min(v[first], v[second]) - v[valley] of the best pair (NaN: no pair)
+    first: int | None
+    valley: int | None
+    second: int | None
+    band_margin: float             # min(lo[first], lo[second]) - hi[valley]: the band rule at this pair
+    se: float                      # sd of the same contrast over the replicates, x inflation
+
+
+def dip(values, boot, min_separation: int, level: float = LEVEL, inflation: float = 1.0) -> Dip:
+    """``D = max over p1 < valley < p2 (p2 - p1 >= min_separation) of min(v[p1], v[p2]) - v[valley]`` on the
+    point profile, with the simultaneous band's margin at that pair (what :func:`double_peak` asks to be
+    > 0) and the replicates' sd of the pair's contrast (the pair held fixed; x ``inflation``)."""
+    v = np.asarray(values, float)
+    r = np.asarray(boot, float)
+    d, p1, p2, val = _best_pair(v, v, min_separation)      # D <= 0 for a profile without a valley
+    if p1 is None or not np.isfinite(d):
+        return Dip(float("nan"), None, None, None, float("nan"), float("nan"))
+    b = simultaneous_band(v, r, level, inflation)
+    contrast = np.minimum(r[:, p1], r[:, p2]) - r[:, val]
+    return Dip(float(d), p1, val, p2, float(min(b.lo[p1], b.lo[p2]) - b.hi[val]),
+               float(inflation * np.nanstd(contrast, ddof=1)))
 
 
 # ----------------------------------------------------------------------------- anti-persistence
@@ -317,7 +349,7 @@ def detrended_rho(values, axis: int = -1):
     return anti_persistence(v - smooth_trend(v, axis=axis), axis=axis)
 
 
-_PIVOT: dict[tuple[int, int, int], np.ndarray] = {}
+_PIVOT: dict[tuple, np.ndarray] = {}
 
 
 def white_noise_null(n: int, n_sim: int = 20000, seed: int = 0) -> np.ndarray:
@@ -330,6 +362,21 @@ def white_noise_null(n: int, n_sim: int = 20000, seed: int = 0) -> np.ndarray:
     return _PIVOT[key]
 
 
+_SHIFT: dict[tuple[int, float, int, int], float] = {}
+
+
+def ar1_shift(n: int, phi: float, n_sim: int = 20000, seed: int = 1) -> float:
+    """How far AR(1) noise with coefficient ``phi`` moves ``t`` below the white-noise null's mean, for
+    profiles of length ``n`` (simulated; cached). Undetrended, first differences of AR(1) noise have lag-1
+    autocorrelation ``-(1 - phi)/2``, a shift of ``-phi/2``; the detrending shrinks it at short ``n``."""
+    key = (n, phi, n_sim, seed)
+    if key not in _SHIFT:
+        from .simulate import ar_noise
+        t = detrended_rho(ar_noise((n_sim, n), phi, np.random.default_rng(seed)), axis=1)
+        _SHIFT[key] = float(white_noise_null(n, n_sim, seed=0).mean() - np.nanmean(t))
+    return _SHIFT[key]
+
+
 @dataclass(frozen=True)
 class AntiPersistence:
     rho: float             # the paper's statistic (description)
@@ -339,6 +386,8 @@ class AntiPersistence:
     null_hi: float
     p_value: float         # one-sided: more anti-persistent than trend + white noise
     n_layers: int
+    null_sd: float = float("nan")      # sd of that null (the statistic's sampling sd under white noise)
+    null_q05: float = float("nan")     # its 5% quantile: the one-sided test's critical value
 
 
 def anti_persistence_test(profiles, n_sim: int = 20000, seed: int = 0) -> AntiPersistence:
@@ -357,4 +406,45 @@ def anti_persistence_test(profiles, n_sim: int = 20000, seed: int = 0) -> AntiPe
     null = base[: (len(base) // k) * k].reshape(-1, k).mean(1)
     pval = (1 + np.sum(null <= t + 1e-12)) / (1 + len(null))
     lo, hi = np.quantile(null, central())
-    return AntiPersistence(rho, t, float(null.mean()), float(lo), float(hi), float(pval), n)
+    return AntiPersistence(rho, t, float(null.mean()), float(lo), float(hi), float(pval), n, float(null.std(ddof=1)),
+                           float(np.quantile(null, 0.05)))
+
+
+@dataclass(frozen=True)
+class CrossConsistency:
+    r: float               # mean over experiment pairs of corr(detrended first differences)
+    p_value: float         # one-sided: more shared than independent noise per experiment gives
+    null_hi: float         # 95% quantile of that null
+    n_pairs: int
+
+
+def _mean_pair_corr(d: np.ndarray) -> np.ndarray:
+    """``d[..., k, n]`` -> mean over the k(k-1)/2 pairs of the correlation along the last axis."""
+    z = d - d.mean(-1, keepdims=True)
+    z = z / np.sqrt((z ** 2).sum(-1, keepdims=True))
+    c = np.einsum("...in,...jn->...ij", z, z)
+    k = d.shape[-2]
+    iu = np.triu_indices(k, 1)
+    return c[..., iu[0], iu[1]].mean(-1)
+
+
+def cross_consistency(profiles, n_sim: int = 4000, seed: int = 0) -> CrossConsistency:
+    """The paper's "consistent high/low layer patterns across experiments": the mean pairwise correlation
+    across experiments of the detrended profiles' first differences ``[k, n]`` (a shared zig-zag gives a
+    positive value; independent noise per experiment, the null, gives ~0), against that statistic for
+    independent white noise per experiment passed through the same detrending (a pivot, as for
+    :func:`anti_persistence_test`)."""
+    p = np.atleast_2d(np.asarray(profiles, float))
+    k, n = p.shape
+    if k < 2 or n < 7:
+        raise ValueError(f"need >= 2 experiments of >= 7 layers, got {k} x {n}")
+    d = np.diff(p - smooth_trend(p, axis=1), axis=1)
+    r = float(_mean_pair_corr(d))
+    key = ("cross", k, n, n_sim, seed)
+    if key not in _PIVOT:
+        e = np.random.default_rng(seed).standard_normal((n_sim, k, n))
+        null = _mean_pair_corr(np.diff(e - smooth_trend(e, axis=-1), axis=-1))
+        _PIVOT[key] = null[np.isfinite(null)]
+    null = _PIVOT[key]
+    return CrossConsistency(r, float((1 + np.sum(null >= r - 1e-12)) / (1 + len(null))),
+                            float(np.quantile(null, 0.95)), k * (k - 1) // 2)

@@ -15,17 +15,21 @@ no display and no pyplot global state.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import __version__
+from . import __version__, calibration, stats
+from . import claim as claim_module
 from . import profiles as P
 from .atomic import atomic_file as _atomic
 from .atomic import atomic_write_parquet, atomic_write_text  # noqa: F401  (re-exported for the CLI)
-from .claim import ReplicationEvidence, judge, measure
+from .claim import ANSWER_COLUMNS, ANSWERS, REGRESSION, ReplicationEvidence, judge, measure
 from .experiments import Experiment, experiment_profile
 from .profiles import layer_range_depths
 from .studies import load_study, study_of_claim
@@ -262,11 +266,33 @@ def claim_rows(verdicts: pd.DataFrame) -> pd.DataFrame:
                      "unit": k.unit, "value": k.value, "ci_low": k.ci_low, "ci_high": k.ci_high,
                      "interval": getattr(k, "interval", ""),
                      "provenance": k.provenance,
-                     "reason": "; ".join(f"{r.metric}: {r.reason}" for r in failed.itertuples())})
+                     "reason": "; ".join(f"{r.metric}: {r.reason}" for r in failed.itertuples()),
+                     **{c: getattr(k, c, np.nan) for c in ANSWER_COLUMNS}})
     out = pd.DataFrame(rows)
     if len(out):
         out = out.assign(_o=out.claim.map(_claim_order)).sort_values(["basis", "model", "_o"]).drop(columns="_o")
     return out.reset_index(drop=True)
+
+
+def answer_headline(claim_table: pd.DataFrame) -> str:
+    """The count of the three answers (rows judged against the paper) and of the regression rows' passes."""
+    ans = (claim_table["answer"].astype(object).fillna("").astype(str) if "answer" in claim_table
+           else pd.Series([""] * len(claim_table), index=claim_table.index))
+    scored = claim_table[ans.isin(ANSWERS)]
+    bits = []
+    if len(scored):
+        n = scored.answer.value_counts()
+        bits.append(f"Against the paper: {', '.join(f'{int(n.get(a, 0))} {a}' for a in ANSWERS)} of {len(scored)} "
+                    f"model x claim rows (power at the paper's size and the MDE at 80% power beside each; "
+                    f"see the README's decision rules).")
+    reg = claim_table[ans == REGRESSION]
+    if len(reg):
+        bits.append(f"Regression against the models' own measured references: {int(reg.passed.sum())} of "
+                    f"{len(reg)} rows pass (a regression check, not a test of the paper).")
+    rest = claim_table[~ans.isin(ANSWERS + (REGRESSION,))]
+    if len(rest):
+        bits.append(f"Without an answer: {int(rest.passed.sum())} of {len(rest)} rows pass their rule.")
+    return " ".join(bits)
 
 
 def claims_markdown(verdicts: pd.DataFrame, title: str = "Claims", level: int = 1) -> str:
@@ -282,20 +308,30 @@ def claims_markdown(verdicts: pd.DataFrame, title: str = "Claims", level: int = 
             sorted(set(cr.basis) - {"own", "paper-normalised"}):
         part = cr[cr.basis == basis]
         head, blurb = BASIS_TITLES.get(basis, (basis, ""))
-        n_pass = int(part.passed.sum())
-        lines += [f"{h}# {head} (basis `{basis}`)", "", blurb, "",
-                  f"{n_pass} of {len(part)} model x claim rows pass.", "",
-                  "| model | claim | verdict | key metric | value | interval (CI; set: the peak's confidence set; "
+        lines += [f"{h}# {head} (basis `{basis}`)", "", blurb, "", answer_headline(part), "",
+                  "| model | claim | answer | power at the paper's size | MDE (80%) / paper's size "
+                  "| p (Holm) | rule | key metric | value | interval (CI; set: the peak's confidence set; "
                   f"null: the null's central {P.LEVEL:.0%}; spread: bootstrap argmaxes) | against "
-                  "| metrics passed | reason |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| metrics passed | why |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in part.itertuples():
             c = _claim(r.claim)
             title_ = c.title if c is not None else r.claim
+            ans = str(getattr(r, "answer", "") or "")
+            scored = ans in ANSWERS
+            why = (str(r.answer_reason) if scored else "") + ("" if r.passed else
+                                                             ("; " if scored else "") + r.reason)
             lines.append("| " + " | ".join(_md_cell(c) for c in [
-                r.model, f"`{r.claim}` {title_}", "PASS" if r.passed else "**FAIL**", f"`{r.key_metric}`",
+                r.model, f"`{r.claim}` {title_}",
+                {"reproduced": "reproduced", "contradicted": "**contradicted**",
+                 "inconclusive": "*inconclusive*"}.get(ans, ans or "—"),
+                _fmt(r.power_at_paper) if scored else "—",
+                (f"{_fmt(r.mde80)} / {_fmt(r.paper_effect)}{' (assumed)' if r.paper_size_assumed else ''}"
+                 if scored else "—"),
+                (f"{_fmt(r.p_effect, 'p')} ({_fmt(r.p_holm, 'p')})" if scored and pd.notna(r.p_effect) else "—"),
+                "PASS" if r.passed else "**FAIL**", f"`{r.key_metric}`",
                 _fmt(r.value, r.unit), _ci(r.ci_low, r.ci_high, r.unit, r.interval), r.provenance,
-                f"{r.n_passed}/{r.n_metrics}", "" if r.passed else r.reason]) + " |")
+                f"{r.n_passed}/{r.n_metrics}", why]) + " |")
         lines += ["", "<details><summary>every judged metric</summary>", "",
                   f"| model | claim | metric | value | {P.LEVEL:.0%} CI | judged on | verdict | reason |",
                   "|---|---|---|---|---|---|---|---|"]
@@ -335,16 +371,20 @@ def twin_markdown(verdicts: pd.DataFrame) -> str:
     v = verdicts[verdicts.basis == "paper-normalised"]
     if v.empty:
         return ""
-    passed = {(m, c): bool(g.passed.all()) for (m, c), g in v.groupby(["model", "claim"])}
+    # with answers, "passes" is "reproduced" (a control too: the data must exclude leakage); else the rule
+    has_answers = "answer" in v and v.answer.isin(ANSWERS).any()
+    passed = {(m, c): (str(g.answer.iloc[0]) == "reproduced") if has_answers else bool(g.passed.all())
+              for (m, c), g in v.groupby(["model", "claim"])}
     models = sorted(set(v.model))
     twins = {m: sorted(t for t in models if t.startswith(m + "+random")) for m in models if "+random" not in m}
     twins = {m: t for m, t in twins.items() if t}
     if not twins:
         return ""
     lines = ["## Against the untrained twin (paper-normalised)", "",
-             "A positive claim counts as reproduced for a model only if it passes there and fails on the model's "
-             "random-init twin (same architecture and tokenizer, weights re-initialised with a fixed seed). "
-             "For the control claim (shuffled labels at chance) both must pass.", "",
+             "A positive claim counts as reproduced for a model only if it is reproduced there (PASS) and not on "
+             "the model's random-init twin (same architecture and tokenizer, weights re-initialised with a fixed "
+             "seed). For the control claim (shuffled labels at chance) both must pass." +
+             (" PASS = the answer *reproduced*; fail = contradicted or inconclusive." if has_answers else ""), "",
              "| model | twin | claim | model | twin | reproduced |", "|---|---|---|---|---|---|"]
     for m, ts in twins.items():
         for c in [c for c in dict.fromkeys(v[v.model == m].claim)]:
@@ -360,10 +400,57 @@ def twin_markdown(verdicts: pd.DataFrame) -> str:
     return "\n".join(lines + [""])
 
 
-def measure_run(rep) -> pd.DataFrame:
-    """Every claim of the run's study measured on the run."""
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def preregistration(study) -> dict:
+    """The record that ties a run to rules fixed before it ran: probekit's version, and sha256 hashes of the
+    rule code (the judging core and the study's own modules), of the expected rows (``expected_dir/*.parquet``,
+    the study's rows only, in a canonical order) and of every claim's scenarios and effect estimand."""
+    code = {Path(m.__file__).name: _sha256(Path(m.__file__).read_bytes())
+            for m in (claim_module, P, stats, calibration)}
+    if study.folder:
+        for f in sorted(Path(study.folder).glob("*.py")):
+            code[f"{study.id}/{f.name}"] = _sha256(f.read_bytes())
+    exp = study.expected()
+    exp = exp.sort_values(list(exp.columns[:5]), kind="stable").reset_index(drop=True)
+    rows = _sha256(exp.to_csv(index=False).encode())
+    specs = []
+    for c in study.claims:
+        scen = [(s.name, s.kind, repr(sorted(s.params.items(), key=str))) for s in c.scenarios]
+        contrast = {m: [(s.name, s.kind, repr(sorted(s.params.items(), key=str))) for s in sc]
+                    for m, sc in c.contrasts.items()}
+        eff = dataclasses.asdict(c.effect) if getattr(c, "effect", None) is not None else None
+        specs.append({"claim": c.id, "scenarios": scen, "contrasts": contrast, "effect": eff})
+    return {"probekit": __version__, "study": study.id, "code_sha256": code, "expected_rows_sha256": rows,
+            "n_expected_rows": int(len(exp)),
+            "scenarios_sha256": _sha256(json.dumps(specs, sort_keys=True, default=str).encode())}
+
+
+def measure_run(rep, used: dict | None = None) -> pd.DataFrame:
+    """Every claim of the run's study measured on the run; ``used`` (a dict) receives the profiles the
+    claims read, ``{(experiment, component): (values, boot)}``."""
     study = _study(rep)
-    return measure(study.claims, ReplicationEvidence(rep, study))
+    ev = ReplicationEvidence(rep, study)
+    out = measure(study.claims, ev)
+    if used is not None:
+        used.update(ev._cache)
+    return out
+
+
+def write_claim_profiles(profiles: dict, path) -> Path:
+    """The profiles the claims read, as ``<experiment>/<component>/values`` (float64) and ``.../boot``
+    (float32, the bootstrap replicates) in one ``.npz``: with ``measurements.parquet`` enough to re-judge
+    every verdict without the model (``probekit.claim.SyntheticEvidence(profiles=...)``)."""
+    arrays = {}
+    for (exp, comp), (v, boot) in sorted(profiles.items()):
+        arrays[f"{exp}/{comp}/values"] = np.asarray(v, float)
+        arrays[f"{exp}/{comp}/boot"] = np.asarray(boot, np.float32)
+    def write(tmp):
+        with open(tmp, "wb") as f:                  # a file object: savez would append .npz to a name
+            np.savez_compressed(f, **arrays)
+    return _atomic(Path(path), write)
 
 
 # ----------------------------------------------------------------------------- per-model report
@@ -376,9 +463,16 @@ def write_report(rep, out_dir, measurements: pd.DataFrame | None = None) -> dict
     out.mkdir(parents=True, exist_ok=True)
     study = _study(rep)
     rep.save(out)
-    meas = measure_run(rep) if measurements is None else measurements
+    used: dict = {}
+    meas = measure_run(rep, used) if measurements is None else measurements
+    if measurements is not None:
+        measure_run(rep, used)                  # the profiles only (the measurements were given)
     paths: dict[str, object] = {"replication": out / "replication.json", "scores": out / "scores.parquet",
                                 "measurements": atomic_write_parquet(meas, out / "measurements.parquet")}
+    if used:
+        paths["claim_profiles"] = write_claim_profiles(used, out / "claim_profiles.npz")
+    prereg = preregistration(study)
+    paths["preregistration"] = atomic_write_text(out / "preregistration.json", json.dumps(prereg, indent=1) + "\n")
     verdicts = all_verdicts(meas, study) if len(meas) else pd.DataFrame()
     if len(verdicts):
         paths.update(write_claims_table(verdicts, out))
@@ -460,6 +554,12 @@ def report_markdown(rep, verdicts: pd.DataFrame, figures: list[Path], out_dir: P
                 _fmt(s["layer0_value"]), _fmt(s["surface_baseline"]), _fmt(s["selectivity_at_peak"]),
                 f"[png]({rel[fn]})" if fn in rel else "—"]) + " |")
     lines += [""] + transfer_lines(rep)
+    pr = preregistration(study)
+    lines += ["## Pre-registration", "",
+              f"Judged with rules fixed in code and data before this report was written (`preregistration.json`): "
+              f"probekit {pr['probekit']}, study `{pr['study']}`, expected rows sha256 `{pr['expected_rows_sha256'][:16]}` "
+              f"({pr['n_expected_rows']} rows), scenarios and effect sizes sha256 `{pr['scenarios_sha256'][:16]}`, rule "
+              f"code " + ", ".join(f"`{k}` `{v[:12]}`" for k, v in pr["code_sha256"].items()) + ".", ""]
     if verdicts is not None and len(verdicts):
         lines += [claims_markdown(verdicts, title=f"Claims ({study.title})", level=2)]
     else:

@@ -92,3 +92,52 @@ def cell_table(labels, n_layers: int, rng: np.random.Generator, *, components=("
             "layer": np.tile(np.arange(L), n_comp), "value": observed.ravel(), "p_fwer": p.ravel(),
             "null_mean": null.mean(0).ravel(), "chance": CHANCE, "role": role}))
     return pd.concat(parts, ignore_index=True)
+
+
+# ----------------------------------------------------------------------------- measured noise
+
+_MEASURED: dict = {}
+
+
+def measured_noise(npz_path) -> dict:
+    """``{(model, experiment, component): (refit_dev [R, L0], reweight_dev [B, L0])}`` from the measured
+    replicates (``benchmarks/calibration/noise_measured.npz``), for the sets refitted at every layer: each
+    refit's deviation from the refits' per-layer median (the refits' level shift from fewer distinct groups
+    removed) and each reweighting replicate's deviation from their mean. Cached per path."""
+    key = str(npz_path)
+    if key not in _MEASURED:
+        z = np.load(npz_path)
+        out = {}
+        for k in z.files:
+            m, e, c, what = k.split("/")
+            if what != "refit" or "+random" in m:
+                continue
+            ref, rw = z[k], z[f"{m}/{e}/{c}/reweight"]
+            if np.isnan(ref).any():
+                continue
+            out[(m, e, c)] = (ref - np.median(ref, axis=0), rw - rw.mean(axis=0))
+        _MEASURED[key] = out
+    return _MEASURED[key]
+
+
+def _resample_rows(rows: np.ndarray, n_layers: int) -> np.ndarray:
+    L0 = rows.shape[-1]
+    x, x0 = np.arange(n_layers) / n_layers, np.arange(L0) / L0
+    idx = np.clip(np.searchsorted(x0, x, side="right") - 1, 0, L0 - 1)
+    nxt = np.minimum(idx + 1, L0 - 1)
+    w = np.where(nxt > idx, (x - x0[idx]) * L0, 0.0)
+    return rows[..., idx] * (1 - w) + rows[..., nxt] * w
+
+
+def observe_measured(truth, refit_dev, reweight_dev, rng: np.random.Generator, *, n_boot: int = 500,
+                     scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """``(values, boot)`` with measured noise: the truth plus one resampled refit deviation (the sampling
+    error of a real estimate, refit variance included), and ``n_boot`` replicates = that observation plus
+    resampled reweighting deviations (what the pipeline's bootstrap sees). Deviations measured on ``L0``
+    layers are interpolated to ``len(truth)`` in normalised depth (the noise's correlation scales with
+    depth, not with layer count). ``scale`` multiplies both."""
+    f = np.asarray(truth, float)
+    r = _resample_rows(refit_dev[rng.integers(len(refit_dev))], len(f))
+    values = f + scale * r
+    boot = values + scale * _resample_rows(reweight_dev[rng.integers(len(reweight_dev), size=n_boot)], len(f))
+    return values, boot

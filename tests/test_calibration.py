@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from probekit import calibration as Cal
@@ -33,18 +34,18 @@ def test_null_rejection_rates_stay_at_5_percent_within_binomial_error(table):
     assert (pooled <= 0.06).all(), pooled.to_string()
 
 
-def test_a_broken_rule_is_caught():
-    """The calibration can fail: the same double-peak rule without its simultaneous band (pointwise
-    intervals, no inflation) passes single-peak noise far more often than 5% at 80 layers."""
-    from probekit import profiles as P
-    from probekit import simulate as sim
-    rng = np.random.default_rng(0)
-    found = 0
-    for _ in range(100):
-        v, reps = sim.observe(sim.bump(80, 0.4, 0.15, 0.15), 0.02, rng, kappa_true=1.5, n_boot=300)
-        lo, hi = np.quantile(reps, [0.025, 0.975], axis=0)
-        found += P.double_peak_from_band(lo, hi, 10).found
-    assert found / 100 > 0.2
+def test_a_broken_rule_is_caught(monkeypatch):
+    """The calibration can fail: the study's own items-early claim, run through ``calibrate_claim`` with its
+    intervals narrowed (inflation 0.3 instead of the study's), declares an early peak for a centroid at the
+    bound (the least-favourable null) far more often than 5%, and ``exceeds`` flags the cell."""
+    import probekit.studies.bogdan2025.claims as BC
+    claim = STUDY.claim("bogdan2025.item_peak_early")
+    sc = next(s for s in claim.scenarios if s.name == "null_boundary_1.5x")
+    ok = Cal.calibrate_claim(STUDY, claim, 28, sc, 40)
+    monkeypatch.setattr(BC, "INFLATION", 0.3)
+    broken = Cal.calibrate_claim(STUDY, claim, 28, sc, 40)
+    assert broken["rate"] > 0.2 and broken["rate"] > ok["rate"] + 0.15
+    assert len(Cal.exceeds(pd.DataFrame([broken]))) == 1 and Cal.exceeds(pd.DataFrame([ok])).empty
 
 
 def test_planted_effects_are_detected_somewhere():
@@ -91,3 +92,25 @@ def test_untrained_profiles_are_recorded_from_saved_runs(synthetic_replication, 
     # and the shipped file feeds the simulator at any depth
     f, sd = _truth(("untrained", "relations", "resid_pre"), 80, np.random.default_rng(0), {})
     assert f.shape == sd.shape == (80,)
+
+
+def test_inflation_table_finds_the_refit_ratio(tmp_path):
+    """Refit replicates that scatter twice as wide as the reweighting ones: the study's x1 interval covers
+    far fewer than 95% of them, and about x2 is needed."""
+    from probekit.calibration import inflation_table
+    rng = np.random.default_rng(0)
+    L = 12
+    base = 0.5 + 0.3 * np.exp(-0.5 * ((np.arange(L) - 4) / 2.0) ** 2)
+    arrays = {}
+    for e, shift in (("items", 0), ("relations", 3)):
+        prof = np.roll(base, shift)
+        arrays[f"m/{e}/resid_pre/profile"] = prof
+        arrays[f"m/{e}/resid_pre/reweight"] = prof + 0.01 * rng.standard_normal((400, L))
+        arrays[f"m/{e}/resid_pre/refit"] = prof - 0.01 + 0.02 * rng.standard_normal((400, L))
+    np.savez(tmp_path / "n.npz", **arrays)
+    t = inflation_table(tmp_path / "n.npz", 1.0, pairs=(("relations", "items"),)).set_index("statistic")
+    assert set(t.index) == {"items.depth", "relations.depth", "relations_minus_items.depth", "items.band",
+                            "relations.band"}
+    assert (t.coverage_at_study < 0.9).all()
+    assert t.loc["items.band", "sd_ratio"] == pytest.approx(2.0, rel=0.1)
+    assert t.loc["items.band", "kappa_for_95"] == pytest.approx(2.0, rel=0.15)

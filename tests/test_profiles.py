@@ -146,3 +146,15 @@ def test_one_interval_level_in_the_code():
            for i, line in enumerate(f.read_text().splitlines(), 1)
            if re.search(r"\b0\.(025|975)\b|level: float = 0\.95", line)]
     assert not bad, "\n".join(bad)
+
+
+def test_cross_consistency_sees_a_shared_zigzag_and_holds_its_size_under_independent_noise():
+    rng = np.random.default_rng(7)
+    trend = np.linspace(0.5, 0.7, 20)
+    shared = 0.02 * (-1.0) ** np.arange(20)
+    hit = P.cross_consistency(trend + shared + 0.01 * rng.standard_normal((4, 20)))
+    assert hit.r > hit.null_hi and hit.p_value < 0.01
+    ps = [P.cross_consistency(trend + 0.02 * rng.standard_normal((4, 20))).p_value for _ in range(300)]
+    assert np.mean(np.array(ps) < 0.05) < 0.09          # 300 draws at an exact 5%: ~0.05 +- 0.013
+    with pytest.raises(ValueError, match="2 experiments"):
+        P.cross_consistency(np.zeros((1, 20)))

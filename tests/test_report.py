@@ -139,6 +139,13 @@ def test_all_verdicts_own_plus_audit(meas, tmp_path):
     # (analogies_deeper needs the pair-only controls, which the synthetic run does not have: not measured)
     assert own_cr.loc[["bogdan2025." + c for c in ("item_peak_early", "relations_deeper")], "passed"].all()
     assert "bogdan2025.analogies_deeper" not in set(own_cr.index)
+    # regression rows answer "regression"; the paper-normalised audit gives one of the three answers
+    from probekit.claim import ANSWERS, REGRESSION
+    assert (cr[cr.basis == "own"].answer == REGRESSION).all()
+    audit = cr[cr.basis == "paper-normalised"]
+    assert audit.answer.isin(ANSWERS).all() and audit.answer_reason.str.len().gt(0).all()
+    md = R.claims_markdown(v)
+    assert "Against the paper:" in md and "Regression against the models' own measured references" in md
 
 
 def test_twin_table_counts_a_claim_only_when_the_twin_fails():

@@ -10,6 +10,7 @@ measured profiles; planted effects at the paper's layers.
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +18,11 @@ import pandas as pd
 
 from probekit import profiles as P
 from probekit import simulate as sim
-from probekit.claim import Claim, Scenario, SyntheticEvidence, row
+from probekit.claim import Z, Claim, Effect, Scenario, SyntheticEvidence, row
 from probekit.pipeline import SHUFFLED_PREFIX
 from probekit.stats import binomial_lower, binomial_upper
+
+from .paper import PAPER_RANGES
 
 RESID, ATTN = "resid_pre", "attn_out"
 LEVEL = P.LEVEL
@@ -28,6 +31,24 @@ INFLATION = 1.5
 NOISE = {"sd": 0.02, "rho": 0.6, "n_boot": 500, "cells_sd": 0.03}
 UNTRAINED_FILE = Path(__file__).with_name("untrained_profiles.json")
 S = "bogdan2025."
+# the assumed magnitudes (the paper gives layer ranges, not effect sizes; paper-summary.md)
+DIP_SIZE = 0.20          # the 70B's valley below the lower of its two peaks, balanced accuracy
+BURIED_SIZE = 0.06       # deep-third balanced accuracy above chance
+ZIGZAG_PHI = -0.4        # AR(1) coefficient of the attention outputs' noise around their trend
+LEAK_RATE = 0.10         # shuffled-label family-wise positive rate that counts as leakage
+
+
+def _range_centre(exp: str, model: str = "llama-3.2-3b") -> float:
+    """Centre (normalised depth) of the paper's layer range for ``exp`` in ``model`` (layers ``l`` of an
+    ``L``-layer model span depths ``[l/L, (l+1)/L)``)."""
+    r = next(r for r in PAPER_RANGES[exp] if r["model"] == model)
+    lo, hi = P.layer_range_depths(r["low"], r["high"], r["n_layers"])
+    return (lo + hi) / 2
+
+
+def _range_end(exp: str, model: str = "llama-3.2-3b") -> float:
+    r = next(r for r in PAPER_RANGES[exp] if r["model"] == model)
+    return P.layer_range_depths(r["low"], r["high"], r["n_layers"])[1]
 
 
 def _untrained() -> dict | None:
@@ -72,12 +93,33 @@ def _truth(spec, L, rng, shared: dict):
     raise ValueError(f"unknown truth spec {spec!r}")
 
 
+MEASURED_FILE = Path(__file__).resolve().parents[3] / "benchmarks" / "calibration" / "noise_measured.npz"
+MEASURED_MODEL = "gemma3-270m"     # the one model whose refits cover every layer
+_NOISE_SET = {"analogies_ab_only": "analogies", "analogies_cd_only": "analogies"}
+
+
+def _measured(exp: str, comp: str, model: str = MEASURED_MODEL):
+    """The measured (refit, reweight) deviations of ``exp``'s set (:func:`probekit.simulate.measured_noise`)."""
+    if not MEASURED_FILE.exists():
+        raise LookupError(f"no measured noise ({MEASURED_FILE} missing)")
+    m = sim.measured_noise(MEASURED_FILE)
+    key = (model, _NOISE_SET.get(exp, exp), comp)
+    if key not in m:
+        raise LookupError(f"no measured refit noise for {key}")
+    return m[key]
+
+
 def _simulate_profiles(scenario: Scenario, L: int, rng, n_boot: int | None = None) -> SyntheticEvidence:
     p = scenario.params
     ev = SyntheticEvidence(L)
     shared: dict = {}
     for (exp, comp), spec in p["truths"].items():
         f, sd = _truth(spec, L, rng, shared)
+        if p.get("noise") == "measured":       # the set's own measured refit + reweighting deviations
+            ref, rw = _measured(exp, comp, p.get("noise_model", MEASURED_MODEL))
+            ev.profiles[(exp, comp)] = sim.observe_measured(
+                f, ref, rw, rng, n_boot=NOISE["n_boot"] if n_boot is None else n_boot)
+            continue
         sd = NOISE["sd"] if sd is None else sd
         ev.profiles[(exp, comp)] = sim.observe(
             f, sd, rng, rho=p.get("rho", NOISE["rho"]), kappa_true=p.get("kappa", 1.0), kind=p.get("noise", "ar"),
@@ -98,6 +140,8 @@ def _profile_nulls(truths_null: dict, untrained: dict) -> list[Scenario]:
                                                                                      noise="walk")),
         Scenario("untrained_1.5x", "null", "the untrained model's measured profiles and noise, 1.5x",
                  dict(truths=untrained, kappa=1.5)),
+        Scenario("null_measured", "null", f"null truth, each set's measured refit + reweighting noise "
+                 f"({MEASURED_MODEL})", dict(truths=truths_null, noise="measured")),
     ]
 
 
@@ -137,6 +181,9 @@ class ItemPeakEarly(Claim):
     needs = ("items",)
     key_metric = "items.peak_layer"
     reference_model = "llama-3.2-3b"
+    effect = Effect(("items.depth",), null=_range_end("items"), paper=_range_centre("items"), sense="less",
+                    assumed=False, size_source="3B layers 2-7 of 28 (depths [2/28, 8/28)): the centroid at the "
+                                              "range's centre, 3/28 before the rule's bound, the range's end")
     scenarios = tuple(_profile_nulls(
         {("items", RESID): ("bump_random", 0.35, 0.85, 0.12, 0.12, "a")},
         {("items", RESID): ("untrained", "items", RESID)}) + [
@@ -146,6 +193,16 @@ class ItemPeakEarly(Claim):
                  dict(truths={("items", RESID): ("bump", 4.5 / 28, 0.06, 0.12)})),
         Scenario("planted_paper_1.5x", "planted", "the same, noise 1.5x",
                  dict(truths={("items", RESID): ("bump", 4.5 / 28, 0.06, 0.12)}, kappa=1.5)),
+        # the least-favourable null: the centroid exactly at the rule's bound (the end of the paper's range)
+        Scenario("null_boundary_1.5x", "null", "a peak centred at the bound, depth 8/28 (height 0.12), AR noise "
+                 "1.5x: the least-favourable null", dict(truths={("items", RESID): ("bump", 8 / 28, 0.06, 0.12)},
+                                                         kappa=1.5)),
+        Scenario("null_boundary_measured", "null", f"the same with the items set's measured noise "
+                 f"({MEASURED_MODEL})", dict(truths={("items", RESID): ("bump", 8 / 28, 0.06, 0.12)},
+                                             noise="measured")),
+        Scenario("planted_paper_measured", "planted", "the paper's peak (depth 0.16, height 0.12) with the items "
+                 "set's measured noise", dict(truths={("items", RESID): ("bump", 4.5 / 28, 0.06, 0.12)},
+                                              noise="measured")),
     ])
 
     def measure(self, ev):
@@ -189,6 +246,8 @@ def _deeper_scenarios(deep, shallow, at_deep, at_shallow):
                  f"{shallow} peak at depth {at_shallow:.2f}, {deep} at {at_deep:.2f} (the paper's range centres)",
                  dict(truths=planted)),
         Scenario("planted_paper_1.5x", "planted", "the same, noise 1.5x", dict(truths=planted, kappa=1.5)),
+        Scenario("planted_paper_measured", "planted", "the same, each set's measured noise",
+                 dict(truths=planted, noise="measured")),
     ])
 
 
@@ -200,6 +259,10 @@ class RelationsDeeper(Deeper):
     key_metric = "relations_minus_items.depth"
     reference_model = "llama-3.2-3b"
     deep, shallow = "relations", "items"
+    effect = Effect(("relations_minus_items.depth",), null=0.0,
+                    paper=_range_centre("relations") - _range_centre("items"), assumed=False,
+                    size_source="the distance between the centres of the 3B's ranges (relations 8-12, items 2-7 "
+                                "of 28); that the centroids sit at the centres is the assumption")
     scenarios = _deeper_scenarios("relations", "items", 10 / 28, 4.5 / 28)
 
 
@@ -213,6 +276,10 @@ class AnalogiesDeeper(Deeper):
     key_metric = "analogies_minus_relations.depth"
     reference_model = "llama-3.2-3b"
     deep, shallow = "analogies", "relations"
+    effect = Effect(("analogies_minus_relations.depth",), null=0.0,
+                    paper=_range_centre("analogies") - _range_centre("relations"), assumed=False,
+                    size_source="the distance between the centres of the 3B's ranges (analogies 10-15, relations "
+                                "8-12 of 28); that the centroids sit at the centres is the assumption")
     scenarios = tuple(Scenario(s.name, s.kind, s.description,
                                dict(s.params, truths={**s.params["truths"],
                                                       ("analogies_ab_only", RESID): ("flat",),
@@ -239,6 +306,9 @@ class DoublePeakClaim(Claim):
     needs = ("relations", "analogies")
     key_metric = "relations.double_peak_found"
     reference_model = "llama-3.3-70b"
+    effect = Effect(("relations.dip", "analogies.dip"), null=0.0, paper=DIP_SIZE, se_suffix="_se",
+                    size_source=f"assumed: a valley {DIP_SIZE} below the lower peak ('markedly decrease'; the paper "
+                                f"gives no magnitude); both experiments must show it")
     _single = {(e, RESID): ("bump_random", 0.15, 0.6, 0.15, 0.15, "a") for e in ("relations", "analogies")}
     _two = {(e, RESID): ("two_bumps", 14 / 80, 29 / 80, 0.05, 0.06) for e in ("relations", "analogies")}
     _two_big = {(e, RESID): ("two_bumps", 14 / 80, 29 / 80, 0.05, 0.12) for e in ("relations", "analogies")}
@@ -252,6 +322,13 @@ class DoublePeakClaim(Claim):
                  dict(truths=_two_big)),
         Scenario("planted_dip_0.20", "planted", "peaks at layers 14 and 29 of 80, valley 0.20 below them",
                  dict(truths=_two_huge)),
+        Scenario("planted_dip_0.20_measured", "planted", "the same, each set's measured noise",
+                 dict(truths=_two_huge, noise="measured")),
+        # the intersection-union nulls: the claim needs both experiments, so one double-peaked is a null
+        Scenario("null_iu_1.5x", "null", "relations double-peaked (valley 0.20), analogies one peak; AR noise "
+                 "1.5x", dict(truths={**_two_huge, ("analogies", RESID): ("bump", 0.3, 0.15, 0.15)}, kappa=1.5)),
+        Scenario("null_iu_measured", "null", "the same with each set's measured noise",
+                 dict(truths={**_two_huge, ("analogies", RESID): ("bump", 0.3, 0.15, 0.15)}, noise="measured")),
     ])
     # the 3B rule (the scaling contrast): one significant peak and no double peak. Its nulls are worlds
     # without a peak; its "alternative" rows are worlds with the 70B's double peak, where passing is a miss
@@ -281,6 +358,15 @@ class DoublePeakClaim(Claim):
                             f"selection included (the 3B rule: a peak to have, and not two)"))
             dp = P.double_peak(v, boot, sep, LEVEL, INFLATION)
             how = (f"{RESID}; simultaneous {LEVEL:.0%} band x{INFLATION}, peaks >= {sep} layers apart")
+            d = P.dip(v, boot, sep, LEVEL, INFLATION)
+            at = (f"peaks at layers {d.first} and {d.second}, valley {d.valley}" if d.first is not None else
+                  "no pair of layers to compare")
+            rows.append(row(ev, self, f"{exp}.dip", "balanced_accuracy", d.depth, d.band_margin,
+                            d.depth + Z * d.se if np.isfinite(d.se) else np.nan, "dip",
+                            f"{RESID}: D = min(peak, peak) - valley of the deepest valley ({at}); lower bound = the "
+                            f"band rule's margin at that pair, upper = D + {Z:.2f} se"))
+            rows.append(row(ev, self, f"{exp}.dip_se", "se", d.se,
+                            detail=f"sd of that pair's contrast over the bootstrap replicates x{INFLATION}"))
             rows.append(row(ev, self, f"{exp}.double_peak_found", "bool", float(dp.found),
                             detail=f"{how}; margin {dp.margin:.3f}"))
             why = "" if dp.found else f"no double peak found ({how}), so there is no peak layer to place"
@@ -293,6 +379,20 @@ class DoublePeakClaim(Claim):
         return _simulate_profiles(scenario, n_layers, rng)
 
 
+def cross_rows(ev, claim, prof) -> list[dict]:
+    """``attn_cross_consistency``: the paper's cross-experiment form of the zig-zag (reported beside the
+    within-profile test, not judged): do the experiments' detrended attention first differences go up and
+    down at the same layers?"""
+    if len(prof) < 2:
+        return [row(ev, claim, "attn_cross_consistency", "rho", np.nan, detail="needs >= 2 experiments")]
+    cc = P.cross_consistency(prof)
+    return [row(ev, claim, "attn_cross_consistency", "rho", cc.r, np.nan, cc.null_hi, "null",
+                f"mean over {cc.n_pairs} experiment pairs of corr(detrended first differences), back half "
+                f"(interval: up to the null's 95% quantile); reported, not judged"),
+            row(ev, claim, "attn_cross_consistency_p", "p", cc.p_value,
+                detail="one-sided: more shared than independent white noise per experiment gives")]
+
+
 class AntiPersistenceClaim(Claim):
     id = S + "anti_persistence"
     title = "Adjacent attention layers are anti-persistent"
@@ -300,6 +400,13 @@ class AntiPersistenceClaim(Claim):
     needs = ("items", "relations", "analogies", "buried")
     key_metric = "p_vs_null"
     reference_model = "llama-3.3-70b"
+    # the effect in units of the assumed size: the shift of t below its white-noise null that anti-persistent
+    # AR(1) noise (phi = ZIGZAG_PHI) gives at the run's back-half length (P.ar1_shift), so 1 = the paper's size
+    effect = Effect(("zigzag_shift",), null=0.0, paper=1.0, se_suffix="_se", p_metric="p_vs_null",
+                    size_source=f"assumed: anti-persistent AR(1) noise, phi = {ZIGZAG_PHI}, around the attention "
+                                f"trend (unit: the shift of the detrended rho it gives, simulated at the run's "
+                                f"back-half length); the paper's rho ~ -0.33 is not on this scale (white noise alone "
+                                f"gives -0.5)")
     _exps = needs
     _trend = {(e, ATTN): ("bump_random", 0.3, 0.9, 0.2, 0.1, e) for e in needs}
     scenarios = (
@@ -346,6 +453,7 @@ class AntiPersistenceClaim(Claim):
                               detail=f"not computable: the back half has {b - a} layers (< 7)")]
         prof = np.array([ev.profile(e, ATTN)[0][a:b] for e in exps])
         t = P.anti_persistence_test(prof, seed=0)
+        unit = P.ar1_shift(b - a, ZIGZAG_PHI)
         rows = [row(ev, self, f"{e}.rho_attn_back_half", "rho", P.anti_persistence(p),
                     detail=f"layers {a}-{b - 1}, the paper's statistic") for e, p in zip(exps, prof)]
         rows += [
@@ -355,6 +463,13 @@ class AntiPersistenceClaim(Claim):
                 "detrended rho (decision statistic), mean over experiments; interval = its white-noise pivot null"),
             row(ev, self, "p_vs_null", "p", t.p_value, detail="one-sided: more anti-persistent than a smooth trend "
                                                                "+ white noise"),
+            row(ev, self, "zigzag_shift", "ratio", (t.null_mean - t.t) / unit, (t.null_q05 - t.t) / unit, np.nan,
+                "critical", f"(white-noise null mean - t) / {unit:.3f}, the shift phi = {ZIGZAG_PHI} gives at "
+                            f"{b - a} layers; lower bound = the distance past the one-sided 5% critical value "
+                            f"(> 0 when the test rejects)"),
+            *cross_rows(ev, self, prof),
+            row(ev, self, "zigzag_shift_se", "se", t.null_sd / unit,
+                detail="sd of t under the white-noise null, same unit (the alternative's spread taken as the same)"),
             gate,
         ]
         return rows
@@ -387,6 +502,11 @@ class BuriedDecodable(Claim):
     key_metric = "buried.deep_min_p_fwer"
     reference_model = "llama-3.2-3b"
     metric = "balanced_accuracy"
+    effect = Effect(("buried.deep_value",), null=sim.CHANCE, paper=sim.CHANCE + BURIED_SIZE,
+                    p_metric="buried.deep_min_p_fwer",
+                    size_source=f"assumed: deep-third balanced accuracy {sim.CHANCE + BURIED_SIZE:.2f} (the paper "
+                                f"says 'decodable', no number); power is the deep-value interval's, the "
+                                f"permutation p is not modelled")
     scenarios = (
         Scenario("null_no_signal", "null", "no buried information: cells exchangeable with their permutation null",
                  dict(shift=0.0)),
@@ -415,7 +535,28 @@ class BuriedDecodable(Claim):
             rows.append(row(ev, self, f"{e}.deep_min_p_fwer", "p", p,
                             detail=f"smallest family-wise permutation p over the deep layers, Bonferroni over "
                                    f"{len(prim)} primary label(s)"))
+            pmin = float(s.p_fwer.min()) if "p_fwer" in s and s.p_fwer.notna().any() else np.nan
+            if np.isfinite(pmin) and pmin > 0:
+                n_perm = int(round(1 / pmin)) - 1            # p = (1 + #exceedances) / (1 + n_perm)
+                rows.append(row(ev, self, f"{e}.p_step", "p", len(prim) / (1 + n_perm),
+                                detail=f"resolution of {e}.deep_min_p_fwer: one permutation exceedance moves it by "
+                                       f"this much ({len(prim)} x 1/(1 + {n_perm}); n_perm read off the smallest "
+                                       f"p of the experiment's grid, an upper bound on the step)"))
         return rows
+
+    def answer(self, rule_passed, rows, absence=False):
+        """The generic answer, except that a p-value within one permutation exceedance of 0.05 does not
+        reproduce: "p = 0.03" from 100 permutations x 3 labels is the floor, resolution and not evidence
+        (more permutations for the buried labels settle it; inconclusive until then)."""
+        out = super().answer(rule_passed, rows, absence)
+        pv, step = rows.get("buried.deep_min_p_fwer"), rows.get("buried.p_step")
+        if out.get("answer") == "reproduced" and pv is not None and step is not None \
+                and float(pv["value"]) + float(step["value"]) >= 0.05:
+            out = {**out, "answer": "inconclusive",
+                   "answer_reason": f"the rule passes, but p = {float(pv['value']):.3g} is within one permutation "
+                                    f"exceedance ({float(step['value']):.3g}) of 0.05: resolution, not evidence; "
+                                    f"more permutations would settle it"}
+        return out
 
     def simulate(self, scenario, n_layers, rng):
         L = n_layers
@@ -429,6 +570,18 @@ class BuriedDecodable(Claim):
         truth = sim.CHANCE + k * deep
         ev.profiles[("buried", RESID)] = sim.observe(truth, NOISE["sd"], rng, rho=rho, n_boot=200)
         return ev
+
+
+@lru_cache(maxsize=None)
+def _leak_power(n: int) -> tuple[float, float]:
+    """For ``n`` shuffled labels of a healthy pipeline (each family-wise significant with probability 0.05):
+    P(the upper bound of the positive rate < LEAK_RATE), and the rate excluded with probability 0.8."""
+    from scipy.stats import binom
+    k_max = -1                                   # the largest count whose upper bound is below LEAK_RATE
+    while k_max + 1 <= n and binomial_upper(k_max + 1, n) < LEAK_RATE:
+        k_max += 1
+    power = float(binom.cdf(k_max, n, 0.05)) if k_max >= 0 else 0.0
+    return power, binomial_upper(int(binom.ppf(0.8, n, 0.05)), n)
 
 
 class ShuffledAtChance(Claim):
@@ -475,7 +628,35 @@ class ShuffledAtChance(Claim):
                             f"when the one-sided 95% lower bound exceeds 5%"))
             rows.append(row(ev, self, "shuffled_mean_minus_chance", "score", float((sh.value - sh.chance).mean()),
                             detail=f"mean over {len(sh)} shuffled-label cells"))
+            rows.append(row(ev, self, "shuffled_labels", "count", n, detail="shuffled labels judged"))
         return rows
+
+    def answer(self, rule_passed, rows, absence=False):
+        """A control with the burden on the data: *reproduced* (the pipeline does not leak) only when the
+        rule passes and the one-sided 95% upper bound of the shuffled labels' family-wise positive rate is
+        below ``LEAK_RATE``; *contradicted* when the rule fails (leakage detected); else *inconclusive*.
+        Power = P(reproduced) for a healthy pipeline whose shuffled labels are significant at their nominal
+        5%; MDE = the leakage rate excluded with probability 0.8 there."""
+        rate, cnt = rows.get("shuffled_fwer_positive_rate"), rows.get("shuffled_labels")
+        out = {"effect_metric": "shuffled_fwer_positive_rate", "paper_effect": LEAK_RATE, "paper_size_assumed": True,
+               "effect": np.nan, "effect_se": np.nan, "power_at_paper": np.nan, "mde80": np.nan}
+        if rate is None or cnt is None or not cnt["value"] > 0:
+            return {**out, "answer": "inconclusive", "answer_reason": "no shuffled labels measured"}
+        n = int(cnt["value"])
+        k = int(round(rate["value"] * n))
+        power, mde = _leak_power(n)
+        n_need = next((m for m in range(n, 2001) if _leak_power(m)[0] >= 0.8), None)
+        out.update(effect=k / n, effect_se=float(np.sqrt(max(k, 0.5) * (n - k) / n ** 3)), power_at_paper=power,
+                   mde80=mde)
+        up = float(rate["ci_high"])
+        if not rule_passed:
+            return {**out, "answer": "contradicted", "answer_reason": "the rule fails: leakage detected"}
+        if up < LEAK_RATE:
+            return {**out, "answer": "reproduced", "answer_reason": f"{k}/{n} significant: upper bound {up:.3f} < "
+                                                                     f"the leakage rate {LEAK_RATE}"}
+        return {**out, "answer": "inconclusive",
+                "answer_reason": f"{k}/{n} significant: upper bound {up:.3f} cannot exclude leakage at {LEAK_RATE}"
+                                 + (f" (about {n_need} shuffled labels give power 0.8)" if n_need else "")}
 
     def simulate(self, scenario, n_layers, rng):
         k = scenario.params["shift"]
