@@ -175,10 +175,13 @@ def measure_model(which: str) -> dict:
             _, cache = bridge.run_with_cache(toks, names_filter=lambda n: n.endswith("hook_resid_pre"))
         shifted = np.zeros((len(stim), toks.shape[1]), np.float32)
         shifted[:, 1:tw.weights.shape[1] + 1] = tw.weights[:, :toks.shape[1] - 1]
-        d = [np.median(np.linalg.norm(np.einsum("nt,ntd->nd", shifted, cache[f"blocks.{l}.hook_resid_pre"].numpy())
-                                      - r.get(l, "resid_pre"), axis=1) / np.linalg.norm(r.get(l, "resid_pre"), axis=1))
-             for l in range(1, r.n_layers)]
-        conventions["to_tokens (BOS prepended): median rel. change of pooled resid_pre, layers >= 1"] = float(np.median(d))
+        d = []
+        for l in range(1, r.n_layers):
+            theirs = np.einsum("nt,ntd->nd", shifted, cache[f"blocks.{l}.hook_resid_pre"].numpy())
+            ours = r.get(l, "resid_pre")
+            d.append(np.median(np.linalg.norm(theirs - ours, axis=1) / np.linalg.norm(ours, axis=1)))
+        conventions["to_tokens (BOS prepended): median rel. change of pooled resid_pre, layers >= 1"] = \
+            float(np.median(d))
         conventions["to_tokens (BOS prepended): max over layers of that median"] = float(np.max(d))
     if "gemma" in hf.config.model_type:
         tw = target_token_weights(tok, stim, "target_mean")
@@ -236,25 +239,31 @@ def sklearn_on_tl(which: str = "smollm2-135m", experiment: str = "items", n_labe
                 tr, te = p.folds != k, p.folds == k
                 pred[te] = make_pipeline(StandardScaler(), clone(RidgeClassifierCV(alphas=DEFAULT_ALPHAS))).fit(
                     X[tr], y[tr]).predict(X[te])
-            ours = res.scores.query("label == @label and layer == @layer and metric == 'balanced_accuracy'").value.item()
+            ours = res.scores.query("label == @label and layer == @layer and metric == 'balanced_accuracy'")
+            ours = ours.value.item()
             diffs.append(abs(ours - balanced_accuracy_score(y, pred)))
     return {"model": which, "experiment": experiment, "labels": labels, "cells": len(diffs),
             "max_abs_diff_balanced_accuracy": float(max(diffs)), "n_stimuli": len(stim)}
 
 
 def docs_example() -> dict:
-    """Run the docs' "TransformerLens cache -> claims table" block as it is written."""
+    """Run the docs' "TransformerLens cache -> claims table" blocks as they are written: the setup block
+    (a model and its bridge), then the route itself, whose lines of code are counted."""
     text = DOC.read_text()
-    m = re.search(r"<!-- example:start -->\s*```python\n(.*?)```\s*<!-- example:end -->", text, re.S)
-    if m is None:
-        raise SystemExit(f"{DOC}: no example block between <!-- example:start --> and <!-- example:end -->")
-    code = m.group(1)
-    lines = [ln for ln in code.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    blocks = {}
+    for name in ("setup", "example"):
+        m = re.search(rf"<!-- {name}:start -->\s*```python\n(.*?)```\s*<!-- {name}:end -->", text, re.S)
+        if m is None:
+            raise SystemExit(f"{DOC}: no python block between <!-- {name}:start --> and <!-- {name}:end -->")
+        blocks[name] = m.group(1)
     ns: dict = {}
-    exec(compile(code, str(DOC), "exec"), ns)
+    for name, code in blocks.items():
+        exec(compile(code, f"{DOC}:{name}", "exec"), ns)
+    lines = [ln for ln in blocks["example"].splitlines() if ln.strip() and not ln.strip().startswith("#")]
     table = ns.get("table")
     return {"lines_of_code": len(lines), "claims_table_rows": 0 if table is None else int(len(table)),
-            "markdown_head": None if table is None else str(ns.get("md", ""))[:400]}
+            "claims": [] if table is None else sorted(set(table.claim)),
+            "markdown": None if table is None else str(ns.get("md", ""))}
 
 
 def markdown(results: list[dict], sk: dict | None) -> str:

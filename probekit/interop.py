@@ -131,7 +131,7 @@ def as_loaded_model(model, tokenizer=None, name: str | None = None) -> LoadedMod
             raise ModelInputError("TransformerBridge in compatibility mode (enable_compatibility_mode() processed "
                                   "its weights: folded norms change the residual stream's basis); pass a bridge "
                                   "without it, or the transformers model and tokenizer")
-        return _from_hf(hf, tokenizer or _bridge_tokenizer(model), name, "TransformerBridge")
+        return _from_hf(hf, tokenizer or _own_tokenizer(model), name, "TransformerBridge")
     if kind == "nnsight":
         if not getattr(model, "dispatched", True):
             model.dispatch()                  # a lazily created LanguageModel: load the real weights now
@@ -154,12 +154,12 @@ def as_loaded_model(model, tokenizer=None, name: str | None = None) -> LoadedMod
     raise ModelInputError(f"cannot extract from a {type(model).__module__}.{type(model).__name__}; {_WHAT_TO_PASS}")
 
 
-def _bridge_tokenizer(bridge):
-    """The checkpoint's own tokenizer behind a TransformerBridge. TransformerLens reloads the tokenizer it
-    is given with ``add_bos_token=True`` (its ``to_tokens`` convention); probekit tokenizes as the
-    checkpoint's tokenizer does (SmolLM2: no BOS), so the bridge's tokenizer is reloaded from the same
-    files without that override. Pass ``tokenizer=`` to choose another (``bridge.tokenizer``: TL's)."""
-    tok = getattr(bridge, "tokenizer", None)
+def _own_tokenizer(tl_model):
+    """The checkpoint's own tokenizer behind a TransformerBridge or HookedTransformer. TransformerLens
+    reloads the tokenizer it is given with ``add_bos_token=True`` (its ``to_tokens`` convention); probekit
+    tokenizes as the checkpoint's tokenizer does (SmolLM2: no BOS), so TL's tokenizer is reloaded from the
+    same files without that override. Pass ``tokenizer=`` to choose another (``model.tokenizer``: TL's)."""
+    tok = getattr(tl_model, "tokenizer", None)
     kw = dict(getattr(tok, "init_kwargs", None) or {})
     if tok is None or not kw.get("add_bos_token"):
         return tok
@@ -169,10 +169,10 @@ def _bridge_tokenizer(bridge):
         from transformers import AutoTokenizer
         own = AutoTokenizer.from_pretrained(path, **kw)
     except Exception as exc:                     # files gone, hub id offline
-        raise ModelInputError(f"TransformerBridge: its tokenizer was reloaded by TransformerLens with "
+        raise ModelInputError(f"{type(tl_model).__name__}: its tokenizer was reloaded by TransformerLens with "
                               f"add_bos_token=True and the original ({path!r}) cannot be reloaded "
-                              f"({type(exc).__name__}); pass it: as_loaded_model(bridge, tokenizer=TOKENIZER) "
-                              f"(or tokenizer=bridge.tokenizer for TransformerLens' BOS convention)") from None
+                              f"({type(exc).__name__}); pass it: as_loaded_model(model, tokenizer=TOKENIZER) "
+                              f"(or tokenizer=model.tokenizer for TransformerLens' BOS convention)") from None
     return own
 
 
@@ -209,7 +209,7 @@ class HookedTransformerRunner(LoadedModel):
 
 
 def _from_hooked(model, tokenizer, name):
-    tokenizer = tokenizer or getattr(model, "tokenizer", None)
+    tokenizer = tokenizer or _own_tokenizer(model)
     _check_tokenizer(tokenizer, "HookedTransformer")
     cfg = model.cfg
     params = list(model.parameters())
