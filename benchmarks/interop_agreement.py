@@ -194,6 +194,64 @@ def measure_model(which: str) -> dict:
             "conventions": conventions, "seconds": round(time.perf_counter() - t0, 1)}
 
 
+def hooked_transformer(which: str):
+    """A TransformerLens < 4 ``HookedTransformer`` of probekit's model ``which``, built offline from the
+    checkpoint directory probekit loaded (TL's name list has no SmolLM2), weights not processed."""
+    import torch
+    import transformer_lens.loading_from_pretrained as lp
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    import probekit
+    m = probekit.load_model(which)
+    path = m.model.config._name_or_path
+    cfgd = dict(lp.convert_hf_model_config(path), dtype=torch.float32, device="cpu")
+    fields = HookedTransformerConfig.__dataclass_fields__
+    cfg = HookedTransformerConfig(**{k: v for k, v in cfgd.items() if k in fields})
+    ht = HookedTransformer(cfg, tokenizer=m.tokenizer, default_padding_side="right")
+    ht.load_and_process_state_dict(lp.get_pretrained_state_dict(path, cfg, hf_model=m.model), fold_ln=False,
+                                   center_writing_weights=False, center_unembed=False, fold_value_biases=False,
+                                   refactor_factored_attn_matrices=False)
+    return ht.eval()
+
+
+def measure_hooked(which: str) -> dict:
+    """``extract(HookedTransformer)`` (TL's own forward pass and hooks) and a TL cache pooled with
+    ``target_token_weights``, against probekit's extraction."""
+    import torch
+
+    import probekit
+    from probekit.interop import target_token_weights
+    torch.set_num_threads(1)
+    stim = _stim()
+    t0 = time.perf_counter()
+    ref_model = probekit.load_model(which)
+    ht = hooked_transformer(which)
+    rows: dict[str, float] = {}
+    names = lambda n: n.endswith(("hook_resid_pre", "hook_attn_out", "hook_mlp_out"))  # noqa: E731
+    for p in ("target_mean", "last_token"):
+        r = probekit.extract(ref_model, stim, p, store=None, progress=False)
+        a = probekit.extract(ht, stim, p, store=None, progress=False)
+        rows["extract(HookedTransformer)"] = max(rows.get("extract(HookedTransformer)", 0.0), worst(a, r))
+        tw = target_token_weights(ref_model.tokenizer, stim, p)
+        for batched, pad in ((True, "padded"), (False, "unpadded")):
+            groups = [list(range(len(stim)))] if batched else [[i] for i in range(len(stim))]
+            pooled: dict = {}
+            for g in groups:
+                T = int(tw.attention_mask[g].sum(1).max())
+                with torch.no_grad():
+                    _, cache = ht.run_with_cache(torch.tensor(tw.input_ids[g, :T]),
+                                                 attention_mask=torch.tensor(tw.attention_mask[g, :T]),
+                                                 names_filter=names)
+                for k in cache.keys():
+                    pooled.setdefault(k, []).append(_pool_rows(tw, g, cache[k].numpy()))
+            a = probekit.ActivationSet.from_cache({k: np.concatenate(v) for k, v in pooled.items()}, stim)
+            for c in COMPS:
+                key = f"HookedTransformer cache {c} ({pad})"
+                rows[key] = max(rows.get(key, 0.0), worst(a, r, (c,)))
+    return {"model": which, "n_layers": ref_model.n_layers, "n_texts": len(stim), "rows": rows, "conventions": {},
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
 def sklearn_on_tl(which: str = "smollm2-135m", experiment: str = "items", n_labels: int = 2) -> dict:
     """probe_grid on activations from a TransformerLens cache vs a scikit-learn pipeline
     (StandardScaler + RidgeClassifierCV, probekit's alphas) on probe_grid's own folds."""
@@ -290,12 +348,16 @@ def main(argv=None) -> int:
     ap.add_argument("--full", action="store_true", help="also gemma3-270m")
     ap.add_argument("--no-sklearn", action="store_true")
     ap.add_argument("--docs-example", action="store_true", help="run the docs' from_cache example")
+    ap.add_argument("--hooked", action="store_true",
+                    help="TransformerLens < 4: HookedTransformer on SmolLM2-135M only (a Python with TL 3.x)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--write-docs", action="store_true", help=f"rewrite the table in {DOC.relative_to(ROOT)}")
     a = ap.parse_args(argv)
+    from importlib.metadata import version
+    if a.hooked:
+        return _main_hooked(a, version)
     import nnsight
     import transformer_lens
-    from importlib.metadata import version
     models = a.models if a.models is not None else [f"tiny-{f}" for f in TINY] + ["smollm2-135m"] + (
         ["gemma3-270m"] if a.full else [])
     results = []
@@ -313,16 +375,34 @@ def main(argv=None) -> int:
     if a.json:
         a.json.write_text(json.dumps(payload, indent=1))
     if a.write_docs:
-        text = DOC.read_text()
-        block = (f"<!-- agreement:start -->\nMeasured by `python benchmarks/interop_agreement.py --full --write-docs` "
-                 f"(TransformerLens {env['transformer_lens']}, nnsight {env['nnsight']}, transformers "
-                 f"{env['transformers']}, torch {env['torch']}; CPU, fp32, {len(TEXTS)} texts):\n\n{md}\n"
-                 f"<!-- agreement:end -->")
-        new, n = re.subn(r"<!-- agreement:start -->.*?<!-- agreement:end -->", lambda _: block, text, flags=re.S)
-        if n != 1:
-            raise SystemExit(f"{DOC}: expected one <!-- agreement:start --> ... <!-- agreement:end --> block")
-        DOC.write_text(new)
+        _write_block("agreement", f"Measured by `python benchmarks/interop_agreement.py --full --write-docs` "
+                     f"(TransformerLens {env['transformer_lens']}, nnsight {env['nnsight']}, transformers "
+                     f"{env['transformers']}, torch {env['torch']}; CPU, fp32, {len(TEXTS)} texts):\n\n{md}")
     return 0
+
+
+def _main_hooked(a, version) -> int:
+    res = measure_hooked("smollm2-135m")
+    env = {"transformer_lens": version("transformer_lens"), "transformers": version("transformers"),
+           "torch": version("torch")}
+    md = markdown([res], None)
+    print(md)
+    if a.json:
+        a.json.write_text(json.dumps({"env": env, "models": [res]}, indent=1))
+    if a.write_docs:
+        _write_block("agreement-hooked", f"Measured by `python benchmarks/interop_agreement.py --hooked --write-docs` "
+                     f"(TransformerLens {env['transformer_lens']}, transformers {env['transformers']}, torch "
+                     f"{env['torch']}; CPU, fp32, {len(TEXTS)} texts):\n\n{md}")
+    return 0
+
+
+def _write_block(name: str, body: str) -> None:
+    text = DOC.read_text()
+    block = f"<!-- {name}:start -->\n{body}\n<!-- {name}:end -->"
+    new, n = re.subn(rf"<!-- {name}:start -->.*?<!-- {name}:end -->", lambda _: block, text, flags=re.S)
+    if n != 1:
+        raise SystemExit(f"{DOC}: expected one <!-- {name}:start --> ... <!-- {name}:end --> block")
+    DOC.write_text(new)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """The way in from other tools (probekit.interop, ActivationSet.from_arrays / from_cache).
 
-The unit tests run anywhere (tiny random models). The conformance test runs probekit against
-TransformerLens and nnsight themselves (benchmarks/interop_agreement.py): in the running Python when
-both import, else in a venv of its own layered over this one (tools_python below; ~1 min of pip), so
-installing them never changes the versions the rest of the suite runs on. It skips, saying why, only
+The unit tests run anywhere (tiny random models). The conformance tests run probekit against
+TransformerLens (4.x's TransformerBridge, 3.x's HookedTransformer) and nnsight themselves
+(benchmarks/interop_agreement.py): in the running Python when the tools import, else in venvs of their own
+layered over this one (tools_python, tl3_python below; ~1 min of pip each on a cold cache), so installing
+them never changes the versions the rest of the suite runs on. It skips, saying why, only
 when they cannot be installed (no network and no wheels).
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ from probekit.models import load_model
 from probekit.testing import make_synthetic_acts, mixed_stimuli, tiny_model, tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
-TOOLS = {"transformer_lens": "transformer_lens==4.3.0", "nnsight": "nnsight==0.8.1"}
+TOOLS = {"transformer_lens": "transformer_lens==4.3.0", "nnsight": "nnsight==0.8.1"}     # docs/interop.md
 
 
 @pytest.fixture(scope="module")
@@ -305,18 +306,18 @@ def test_target_token_weights_pool_a_cache_exactly_as_extract(tiny, stim, ref):
 
 # --------------------------------------------------------------------------- the tools themselves
 
-def _tools_importable(python: str) -> bool:
-    code = "import transformer_lens.model_bridge, nnsight"
+def _importable(python: str, code: str) -> bool:
     return subprocess.run([python, "-c", code], capture_output=True).returncode == 0
 
 
-def _overlay_venv() -> tuple[str | None, str]:
-    """A venv that sees this one's packages (torch, transformers, ...: a .pth) and adds TransformerLens and
-    nnsight, pinned, with this venv's versions as constraints: the main suite's versions never change."""
+def _overlay_venv(name: str, packages: list[str], check: str) -> tuple[str | None, str]:
+    """``$PROBEKIT_CACHE/<name>``: a venv that sees this one's packages (torch, transformers, ...: a .pth
+    file) and adds ``packages``, with this venv's versions as pip constraints: the main suite's versions
+    never change, and the tools run on the same torch/transformers as the suite."""
     from probekit.registry import cache_dir
-    d = cache_dir() / "interop-venv"
+    d = cache_dir() / name
     py = d / "bin" / "python"
-    if py.exists() and _tools_importable(str(py)):
+    if py.exists() and _importable(str(py), check):
         return str(py), ""
     import venv
     venv.EnvBuilder(with_pip=True, clear=True).create(d)
@@ -329,21 +330,42 @@ def _overlay_venv() -> tuple[str | None, str]:
                                          "scikit-learn", "safetensors", "accelerate")]
     (d / "constraints.txt").write_text("\n".join(pins) + "\n")
     r = subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-c",
-                        str(d / "constraints.txt"), *TOOLS.values()], capture_output=True, text=True)
-    if r.returncode != 0 or not _tools_importable(str(py)):
+                        str(d / "constraints.txt"), *packages], capture_output=True, text=True)
+    if r.returncode != 0 or not _importable(str(py), check):
         tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["(no output)"]
-        return None, f"pip install {' '.join(TOOLS.values())} into {d} failed: {tail[0]}"
+        return None, f"pip install {' '.join(packages)} into {d} failed: {tail[0]}"
     return str(py), ""
+
+
+def _tools(name: str, packages: list[str], check: str) -> str:
+    if _importable(sys.executable, check):
+        return sys.executable
+    py, why = _overlay_venv(name, packages, check)
+    if py is None:
+        pytest.skip(f"{' '.join(packages)} not installable here, conformance not checked: {why}")
+    return py
 
 
 @pytest.fixture(scope="module")
 def tools_python():
-    if _tools_importable(sys.executable):
-        return sys.executable
-    py, why = _overlay_venv()
-    if py is None:
-        pytest.skip(f"TransformerLens / nnsight not installable here, conformance not checked: {why}")
-    return py
+    """A Python where TransformerLens >= 4 (TransformerBridge) and nnsight import."""
+    return _tools("interop-venv", list(TOOLS.values()), "import transformer_lens.model_bridge, nnsight")
+
+
+@pytest.fixture(scope="module")
+def tl3_python():
+    """A Python where TransformerLens 3.x (HookedTransformer) imports."""
+    return _tools("interop-venv-tl3", ["transformer_lens==3.9.0"],
+                  "from transformer_lens import HookedTransformer")
+
+
+def _agreement(python: str, tmp_path, *args) -> dict:
+    out = tmp_path / "agreement.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    r = subprocess.run([python, str(ROOT / "benchmarks" / "interop_agreement.py"), *args, "--json", str(out)],
+                       capture_output=True, text=True, env=env, timeout=1800)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(out.read_text())
 
 
 @pytest.mark.slow
@@ -351,12 +373,7 @@ def test_conformance_with_transformerlens_and_nnsight(tools_python, tmp_path):
     """probekit's three components against TransformerLens' and nnsight's own hooks, fp32, with and
     without padding, on tiny Llama / Qwen2 / Gemma-3 models and SmolLM2-135M; scikit-learn on
     TransformerLens activations with probe_grid's folds; the docs' TL cache -> claims table example."""
-    out = tmp_path / "agreement.json"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-    r = subprocess.run([tools_python, str(ROOT / "benchmarks" / "interop_agreement.py"), "--docs-example",
-                        "--json", str(out)], capture_output=True, text=True, env=env, timeout=1800)
-    assert r.returncode == 0, r.stderr[-3000:]
-    res = json.loads(out.read_text())
+    res = _agreement(tools_python, tmp_path, "--docs-example")
     models = {m["model"]: m for m in res["models"]}
     assert set(models) == {"tiny-llama", "tiny-qwen2", "tiny-gemma3_text", "smollm2-135m"}
     for m in models.values():
@@ -371,3 +388,14 @@ def test_conformance_with_transformerlens_and_nnsight(tools_python, tmp_path):
     assert sk["cells"] >= 2 * 30 and sk["max_abs_diff_balanced_accuracy"] <= 1e-12
     ex_ = res["docs_example"]
     assert ex_["lines_of_code"] <= 10 and ex_["claims_table_rows"] > 0
+
+
+@pytest.mark.slow
+def test_conformance_with_hookedtransformer(tl3_python, tmp_path):
+    """extract(HookedTransformer): TransformerLens 3.x's own forward pass and hooks on SmolLM2-135M, and its
+    cache pooled with target_token_weights, against probekit's extraction."""
+    res = _agreement(tl3_python, tmp_path, "--hooked")
+    rows = res["models"][0]["rows"]
+    assert res["env"]["transformer_lens"].startswith("3.") and len(rows) == 7
+    bad = {k: v for k, v in rows.items() if not v <= 1e-5}
+    assert not bad, bad
