@@ -4,7 +4,9 @@ The contract every downstream stage relies on:
 
 * ``components`` is ``("resid_pre", "attn_out", "mlp_out")`` (TransformerLens
   names): the input of block ``l``, and what the attention and MLP sublayers of
-  block ``l`` add to the residual stream.
+  block ``l`` add to the residual stream. Activations brought from elsewhere
+  (:meth:`ActivationSet.from_arrays` / :meth:`ActivationSet.from_cache`) may hold a
+  subset of them, in that order; every component held covers every layer.
 * ``get(layer, component)`` returns a float32 array ``[n_stimuli, d_model]``,
   row ``i`` belonging to row ``i`` of ``stimuli``; only that matrix is read
   (memory-mapped when the set is backed by the on-disk store).
