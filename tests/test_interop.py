@@ -160,6 +160,13 @@ def test_tool_objects_are_recognised_by_their_class(tiny, stim, ref):
     br = Bridge()
     br.original_model, br.tokenizer = tiny.model, tiny.tokenizer
     _same(probekit.extract(br, stim, store=None, progress=False), ref)
+    assert load_model(br).model is tiny.model and load_model(lm).model is tiny.model
+    tl_tok = tiny_tokenizer()                        # as TransformerLens leaves it: reloaded with add_bos_token=True
+    tl_tok.init_kwargs.update(add_bos_token=True, name_or_path="/nonexistent/checkpoint")
+    br.tokenizer = tl_tok
+    with pytest.raises(ModelInputError, match="cannot be reloaded.*tokenizer=TOKENIZER"):
+        probekit.extract(br, stim)
+    _same(probekit.extract(as_loaded_model(br, tokenizer=tiny.tokenizer), stim, store=None, progress=False), ref)
     br.compatibility_mode = True
     with pytest.raises(ModelInputError, match="compatibility mode"):
         probekit.extract(br, stim)
