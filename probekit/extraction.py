@@ -29,6 +29,7 @@ from .activations import COMPONENTS, POOLINGS, ActivationSet, carry_metadata
 from .adapters import adapter_for, base_model, blocks, sublayer
 from .checks import count, usable_dir
 from .hashing import frame_hash
+from .interop import as_loaded_model, pad_token_id
 from .store import ActivationStore, StoreCorruptError, StoreMismatchError, is_read_only_error
 from .text import TargetNotFoundError, as_targets, target_spans
 
@@ -209,6 +210,25 @@ class _Hooks:
         self.handles = []
 
 
+class _OwnHooks(_Hooks):
+    """The same pooling through a model's own hook points (a TransformerLens ``HookedTransformer``:
+    ``blocks.{l}.hook_resid_pre`` / ``hook_attn_out`` / ``hook_mlp_out``, see :mod:`probekit.interop`)."""
+
+    def __init__(self, runner):
+        self.model, self.runner = runner.model, runner
+        self.weights, self.out, self.handles, self.with_final = None, {}, [], False
+        for l, comp, point in runner.hook_points():
+            self.handles.append(point.register_forward_hook(self._post(l, comp)))
+
+
+def _hooks_for(model, with_final: bool = False) -> _Hooks:
+    if getattr(model, "runs_own_hooks", False):
+        if with_final:
+            raise ExtractionError(f"model {model.name}: capture(with_final=True) needs a transformers model")
+        return _OwnHooks(model)
+    return _Hooks(model.model, with_final=with_final)
+
+
 def pad_batch(ids: list[list[int]], pad_id: int, weights: list[np.ndarray] | None = None):
     """Right-padded ``input_ids``, ``attention_mask`` and pooling weights (zero on padding)."""
     import torch
@@ -240,7 +260,10 @@ def _forward(model, hooks: _Hooks, ids: list[list[int]], weights: list[np.ndarra
     hooks.weights = W.to(device)
     hooks.out = {}
     with torch.inference_mode():
-        base_model(model)(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False)
+        if isinstance(hooks, _OwnHooks):
+            hooks.runner.forward(input_ids.to(device), mask.to(device))
+        else:
+            base_model(model)(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False)
     return hooks.out
 
 
@@ -261,7 +284,9 @@ def extract(model, stimuli: pd.DataFrame, pooling: str | None = None, *, batch_s
             max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS) -> ActivationSet:
     """Pooled per-layer activations of ``stimuli`` (a DataFrame with ``text`` and ``target``).
 
-    ``model`` is a :class:`probekit.models.LoadedModel`. ``pooling`` defaults to
+    ``model``: a :class:`probekit.models.LoadedModel`, a ``(transformers_model, tokenizer)`` pair, a
+    TransformerLens ``HookedTransformer`` or ``TransformerBridge``, or an nnsight ``LanguageModel``
+    (:func:`probekit.interop.as_loaded_model`; anything else is refused with what to pass). ``pooling`` defaults to
     ``stimuli.attrs['pooling']`` or ``'target_mean'``. ``store``: ``None`` keeps
     everything in memory; ``True`` uses the default on-disk store; a path or
     :class:`ActivationStore` uses that one (resumable, verified, memory-mapped;
@@ -271,6 +296,7 @@ def extract(model, stimuli: pd.DataFrame, pooling: str | None = None, *, batch_s
     (stimuli and tokens per second) to stderr once an extraction has run for a
     few seconds; True from the start; False never.
     """
+    model = as_loaded_model(model)
     batch_size = count(batch_size, "batch_size", 1)
     if max_batch_tokens is not None:
         max_batch_tokens = count(max_batch_tokens, "max_batch_tokens", 1)
@@ -401,10 +427,10 @@ def _run(model, enc: _Encoded, chunks, stimuli, arrays, done: set, on_chunk, pro
     todo = [(k, chunk) for k, chunk in enumerate(chunks) if k not in done]
     if not todo:
         return
-    pad_id = model.tokenizer.pad_token_id
+    pad_id = pad_token_id(model.tokenizer)
     rows_todo = [i for _, chunk in todo for rows in chunk for i in rows]
     bar = _Progress(model.name, len(rows_todo), sum(len(enc.input_ids[i]) for i in rows_todo), progress)
-    hooks = _Hooks(model.model)
+    hooks = _hooks_for(model)
     try:
         for k, chunk in todo:
             for rows in chunk:
@@ -426,8 +452,9 @@ def _run(model, enc: _Encoded, chunks, stimuli, arrays, done: set, on_chunk, pro
 def capture(model, with_final: bool = True):
     """Low-level access for oracles: yields a function ``run(ids, weights) -> {(l, comp): tensor}``
     that also returns ``(L-1, 'resid_post')``, the last block's output before the final norm."""
-    hooks = _Hooks(model.model, with_final=with_final)
+    model = as_loaded_model(model)
+    hooks = _hooks_for(model, with_final=with_final)
     try:
-        yield lambda ids, weights: _forward(model.model, hooks, ids, weights, model.tokenizer.pad_token_id)
+        yield lambda ids, weights: _forward(model.model, hooks, ids, weights, pad_token_id(model.tokenizer))
     finally:
         hooks.remove()

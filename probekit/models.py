@@ -348,7 +348,7 @@ def preflight(name_or_path: str, dtype="float32", device: str | None = "cpu") ->
     return resolve(name_or_path)[0]
 
 
-def load_model(name_or_path: str, dtype="float32", device: str | None = "cpu",
+def load_model(name_or_path, dtype="float32", device: str | None = "cpu",
                stream_layers=False) -> LoadedModel:
     """Load a causal LM for extraction.
 
@@ -358,7 +358,20 @@ def load_model(name_or_path: str, dtype="float32", device: str | None = "cpu",
     dtype that fits; layer-streamed when the model does not fit); the choice and its reason
     are in ``LoadedModel.placement``. GGUF weights are de-quantized to ``dtype``.
     ``NAME+random[:SEED]`` builds NAME's untrained control (see the module docstring).
+
+    A model already in memory (a ``(transformers_model, tokenizer)`` pair, a TransformerLens
+    ``HookedTransformer`` / ``TransformerBridge``, an nnsight ``LanguageModel``, a LoadedModel) is wrapped
+    as it is by :func:`probekit.interop.as_loaded_model`; ``dtype``/``device`` must then be left at
+    their defaults (move or cast the model yourself).
     """
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        from .interop import as_loaded_model     # cycle: interop builds this module's LoadedModel
+        if dtype != "float32" or device != "cpu" or stream_layers:
+            raise ModelInputError(f"load_model({type(name_or_path).__name__}): a model already in memory is used "
+                                  f"as it is; leave dtype/device/stream_layers at their defaults and move or "
+                                  f"cast it yourself (model.to(...)) before passing it")
+        return as_loaded_model(name_or_path)
+    name_or_path = os.fspath(name_or_path)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

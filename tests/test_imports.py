@@ -23,8 +23,8 @@ FOUNDATION = {"errors", "atomic", "checks", "hashing", "registry", "activations"
 # claim -> report / cli. A module may import its own stage, an earlier one, or the foundation; never a later one.
 STAGES = [
     {"stimuli", "experiments"},
-    {"extraction", "store", "streaming", "models", "adapters", "placement", "weights", "checkpoint", "llama3",
-     "testing"},
+    {"extraction", "store", "streaming", "models", "adapters", "interop", "placement", "weights", "checkpoint",
+     "llama3", "testing"},
     {"stats", "design", "solver", "results", "probes", "transfer", "pipeline", "cost"},
     {"profiles", "simulate"},
     {"claim", "calibration", "studies.bogdan2025", "studies.bogdan2025.claims", "studies.bogdan2025.experiments",
