@@ -25,8 +25,8 @@ from probekit.stimuli import save, with_article  # noqa: E402
 
 DATE = "2026-11-25"
 PROVENANCE = (f"authored by the probekit developers with LLM assistance, {DATE}; not human-normed")
-VERSIONS = {"items": "2.0.0", "items_heldout": "1.0.0", "senses": "1.0.0", "relations": "2.0.0",
-            "relations_eats": "2.0.0", "analogies": "2.0.0", "analogy_pairs": "1.0.0", "buried": "2.0.0"}
+VERSIONS = {"items": "2.0.0", "items_heldout": "1.0.0", "senses": "1.0.0", "relations": "3.0.0",
+            "relations_eats": "2.0.0", "analogies": "3.0.0", "analogy_pairs": "2.0.0", "buried": "2.0.0"}
 SEED = 20250113  # filler assembly
 RATING_SCALE = "1-7 Likert-style rating, 1 = lowest, 7 = highest (see stimuli/README.md for anchors)"
 
@@ -262,20 +262,79 @@ goalkeeper goalpost 6 piano stool 5 1 1
 acrobat trapeze 6 computer keyboard 7 1 1
 ballerina tutu 6 saucepan lid 6 1 1
 """
+#: v3 (issue 19): quads added to reach >= 100 (docs/power_n.md sizes the set); same construction and checks.
+RELATION_QUADS_V3 = """
+dentist drill 6 sheep wool 7 1 1
+archer bow 7 mop bucket 6 1 1
+conductor baton 7 beaver dam 7 1 1
+jeweler diamond 6 lighthouse coast 6 1 1
+butcher sausage 6 tent peg 6 1 1
+florist bouquet 7 skunk odor 6 1 1
+cashier receipt 6 rooster dawn 6 1 1
+banker vault 6 moth flame 6 1 1
+architect blueprint 7 ant colony 6 1 1
+dancer stage 6 turtle shell 7 1 1
+gymnast leotard 6 giraffe neck 7 1 1
+boxer glove 7 zebra stripe 7 1 1
+skier slope 6 oyster pearl 7 1 1
+diver snorkel 6 elephant trunk 7 1 1
+swimmer goggles 7 peacock feather 6 1 1
+singer microphone 7 crab claw 6 1 1
+drummer drumstick 7 seal flipper 6 1 1
+janitor broom 6 kangaroo pouch 7 1 1
+shopkeeper counter 5 cobweb attic 5 1 1
+rancher cattle 7 snail slime 6 1 1
+astronomer telescope 7 kite wind 6 1 1
+archaeologist fossil 6 fireplace log 6 1 1
+sculptor chisel 7 mosquito bite 6 1 1
+pharmacist pill 7 octopus tentacle 7 1 1
+cobbler boot 6 wasp sting 7 1 1
+hairdresser scissors 7 bear cave 6 1 1
+admiral fleet 6 fox den 6 1 1
+mayor city 6 worm soil 6 1 1
+chemist laboratory 6 hummingbird nectar 7 1 1
+author novel 7 glacier ice 6 1 1
+journalist newspaper 7 rose thorn 6 1 1
+captain crew 6 necklace pendant 6 1 1
+accountant calculator 6 crow scarecrow 6 1 1
+actor theater 6 cherry pie 6 1 1
+coach team 6 wallet money 6 1 1
+nanny baby 6 paint brush 7 1 1
+mason brick 7 canoe paddle 7 1 1
+ranger forest 6 vase tulip 6 1 1
+juggler ball 6 pelican beak 6 1 1
+guard prison 6 wagon wheel 6 1 1
+prisoner cell 6 kitten yarn 6 1 1
+queen throne 7 comb hair 7 1 1
+pupil classroom 6 salt pepper 7 1 1
+referee foul 6 cup saucer 7 1 1
+gambler casino 7 walrus tusk 7 1 1
+hiker backpack 6 clock pendulum 6 1 1
+plow field 6 parrot cage 6 1 1
+sergeant barracks 6 flute melody 5 1 1
+princess castle 6 fork knife 7 1 1
+electrician wire 7 mole burrow 6 1 1
+welder torch 6 dolphin fin 6 1 1
+beggar coin 5 cheetah savanna 6 1 1
+"""
 
 
 def _relation_quads():
     quads = []
-    for line in RELATION_QUADS.strip().splitlines():
+    for line in (RELATION_QUADS.strip() + "\n" + RELATION_QUADS_V3.strip()).splitlines():
         x1, y1, r11, x2, y2, r22, r12, r21 = line.split()
         quads.append((x1, y1, float(r11), x2, y2, float(r22), float(r12), float(r21)))
     return quads
 
 
-def build_relations() -> pd.DataFrame:
+def build_relations(log: list | None = None) -> pd.DataFrame:
     rows = []
+    n_v2 = len(RELATION_QUADS.strip().splitlines())
     for q, (x1, y1, r11, x2, y2, r22, r12, r21) in enumerate(_relation_quads(), start=1):
         g = f"q{q:02d}"
+        if q > n_v2 and log is not None:
+            log.append({"set": "relations", "row": g, "column": "*", "old": "", "new": f"added {x1}-{y1} / {x2}-{y2}",
+                        "reason": "v3: grown to >= 100 quads for power (issue 19, docs/power_n.md)"})
         for x, y, rel, r in ((x1, y1, 1, r11), (x1, y2, 0, r12), (x2, y2, 1, r22), (x2, y1, 0, r21)):
             rows.append({"text": f"{with_article(x)} and {y}", "target": [x, y], "group": g,
                          "x": x, "y": y, "related": rel, "relatedness": r})
@@ -292,7 +351,8 @@ def build_relations() -> pd.DataFrame:
     df.attrs.update(name="relations", version=VERSIONS["relations"], pooling="target_mean", provenance=PROVENANCE,
                     description="Exp 2A (two-item relations): 'A/An <x> and <y>', target = [x, y]. Built from "
                                 "quads (group) of two related pairs and their two swaps, so each word occurs in "
-                                "both classes and in one group only. v2: the 1-7 rating is metadata "
+                                "both classes and in one group only. v3: 105 quads (v2: 53), sized by the power "
+                                "analysis in docs/power_n.md. v2: the 1-7 rating is metadata "
                                 "('relatedness_rating'), no longer a label: it correlated r = 0.977 with "
                                 "'related' (related pairs 4-7, unrelated 1-2 by construction).",
                     labels=labels, checks={"n_folds": 6, "min_class_fraction": 0.30,
@@ -346,8 +406,9 @@ def build_relations_eats() -> pd.DataFrame:
 
 
 # =========================================================================== Exp 3: analogies
-# v2. Eight relation types x three families of three canonical pairs. Families are paired into
-# 12 blocks of two types (three perfect matchings of the 8 types; family f of every type goes to
+# v3 (issue 19): twelve relation types x six families of three canonical pairs (v2: eight types x three
+# families, 12 blocks). Families are paired into 36 blocks of two types (six disjoint perfect matchings of
+# the 12 types; family f of every type goes to
 # matching f); a block is the CV group. Within a block with types t and u (pairs t0..t2, u0..u2):
 #   valid           t_i : t_j and u_i : u_j            (i != j)      12 rows
 #   cross_relation  t_i : u_j and u_i : t_j            (i != j)      12 rows  (both pairs canonical)
@@ -360,48 +421,113 @@ ANALOGY_FAMILIES = {
         "puppy:dog kitten:cat calf:cow",
         "lamb:sheep foal:horse tadpole:frog",
         "cub:bear piglet:pig duckling:duck",
+        "chick:hen fawn:deer joey:kangaroo",
+        "gosling:goose cygnet:swan kid:goat",
+        "eaglet:eagle owlet:owl caterpillar:butterfly",
     ],
     "male_female": [
         "king:queen actor:actress uncle:aunt",
         "brother:sister husband:wife prince:princess",
         "waiter:waitress nephew:niece monk:nun",
+        "father:mother son:daughter boy:girl",
+        "duke:duchess emperor:empress hero:heroine",
+        "groom:bride lord:lady wizard:witch",
     ],
     "country_capital": [
         "France:Paris Japan:Tokyo Egypt:Cairo",
         "Italy:Rome Russia:Moscow Kenya:Nairobi",
         "Spain:Madrid China:Beijing Peru:Lima",
+        "Germany:Berlin Greece:Athens Cuba:Havana",
+        "Ireland:Dublin Austria:Vienna Thailand:Bangkok",
+        "Norway:Oslo Portugal:Lisbon Chile:Santiago",
     ],
     "opposite": [
         "hot:cold tall:short fast:slow",
         "happy:sad wet:dry heavy:light",
         "open:closed early:late rich:poor",
+        "huge:tiny old:young smooth:rough",
+        "noisy:silent thick:thin full:empty",
+        "strong:weak clean:dirty deep:shallow",
     ],
     "part_whole": [
         "wheel:car page:book petal:flower",
         "branch:tree finger:hand roof:house",
         "lens:camera blade:knife feather:bird",
+        "toe:foot keel:boat hinge:door",
+        "chapter:novel lid:jar sleeve:jacket",
+        "engine:truck screen:laptop yolk:egg",
     ],
     "material_object": [
         "wood:table glass:window wool:sweater",
         "leather:boot paper:envelope clay:pot",
         "gold:ring cotton:shirt brick:wall",
+        "silk:scarf stone:statue wax:candle",
+        "tin:can denim:jeans rubber:tire",
+        "iron:anvil canvas:tent plastic:bucket",
     ],
     "tool_user": [
         "scalpel:surgeon brush:painter hammer:carpenter",
         "wrench:plumber stethoscope:doctor chalk:teacher",
         "microphone:singer whistle:referee needle:tailor",
+        "axe:lumberjack lasso:cowboy rod:angler",
+        "baton:conductor tripod:photographer telescope:astronomer",
+        "easel:artist wand:magician scissors:barber",
     ],
     "worker_workplace": [
         "chef:kitchen farmer:farm sailor:ship",
         "nurse:hospital pilot:cockpit judge:courtroom",
         "librarian:library miner:mine priest:church",
+        "banker:bank baker:bakery clerk:office",
+        "scientist:laboratory mechanic:garage cashier:supermarket",
+        "zookeeper:zoo lifeguard:pool dentist:clinic",
+    ],
+    "animal_sound": [
+        "lion:roar snake:hiss bee:buzz",
+        "wolf:howl donkey:bray mouse:squeak",
+        "dove:coo turkey:gobble chicken:cluck",
+        "elephant:trumpet parrot:squawk crow:caw",
+        "hyena:cackle bull:bellow seal:bark",
+        "rattlesnake:rattle tiger:growl magpie:chatter",
+    ],
+    "country_language": [
+        "Brazil:Portuguese Mexico:Spanish Sweden:Swedish",
+        "Poland:Polish Finland:Finnish Denmark:Danish",
+        "Hungary:Hungarian Iran:Persian Israel:Hebrew",
+        "Netherlands:Dutch Vietnam:Vietnamese Korea:Korean",
+        "India:Hindi Ukraine:Ukrainian Iceland:Icelandic",
+        "Pakistan:Urdu Indonesia:Indonesian Romania:Romanian",
+    ],
+    "sport_equipment": [
+        "tennis:racket golf:club hockey:stick",
+        "baseball:bat boxing:gloves archery:bow",
+        "fencing:foil bowling:pin skating:skates",
+        "surfing:surfboard rowing:oar skiing:skis",
+        "soccer:ball volleyball:net cycling:bicycle",
+        "swimming:goggles climbing:rope darts:dartboard",
+    ],
+    "food_source": [
+        "wine:grape flour:wheat chocolate:cocoa",
+        "syrup:maple juice:orange butter:cream",
+        "sugar:cane oil:olive coffee:beans",
+        "ketchup:tomato cider:apple jam:strawberry",
+        "tofu:soybean popcorn:corn pickle:cucumber",
+        "guacamole:avocado fries:potato beer:barley",
     ],
 }
-#: Family f of each type is paired with the type given by matching f (types indexed in ANALOGY_FAMILIES order).
+#: relation types new in v3 (all six families added); the v2 types got families 4-6
+V3_ANALOGY_TYPES = ("animal_sound", "country_language", "sport_equipment", "food_source")
+#: Family f of each type is paired with the type given by matching f (types indexed in ANALOGY_FAMILIES order):
+#: six disjoint perfect matchings of the 12 types (rounds of the circle method), so no two types share a
+#: block twice. The first is domain-matched: animals (young_adult, animal_sound), people/adjectives
+#: (male_female, opposite), countries (country_capital, country_language), objects (part_whole,
+#: material_object), jobs (tool_user, worker_workplace), leisure/food (sport_equipment, food_source).
 ANALOGY_MATCHINGS = [
-    [(0, 1), (2, 3), (4, 5), (6, 7)],   # domain-matched: people/animals, countries/adjectives, objects, jobs
-    [(0, 2), (1, 3), (4, 6), (5, 7)],
-    [(0, 4), (1, 5), (2, 6), (3, 7)],
+    [(0, 8), (1, 3), (2, 9), (4, 5), (6, 7), (10, 11)],   # domain-matched
+    [(0, 1), (2, 3), (4, 6), (5, 7), (8, 10), (9, 11)],
+    [(0, 2), (1, 4), (3, 5), (6, 8), (7, 11), (9, 10)],
+    [(0, 3), (1, 2), (4, 7), (5, 9), (6, 10), (8, 11)],
+    [(0, 4), (1, 5), (2, 6), (3, 11), (7, 10), (8, 9)],
+    [(0, 5), (1, 6), (2, 8), (3, 10), (4, 11), (7, 9)],
 ]
 
 
@@ -422,8 +548,15 @@ def analogy_blocks() -> list[tuple[str, str, list, str, list]]:
     return blocks
 
 
-def build_analogies() -> pd.DataFrame:
+def build_analogies(log: list | None = None) -> pd.DataFrame:
     rows = []
+    if log is not None:
+        for t, fams in ANALOGY_FAMILIES.items():
+            for f, fam in enumerate(fams):
+                if f >= 3 or t in V3_ANALOGY_TYPES:
+                    log.append({"set": "analogies", "row": f"{t}/family{f + 1}", "column": "*", "old": "",
+                                "new": f"added {fam}", "reason": "v3: 12 relation types x 6 families, 36 blocks "
+                                "(>= 30 CV groups; issue 19, docs/power_n.md)"})
     for g, t, P, u, Q in analogy_blocks():
         for rel, X in ((t, P), (u, Q)):                        # valid
             for i in range(3):
@@ -453,7 +586,7 @@ def build_analogies() -> pd.DataFrame:
                                                    "word occurs in two groups"}}
     df.attrs.update(name="analogies", version=VERSIONS["analogies"], pooling="target_mean", provenance=PROVENANCE,
                     description="Exp 3 (four-item analogies): '<A> is to <B> as <C> is to <D>', target = [A, B, C, D]; "
-                                "group = block of two relation types (12 blocks). Primary condition: valid vs "
+                                "group = block of two relation types (36 blocks). Primary condition: valid vs "
                                 "cross_relation (query invalid_kind != 'wrong_d'), where neither pair alone "
                                 "predicts the label; secondary: valid vs wrong_d. ab_relation / cd_relation "
                                 "('none' = not a canonical pair), invalid_kind, a-d are metadata.",
@@ -672,12 +805,12 @@ BUILD_LOG = "build_log.csv"
 
 def build_all(log: list | None = None) -> dict[str, pd.DataFrame]:
     items = build_items(log)
-    analogies = build_analogies()
+    analogies = build_analogies(log)
     return {
         "items": items,
         "items_heldout": build_items_heldout(),
         "senses": build_senses(),
-        "relations": build_relations(),
+        "relations": build_relations(log),
         "relations_eats": build_relations_eats(),
         "analogies": analogies,
         "analogy_pairs": build_analogy_pairs(analogies),

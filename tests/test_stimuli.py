@@ -88,6 +88,73 @@ def test_sizes(sets):
     assert sorted(early.target) == sorted(end.target)
 
 
+# ------------------------------------------------------------------ v3: sizes and the v2 guarantees
+# Sizes decided by the power analysis (benchmarks/calibration/power_n.py, docs/power_n.md), issue 19.
+def test_v3_sizes(sets):
+    rel, an = sets["relations"], sets["analogies"]
+    assert rel.group.nunique() >= 100 and len(rel) >= 400
+    assert an.group.nunique() >= 30
+    assert an.ab_relation.nunique() >= 12
+    prim = an[an.invalid_kind != "wrong_d"]
+    assert len(prim) >= 800 and prim.group.nunique() >= 30
+    assert len(sets["analogy_pairs"]) == 2 * len(an)
+
+
+def _experiment_frames(sets):
+    """Every shipped experiment's rows as the pipeline probes them (its query applied)."""
+    from probekit.studies.bogdan2025.experiments import EXPERIMENTS
+    for exp in EXPERIMENTS.values():
+        df = sets[exp.stimulus_set]
+        yield exp.name, (df.query(exp.query) if exp.query else df), df.attrs["labels"]
+
+
+def test_v2_guarantees_on_every_experiment(sets):
+    """On the rows each experiment probes: every binary label has a minority class >= 30% and >= 12 CV
+    groups (per class too), and the primary labels of the item sets correlate at most |r| = 0.75 (as
+    documented, to 2 d.p.: items_heldout's living vs animal is 0.752)."""
+    for name, df, labels in _experiment_frames(sets):
+        for lab, spec in labels.items():
+            g = df[spec.get("group", "group")]
+            assert g.nunique() >= 12, (name, lab, g.nunique())
+            if spec["kind"] == "binary":
+                share = df[lab].mean()
+                assert min(share, 1 - share) >= MIN_CLASS, (name, lab, share)
+                assert (df.groupby(lab)[spec.get("group", "group")].nunique() >= 12).all(), (name, lab)
+    for name in ("items", "items_heldout"):
+        df = sets[name]
+        prim = [c for c, s in df.attrs["labels"].items() if s["kind"] == "binary" and s["role"] == "semantic"
+                and c != "larger_than_person"]
+        corr = df[prim].corr().abs().where(~np.eye(len(prim), dtype=bool))
+        assert round(corr.max().max(), 2) <= 0.75, (name, corr.max().max())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("embedded_name", ["smollm2-135m", "gemma3-270m"])
+def test_pair_only_baselines_at_chance_on_embedded_models(embedded_name):
+    """The A:B-only and C:D-only profiles of the primary analogies condition are at chance on the real
+    models, at every layer: the same pair text carries both labels equally often, so no pair
+    representation can predict validity. Bound: chance + 3.5 binomial SEs of balanced accuracy at the
+    experiment's n (a bound from n alone, not from any model's result)."""
+    import probekit
+    from probekit.models import ModelUnavailableError, load_model
+    from probekit.pipeline import probe_experiment
+    from probekit.studies.bogdan2025.experiments import EXPERIMENTS
+    try:
+        model = load_model(embedded_name)
+    except ModelUnavailableError as exc:
+        pytest.skip(str(exc))
+    for exp_name in ("analogies_ab_only", "analogies_cd_only"):
+        exp = EXPERIMENTS[exp_name]
+        stim = exp.stimuli()
+        acts = probekit.extract(model, stim, store=True)
+        res = probe_experiment(acts, exp, probe_kw=dict(n_permutations=0, n_bootstrap=0, control_task=False),
+                               cache=False)
+        ba = res.profile("valid", "resid_pre", "balanced_accuracy").value.to_numpy()
+        bound = 0.5 + 3.5 * 0.5 / math.sqrt(len(stim))
+        print(f"\n{embedded_name} {exp_name}: n={len(stim)}, max BA {ba.max():.3f} (bound {bound:.3f})")
+        assert np.nanmax(ba) <= bound, (embedded_name, exp_name, np.round(ba, 3))
+
+
 # ------------------------------------------------------------------ articles
 @pytest.mark.parametrize("word,art", [
     ("hour", "an"), ("hourglass", "an"), ("honest", "an"), ("heir", "an"), ("honour", "an"),
