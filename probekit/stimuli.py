@@ -38,7 +38,7 @@ import pandas as pd
 from .activations import POOLINGS
 from .atomic import atomic_file, atomic_write_text
 from .hashing import frame_hash
-from .text import as_targets, find_word
+from .text import as_targets, find_word, missing_word_advice
 
 #: The shipped sets (files ``stimuli/<name>.csv`` + ``stimuli/<name>.json``).
 SET_NAMES = ("items", "items_heldout", "senses", "relations", "relations_eats", "analogies", "analogy_pairs",
@@ -254,7 +254,7 @@ def validate(df: pd.DataFrame, labels: dict | None = None, checks: dict | None =
             for w in words:
                 if find_word(text, w) is None:
                     add(idx, text, w, "target word does not occur in the text as a whole word",
-                        "fix the spelling of the target or of the text")
+                        missing_word_advice(text, w))
         grp = row["group"]
         if _is_missing(grp) or (isinstance(grp, str) and not grp.strip()):
             add(idx, text if text_ok else None, "group", "missing CV group", "give every row a group (str)")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 
 class TargetNotFoundError(ValueError):
@@ -29,6 +30,19 @@ def find_word(text: str, word: str, start: int = 0) -> tuple[int, int] | None:
     return None
 
 
+def missing_word_advice(text: str, word: str) -> str:
+    """What to do about a target ``word`` that :func:`find_word` does not find in ``text``: when the two only
+    differ in their Unicode normal form (an accented letter composed in one, decomposed in the other, which
+    look identical when printed), say so; else fix the spelling."""
+    nfc = lambda s: unicodedata.normalize("NFC", s)  # noqa: E731
+    if find_word(nfc(text), nfc(word)) is not None:
+        forms = [f for f in ("NFC", "NFD") if unicodedata.is_normalized(f, text)] or ["neither NFC nor NFD"]
+        wforms = [f for f in ("NFC", "NFD") if unicodedata.is_normalized(f, word)] or ["neither NFC nor NFD"]
+        return (f"the text ({'/'.join(forms)}) and the target ({'/'.join(wforms)}) are in different Unicode normal "
+                f"forms and only look the same: normalise both, e.g. unicodedata.normalize('NFC', s)")
+    return "fix the spelling of the target or of the text"
+
+
 def target_spans(text: str, target, *, where: str = "") -> list[tuple[int, int]]:
     """One character span per target word: its first whole-word occurrence.
 
@@ -44,6 +58,6 @@ def target_spans(text: str, target, *, where: str = "") -> list[tuple[int, int]]
         span = find_word(text, w)
         if span is None:
             raise TargetNotFoundError(f"{where}target word {w!r} does not occur as a whole word in {text!r}; "
-                                      f"fix the text or the target")
+                                      f"{missing_word_advice(text, w)}")
         spans.append(span)
     return spans

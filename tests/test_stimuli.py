@@ -678,3 +678,17 @@ def test_wordnet_cross_check(sets, name):
     # strong disagreements (we say yes, WordNet has no such sense) are rare
     strong = dis[(dis.ours == 1) & (dis.wordnet == 0)]
     assert len(strong) <= 0.03 * len(df) * len(S.WORDNET_CATEGORIES), strong
+
+
+def test_a_target_in_another_unicode_normal_form_is_named_as_such():
+    import unicodedata
+
+    from probekit.text import TargetNotFoundError, missing_word_advice, target_spans
+    text = unicodedata.normalize("NFD", "A café")
+    word = unicodedata.normalize("NFC", "café")
+    assert text != "A café" and word in unicodedata.normalize("NFC", text)
+    advice = missing_word_advice(text, word)
+    assert "normal form" in advice and "NFD" in advice and "NFC" in advice
+    with pytest.raises(TargetNotFoundError, match="normal form"):
+        target_spans(text, word)
+    assert "spelling" in missing_word_advice("A cafe", "tea")
