@@ -140,6 +140,11 @@ def writable(path) -> bool:
 
 # the probe grid's settings for a replication (probekit.pipeline); here so that the command line's
 # --help can show them without importing the probes
+#: Progress lines (extraction, probe grid) start once a stage has run this long (seconds), then come every
+#: PROGRESS_EVERY_S.
+PROGRESS_AFTER_S = 3.0
+PROGRESS_EVERY_S = 10.0
+
 DEFAULT_PROBE = dict(n_splits=6, n_permutations=100, n_bootstrap=1000, control_task=True, seed=0)
 
 

@@ -27,7 +27,7 @@ import pandas as pd
 from . import __version__
 from .activations import COMPONENTS, POOLINGS, ActivationSet, carry_metadata
 from .adapters import adapter_for, base_model, blocks, sublayer
-from .checks import count, usable_dir
+from .checks import PROGRESS_AFTER_S, PROGRESS_EVERY_S, count, usable_dir
 from .hashing import frame_hash
 from .interop import as_loaded_model, pad_token_id
 from .store import ActivationStore, StoreCorruptError, StoreMismatchError, is_read_only_error
@@ -372,9 +372,6 @@ def extract(model, stimuli: pd.DataFrame, pooling: str | None = None, *, batch_s
     return stored()
 
 
-#: Progress lines start once an extraction has run this long (seconds), then come every _PROGRESS_EVERY_S.
-_PROGRESS_AFTER_S = 3.0
-_PROGRESS_EVERY_S = 10.0
 
 
 class _Progress:
@@ -386,7 +383,7 @@ class _Progress:
         self.done = self.tokens = 0
         self.t0 = time.monotonic()
         self.last = None
-        self.after = 0.0 if mode else _PROGRESS_AFTER_S
+        self.after = 0.0 if mode else PROGRESS_AFTER_S
 
     def _line(self, now: float, final: bool = False) -> str:
         dt = max(now - self.t0, 1e-9)
@@ -403,7 +400,7 @@ class _Progress:
         if self.mode is False:
             return
         now = time.monotonic()
-        if now - self.t0 >= self.after and (self.last is None or now - self.last >= _PROGRESS_EVERY_S):
+        if now - self.t0 >= self.after and (self.last is None or now - self.last >= PROGRESS_EVERY_S):
             self.last = now
             print(self._line(now), file=sys.stderr, flush=True)
 

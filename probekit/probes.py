@@ -25,6 +25,8 @@ keeps working for the solver, design, results and synthetic-data names.
 from __future__ import annotations
 
 import os
+import sys
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,7 +37,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from . import stats
-from .checks import ArgumentError, count
+from .checks import PROGRESS_AFTER_S, PROGRESS_EVERY_S, ArgumentError, count
 from .design import (SURFACE_COLUMNS, ColumnBlock, GridColumns, LabelColumns, LabelSpec,
                      ProbeInputError, SplitPlan, grid_columns, make_plans, resolve_labels, surface_matrix)
 from .results import SCORE_COLUMNS, LabelPredictions, ProbeResults
@@ -55,7 +57,7 @@ def probe_grid(acts, labels=None, *, n_splits: int = 6, estimator: str = "fast",
                C_grid=DEFAULT_C_GRID, stratify: str = "joint", surface_baseline: bool = True,
                layers: Sequence[int] | None = None, components: Sequence[str] | None = None,
                seed: int = 0, level: float = stats.LEVEL, n_threads: int | None = 1,
-               n_jobs: int | None = None, precise: bool = False) -> ProbeResults:
+               n_jobs: int | None = None, precise: bool = False, progress: bool | None = None) -> ProbeResults:
     """Probe every label x layer x component of ``acts``.
 
     Parameters
@@ -88,6 +90,8 @@ def probe_grid(acts, labels=None, *, n_splits: int = 6, estimator: str = "fast",
     n_jobs : cells (layer x component) fitted at once, in threads (numpy releases the GIL in its
         BLAS/LAPACK calls); default: the cores this process may use. Every cell is computed alone, so
         the results are identical for any ``n_jobs``.
+    progress : None (default) prints progress lines (cells done, time left) to stderr once the grid has run
+        longer than a few seconds; True from the first cell; False never.
     """
     n_splits = count(n_splits, "n_splits", 2)
     n_permutations = count(n_permutations, "n_permutations", 0)
@@ -105,7 +109,8 @@ def probe_grid(acts, labels=None, *, n_splits: int = 6, estimator: str = "fast",
         layers = list(acts.layers if layers is None else layers)
         comps = tuple(acts.components if components is None else components)
         fits = _fit_cells(acts, design, layers, comps, estimator=estimator, n_permutations=n_permutations,
-                          alphas=alphas, C_grid=C_grid, precise=precise, n_jobs=n_jobs)
+                          alphas=alphas, C_grid=C_grid, precise=precise, n_jobs=n_jobs,
+                          progress=progress, name=str(acts.stimuli.attrs.get("name") or "grid"))
         baselines = (_surface_baselines(design, alphas=alphas, n_bootstrap=n_bootstrap, seed=seed, level=level,
                                         precise=precise) if surface_baseline else _empty_baselines())
         scores, predictions = _score_table(design, fits, baselines, layers, comps, acts.n_layers,
@@ -134,7 +139,8 @@ class _CellFits:
 
 
 def _fit_cells(acts, design: GridColumns, layers: list[int], comps: tuple[str, ...], *, estimator: str,
-               n_permutations: int, alphas, C_grid, precise: bool, n_jobs: int = 1) -> _CellFits:
+               n_permutations: int, alphas, C_grid, precise: bool, n_jobs: int = 1,
+               progress: bool | None = False, name: str = "grid") -> _CellFits:
     """Fit every column of every plan on every cell and score it (cells in ``n_jobs`` threads)."""
     specs, n = design.specs, len(design.stimuli)
     shape = (acts.n_layers, len(comps))
@@ -162,7 +168,9 @@ def _fit_cells(acts, design: GridColumns, layers: list[int], comps: tuple[str, .
         return out
 
     cells = [(li, ci) for li in layers for ci in range(len(comps))]
+    bar = _CellProgress(name, len(cells), progress)
     for (li, ci), per_plan in zip(cells, _map_ordered(fit_cell, cells, n_jobs)):
+        bar.step(li, comps[ci])
         for cols, (mets, oof0, best0) in zip(design.cols, per_plan):
             for name, block in cols.layout.items():
                 n_perm = block.n_permutations
@@ -175,7 +183,32 @@ def _fit_cells(acts, design: GridColumns, layers: list[int], comps: tuple[str, .
                 fits.oof[name][li, ci] = oof0[name]
                 if li == layers[0] and ci == 0:
                     fits.alpha_first_cell[name] = np.asarray(alphas)[best0[name]].tolist()
+    bar.close()
     return fits
+
+
+class _CellProgress:
+    """Progress of the grid on stderr: cells done, elapsed, time left (the extraction's timing rules)."""
+
+    def __init__(self, name: str, n_cells: int, mode: bool | None):
+        self.name, self.n, self.mode, self.done = name, n_cells, mode, 0
+        self.t0, self.last = time.monotonic(), None
+        self.after = 0.0 if mode else PROGRESS_AFTER_S
+
+    def step(self, layer: int, comp: str) -> None:
+        self.done += 1
+        now = time.monotonic()
+        if self.mode is False or now - self.t0 < self.after or (self.last and now - self.last < PROGRESS_EVERY_S):
+            return
+        self.last = now
+        dt = now - self.t0
+        print(f"probes {self.name}: {self.done}/{self.n} cells (layer {layer} {comp}), {dt:.0f} s, "
+              f"~{dt / self.done * (self.n - self.done):.0f} s left", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.last is not None:
+            print(f"probes {self.name}: {self.n} cells done in {time.monotonic() - self.t0:.1f} s", file=sys.stderr,
+                  flush=True)
 
 
 def default_jobs() -> int:

@@ -73,3 +73,13 @@ def test_cells_in_threads_give_identical_results():
     one = probe_grid(acts, n_jobs=1, **kw).scores
     three = probe_grid(acts, n_jobs=3, **kw).scores
     assert one.equals(three)
+
+
+def test_the_grid_reports_progress_when_asked_and_is_silent_when_not(capsys):
+    acts = make_synthetic_acts(n_groups=12, per_group=4, d=16, n_layers=3, seed=0)
+    kw = dict(n_permutations=0, n_bootstrap=0, control_task=False)
+    probe_grid(acts, progress=True, **kw)
+    err = capsys.readouterr().err
+    assert "cells (layer" in err and f"{acts.n_layers * len(acts.components)} cells done" in err
+    probe_grid(acts, progress=False, **kw)
+    assert capsys.readouterr().err == ""

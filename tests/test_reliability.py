@@ -520,11 +520,11 @@ def test_long_text_batched_alone_gives_the_same_activations(model, monkeypatch):
 
 def test_progress_lines_show_stimuli_and_tokens_per_second(model, monkeypatch, capsys):
     """Was: no progress output at all during a 10-minute extraction."""
-    monkeypatch.setattr(ex, "_PROGRESS_AFTER_S", 600.0)            # shorter than the threshold: quiet
+    monkeypatch.setattr(ex, "PROGRESS_AFTER_S", 600.0)            # shorter than the threshold: quiet
     probekit.extract(model, STIMULI, batch_size=4)
     assert capsys.readouterr().err == ""
-    monkeypatch.setattr(ex, "_PROGRESS_AFTER_S", 0.0)              # as if it had run for a while
-    monkeypatch.setattr(ex, "_PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(ex, "PROGRESS_AFTER_S", 0.0)              # as if it had run for a while
+    monkeypatch.setattr(ex, "PROGRESS_EVERY_S", 0.0)
     probekit.extract(model, STIMULI, batch_size=4)
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 7                                         # 6 batches + the closing line
