@@ -154,10 +154,12 @@ def _profile_nulls(truths_null: dict, untrained: dict) -> list[Scenario]:
 # ----------------------------------------------------------------------------- measurements
 
 def depth_row(ev, claim, exp: str, component: str = RESID) -> dict:
-    """``<exp>.depth``: the centroid of the gain over layer 0 with its CI (one definition for every claim)."""
-    c, c_lo, c_hi = P.depth_interval(*ev.profile(exp, component), LEVEL, INFLATION)
+    """``<exp>.depth``: the centroid of the gain over layer 0 with each bound a one-sided ``LEVEL`` bound (one
+    definition for every claim; the one rule that judges it, items early, is one-sided)."""
+    c, c_lo, c_hi = P.depth_interval(*ev.profile(exp, component), LEVEL, INFLATION, one_sided=True)
     return row(ev, claim, f"{exp}.depth", "depth", c, c_lo, c_hi, "ci",
-               "centre of gravity of the gain over layer 0 above half its maximum" if not np.isnan(c_lo) else
+               f"centre of gravity of the gain over layer 0 above half its maximum; each bound one-sided "
+               f"{LEVEL:.0%} x{INFLATION}" if not np.isnan(c_lo) else
                "no CI: too many replicates without a gain over layer 0 to locate")
 
 
@@ -212,20 +214,16 @@ class ItemPeakEarly(Claim):
     ])
 
     def measure(self, ev):
-        """The shared peak rows, with the two the rule judges made one-sided (the claim has a direction):
-        the gain's one-sided simultaneous lower bound and the centroid's one-sided upper bound, each at
-        ``LEVEL``; ``items.depth_se`` (the replicates' centroid sd x INFLATION) for the power reading."""
+        """The shared peak rows (``items.depth`` is one-sided in every claim, :func:`depth_row`), with the gain
+        the rule judges made one-sided too (the claim has a direction: its one-sided simultaneous lower bound
+        at ``LEVEL``), and ``items.depth_se`` (the replicates' centroid sd x INFLATION) for the power
+        reading."""
         rows = {r["metric"]: r for r in peak_rows(ev, self, "items")}
         v, boot = ev.profile("items", RESID)
         g, g_lo, gl = P.gain_lower_bound(v, boot, LEVEL, INFLATION)
         rows["items.peak_gain"] = row(ev, self, "items.peak_gain", "balanced_accuracy", g, g_lo, np.nan, "ci",
                                       f"{RESID}: largest gain over layer 0 (at layer {gl}); one-sided "
                                       f"{LEVEL:.0%} simultaneous lower bound x{INFLATION}, selection included")
-        c, c_lo, c_hi = P.depth_interval(v, boot, LEVEL, INFLATION, one_sided=True)
-        rows["items.depth"] = row(ev, self, "items.depth", "depth", c, c_lo, c_hi, "ci",
-                                  f"centre of gravity of the gain over layer 0 above half its maximum; each bound "
-                                  f"one-sided {LEVEL:.0%} x{INFLATION}" if not np.isnan(c_hi) else
-                                  "no CI: too many replicates without a gain over layer 0 to locate")
         cr = P.depth_centroid(np.asarray(boot, float))
         se = INFLATION * float(np.nanstd(cr, ddof=1)) if np.sum(np.isfinite(cr)) > 2 else np.nan
         rows["items.depth_se"] = row(ev, self, "items.depth_se", "se", se,
