@@ -27,7 +27,7 @@ import pandas as pd
 
 from .atomic import atomic_write_parquet, atomic_write_text
 from .claim import by_metric, bounds_text, judge_rows, normalised_paper_rows
-from .stats import binomial_interval
+from .stats import LEVEL, binomial_interval
 from .studies import BUILTIN, load_study
 
 COLUMNS = ["study", "claim", "rule_model", "rule", "n_layers", "scenario", "kind", "description", "n_draws", "n_effect", "rate",
@@ -255,7 +255,7 @@ def _kappa_for(cover, target: float) -> float:
     return float("nan")
 
 
-def inflation_table(npz_path, inflation: float, component: str = "resid_pre", level: float = 0.95,
+def inflation_table(npz_path, inflation: float, component: str = "resid_pre", level: float = LEVEL,
                     pairs=(("relations", "items"), ("analogies", "relations"))) -> pd.DataFrame:
     """Per model and statistic the claims use (centroids, centroid differences, the simultaneous band), from
     the measured refit and reweighting replicates (``benchmarks/calibration/noise_measured.npz``): the

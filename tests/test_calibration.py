@@ -48,6 +48,34 @@ def test_a_broken_rule_is_caught(monkeypatch):
     assert len(Cal.exceeds(pd.DataFrame([broken]))) == 1 and Cal.exceeds(pd.DataFrame([ok])).empty
 
 
+def test_a_broken_dip_rule_is_caught(monkeypatch):
+    """The double peak's dip test, broken two ways, through ``calibrate_claim``. Its null deflated (the
+    replicates' deviations x0.3 instead of the study's x1.5): the 3B's single-peaked and flat worlds read as
+    double peaks, so the 3B absence is *contradicted* in most draws (the correct test: at most a few) and its
+    single-peak rows stop passing. Its null centred on the observed profile instead of the unimodal fit
+    (the valley kept in the null): the 70B's planted 0.20 valley is no longer found."""
+    import probekit.studies.bogdan2025.claims as BC
+    from probekit import profiles as P
+    claim = STUDY.claim("bogdan2025.double_peak")
+    three_b = {s.name: s for s in claim.contrasts["llama-3.2-3b"]}
+    planted = next(s for s in claim.scenarios if s.name == "planted_dip_0.20")
+
+    def cells():
+        return [Cal.calibrate_claim(STUDY, claim, 28, three_b[n], 30, rule_model="llama-3.2-3b")
+                for n in ("null_ar_1.5x", "planted_single_paper_1.5x")]
+
+    ok_null, ok_single = cells()
+    power = Cal.calibrate_claim(STUDY, claim, 28, planted, 30)
+    assert ok_null["n_contradicted"] <= 4 and ok_single["n_contradicted"] <= 4 and ok_single["rate"] > 0.1
+    assert power["rate"] >= 0.7
+    with monkeypatch.context() as m:
+        m.setattr(BC, "INFLATION", 0.3)
+        bad_null, bad_single = cells()
+    assert bad_null["n_contradicted"] >= 20 and bad_single["n_contradicted"] >= 20 and bad_single["rate"] == 0
+    monkeypatch.setattr(P, "unimodal_fit", lambda v, w=None: np.asarray(v, float))
+    assert Cal.calibrate_claim(STUDY, claim, 28, planted, 30)["rate"] < power["rate"] - 0.4
+
+
 def test_planted_effects_are_detected_somewhere():
     t = Cal.calibrate(STUDY, n_draws=40, depths=(80,), kinds=("planted",),
                       claims=["anti_persistence", "shuffled_at_chance", "relations_deeper"])

@@ -158,3 +158,64 @@ def test_cross_consistency_sees_a_shared_zigzag_and_holds_its_size_under_indepen
     assert np.mean(np.array(ps) < 0.05) < 0.09          # 300 draws at an exact 5%: ~0.05 +- 0.013
     with pytest.raises(ValueError, match="2 experiments"):
         P.cross_consistency(np.zeros((1, 20)))
+
+
+def test_unimodal_fit_is_the_least_squares_unimodal_profile():
+    from scipy.optimize import isotonic_regression as iso
+    rng = np.random.default_rng(3)
+    for t in range(30):
+        v = rng.normal(size=15) + 2 * np.sin(np.arange(15) / 2.5) * (t % 2)
+        w = rng.uniform(0.5, 2, 15)
+        f = P.unimodal_fit(v, w)
+        d = np.diff(f)
+        k = int(np.argmax(f))
+        assert np.all(d[:k] >= -1e-12) and np.all(d[k:] <= 1e-12)          # rises, then falls
+        brute = min(np.sum(w * (v - np.concatenate([iso(v[:m], weights=w[:m]).x if m else v[:0],
+                                                   iso(v[m:], weights=w[m:], increasing=False).x
+                                                   if m < 15 else v[:0]])) ** 2) for m in range(16))
+        assert np.sum(w * (v - f) ** 2) == pytest.approx(brute, abs=1e-9)
+    assert np.allclose(P.unimodal_fit(np.array([0, 1, 3, 2, 1.0])), [0, 1, 3, 2, 1])      # already unimodal
+
+
+def test_dips_is_the_deepest_valley_between_two_peaks():
+    x = np.array([[0, .5, .1, .2, .4, 0], [0, 1, 2, 3, 2, 1]], float)
+    d = P.dips(x, 2)
+    assert d[0] == pytest.approx(0.4 - 0.1) and d[1] <= 0       # a run up then down has no valley
+    assert P.dips(x[:1], 3)[0] == pytest.approx(0.4 - 0.1)     # the peaks at layers 1 and 4: 3 apart
+    assert P.dips(x[:1], 4)[0] <= 0.0                           # they may not pair any more
+
+
+def _two_peaks(L, dip):
+    from probekit.studies.bogdan2025.claims import _truth
+    return _truth(("two_bumps", 14 / 80, 29 / 80, 0.05, dip), L, None, {})[0]
+
+
+def test_dip_test_rejects_a_planted_double_peak_and_not_a_unimodal_profile():
+    """At 80 layers, sd 0.02 and the truth's noise 1.5x the bootstrap's (the study's inflation 1.5): a valley
+    0.20 below the lower peak is found in nearly every draw; a single bump (the null) rarely, never more than
+    the test's 5% allows; the peaks found sit at the planted layers."""
+    two, one = _two_peaks(80, 0.20), sim.bump(80, 0.35, 0.15, 0.15)
+    hits, false = [], []
+    for s in range(20):
+        t = P.dip_test(*_observed(two, seed=s, kappa=1.5), min_separation=10, inflation=1.5)
+        hits.append(t.rejected)
+        if t.rejected:
+            assert 10 <= t.first <= 18 and 25 <= t.second <= 33 and t.first < t.valley < t.second
+        n = P.dip_test(*_observed(one, seed=100 + s, kappa=1.5), min_separation=10, inflation=1.5)
+        false.append(n.rejected)
+        assert 0 < n.p <= 1 and (n.p <= 0.05 or not n.rejected)
+    assert np.mean(hits) >= 0.85 and np.mean(false) <= 0.1
+    # without inflation the same null noise (1.5x the bootstrap's) makes the test reject far more often
+    loose = [P.dip_test(*_observed(np.full(80, sim.CHANCE), seed=200 + s, kappa=3.0), 10, inflation=1.0).rejected
+             for s in range(20)]
+    assert np.mean(loose) >= 0.3
+
+
+def test_one_sided_gain_bound_is_tighter_than_the_two_sided_band():
+    v, r = _observed(sim.bump(28, 0.2, 0.08, 0.05), seed=1)
+    g, lo1, layer = P.gain_lower_bound(v, r, inflation=1.5)
+    ps = P.peak_summary(v, r, inflation=1.5)
+    assert g == pytest.approx(ps.gain) and layer == ps.gain_layer and ps.gain_lo < lo1 < g
+    c, lo, hi = P.depth_interval(v, r, inflation=1.5, one_sided=True)
+    c2, lo2, hi2 = P.depth_interval(v, r, inflation=1.5)
+    assert c == c2 and lo2 < lo < c < hi < hi2

@@ -26,6 +26,7 @@ from .paper import PAPER_RANGES
 
 RESID, ATTN = "resid_pre", "attn_out"
 LEVEL = P.LEVEL
+FW_LEVEL = 1 - (1 - LEVEL) / 2      # a one-sided test per experiment when two must not both be wrong (Bonferroni)
 INFLATION = 1.5
 # simulation parameters (balanced-accuracy units): bootstrap sd per layer, its lag-1 correlation across layers
 NOISE = {"sd": 0.02, "rho": 0.6, "n_boot": 500, "cells_sd": 0.03}
@@ -63,6 +64,7 @@ def _untrained() -> dict | None:
 def _truth(spec, L, rng, shared: dict):
     """A truth profile from a spec: ("flat",), ("bump", centre, width, height), ("bump_random", lo, hi, width,
     height, key) — the same draw for every spec with that key —, ("two_bumps", c1, c2, width, dip),
+    ("plateau", lo, hi, height, edge) (a flat top between depths lo and hi, logistic edges),
     ("untrained", experiment, component)."""
     kind = spec[0]
     if kind == "flat":
@@ -81,6 +83,10 @@ def _truth(spec, L, rng, shared: dict):
         x = np.arange(L) / L
         f = np.exp(-0.5 * ((x - c1) / w) ** 2) + np.exp(-0.5 * ((x - c2) / w) ** 2)
         return sim.CHANCE + h * f, None
+    if kind == "plateau":                                  # a flat top from depth lo to hi (unimodal)
+        lo, hi, height, edge = spec[1:]
+        x = np.arange(L) / L
+        return sim.CHANCE + height / (1 + np.exp(-(x - lo) / edge)) / (1 + np.exp(-(hi - x) / edge)), None
     if kind == "untrained":
         u = _untrained()
         if u is None:
@@ -148,10 +154,12 @@ def _profile_nulls(truths_null: dict, untrained: dict) -> list[Scenario]:
 # ----------------------------------------------------------------------------- measurements
 
 def depth_row(ev, claim, exp: str, component: str = RESID) -> dict:
-    """``<exp>.depth``: the centroid of the gain over layer 0 with its CI (one definition for every claim)."""
-    c, c_lo, c_hi = P.depth_interval(*ev.profile(exp, component), LEVEL, INFLATION)
+    """``<exp>.depth``: the centroid of the gain over layer 0 with each bound a one-sided ``LEVEL`` bound (one
+    definition for every claim; the one rule that judges it, items early, is one-sided)."""
+    c, c_lo, c_hi = P.depth_interval(*ev.profile(exp, component), LEVEL, INFLATION, one_sided=True)
     return row(ev, claim, f"{exp}.depth", "depth", c, c_lo, c_hi, "ci",
-               "centre of gravity of the gain over layer 0 above half its maximum" if not np.isnan(c_lo) else
+               f"centre of gravity of the gain over layer 0 above half its maximum; each bound one-sided "
+               f"{LEVEL:.0%} x{INFLATION}" if not np.isnan(c_lo) else
                "no CI: too many replicates without a gain over layer 0 to locate")
 
 
@@ -182,7 +190,7 @@ class ItemPeakEarly(Claim):
     key_metric = "items.peak_layer"
     reference_model = "llama-3.2-3b"
     effect = Effect(("items.depth",), null=_range_end("items"), paper=_range_centre("items"), sense="less",
-                    assumed=False, size_source="3B layers 2-7 of 28 (depths [2/28, 8/28)): the centroid at the "
+                    assumed=False, se_suffix="_se", size_source="3B layers 2-7 of 28 (depths [2/28, 8/28)): the centroid at the "
                                               "range's centre, 3/28 before the rule's bound, the range's end")
     scenarios = tuple(_profile_nulls(
         {("items", RESID): ("bump_random", 0.35, 0.85, 0.12, 0.12, "a")},
@@ -206,7 +214,21 @@ class ItemPeakEarly(Claim):
     ])
 
     def measure(self, ev):
-        return peak_rows(ev, self, "items")
+        """The shared peak rows (``items.depth`` is one-sided in every claim, :func:`depth_row`), with the gain
+        the rule judges made one-sided too (the claim has a direction: its one-sided simultaneous lower bound
+        at ``LEVEL``), and ``items.depth_se`` (the replicates' centroid sd x INFLATION) for the power
+        reading."""
+        rows = {r["metric"]: r for r in peak_rows(ev, self, "items")}
+        v, boot = ev.profile("items", RESID)
+        g, g_lo, gl = P.gain_lower_bound(v, boot, LEVEL, INFLATION)
+        rows["items.peak_gain"] = row(ev, self, "items.peak_gain", "balanced_accuracy", g, g_lo, np.nan, "ci",
+                                      f"{RESID}: largest gain over layer 0 (at layer {gl}); one-sided "
+                                      f"{LEVEL:.0%} simultaneous lower bound x{INFLATION}, selection included")
+        cr = P.depth_centroid(np.asarray(boot, float))
+        se = INFLATION * float(np.nanstd(cr, ddof=1)) if np.sum(np.isfinite(cr)) > 2 else np.nan
+        rows["items.depth_se"] = row(ev, self, "items.depth_se", "se", se,
+                                     detail=f"sd of the replicates' centroids x{INFLATION}")
+        return list(rows.values())
 
     def simulate(self, scenario, n_layers, rng):
         return _simulate_profiles(scenario, n_layers, rng)
@@ -307,12 +329,14 @@ class DoublePeakClaim(Claim):
     key_metric = "relations.double_peak_found"
     reference_model = "llama-3.3-70b"
     effect = Effect(("relations.dip", "analogies.dip"), null=0.0, paper=DIP_SIZE, se_suffix="_se",
+                    p_metric="dip_p_max",
                     size_source=f"assumed: a valley {DIP_SIZE} below the lower peak ('markedly decrease'; the paper "
                                 f"gives no magnitude); both experiments must show it")
     _single = {(e, RESID): ("bump_random", 0.15, 0.6, 0.15, 0.15, "a") for e in ("relations", "analogies")}
     _two = {(e, RESID): ("two_bumps", 14 / 80, 29 / 80, 0.05, 0.06) for e in ("relations", "analogies")}
     _two_big = {(e, RESID): ("two_bumps", 14 / 80, 29 / 80, 0.05, 0.12) for e in ("relations", "analogies")}
     _two_huge = {(e, RESID): ("two_bumps", 14 / 80, 29 / 80, 0.05, 0.20) for e in ("relations", "analogies")}
+    _plateau = {(e, RESID): ("plateau", 12 / 80, 34 / 80, 0.15, 0.02) for e in ("relations", "analogies")}
     scenarios = tuple(_profile_nulls(_single, {(e, RESID): ("untrained", e, RESID) for e in ("relations",
                                                                                               "analogies")}) + [
         Scenario("planted_dip_0.06", "planted", "peaks at layers 14 and 29 of 80, valley 0.06 below them",
@@ -329,6 +353,19 @@ class DoublePeakClaim(Claim):
                  "1.5x", dict(truths={**_two_huge, ("analogies", RESID): ("bump", 0.3, 0.15, 0.15)}, kappa=1.5)),
         Scenario("null_iu_measured", "null", "the same with each set's measured noise",
                  dict(truths={**_two_huge, ("analogies", RESID): ("bump", 0.3, 0.15, 0.15)}, noise="measured")),
+        # the dip test's least-favourable unimodal truth: a flat top over the paper's peak layers, where every
+        # noise valley sits between two candidate peaks at the right layers; and the intersection-union
+        # null built on it (one experiment double-peaked, the other that plateau)
+        Scenario("null_plateau_1.5x", "null", "both profiles a flat top over layers 12-33 of 80 (height 0.15, "
+                 "unimodal), AR noise 1.5x: the dip test's least-favourable null", dict(truths=_plateau, kappa=1.5)),
+        Scenario("null_plateau_measured", "null", "the same with each set's measured noise",
+                 dict(truths=_plateau, noise="measured")),
+        Scenario("null_iu_plateau_1.5x", "null", "relations double-peaked (valley 0.20), analogies the flat top; "
+                 "AR noise 1.5x", dict(truths={**_two_huge, ("analogies", RESID): _plateau[("analogies", RESID)]},
+                                       kappa=1.5)),
+        Scenario("null_iu_plateau_measured", "null", "the same with each set's measured noise",
+                 dict(truths={**_two_huge, ("analogies", RESID): _plateau[("analogies", RESID)]},
+                      noise="measured")),
     ])
     # the 3B rule (the scaling contrast): one significant peak and no double peak. Its nulls are worlds
     # without a peak; its "alternative" rows are worlds with the 70B's double peak, where passing is a miss
@@ -349,31 +386,54 @@ class DoublePeakClaim(Claim):
     def measure(self, ev):
         L = ev.n_layers
         sep = max(2, L // 8)
-        rows = []
+        rows, ps_p = [], []
         for exp in ("relations", "analogies"):
             v, boot = ev.profile(exp, RESID)
             ps = P.peak_summary(v, boot, LEVEL, INFLATION)
             rows.append(row(ev, self, f"{exp}.peak_gain", "balanced_accuracy", ps.gain, ps.gain_lo, ps.gain_hi, "ci",
                             f"{RESID}: largest gain over layer 0 (at layer {ps.gain_layer}); simultaneous interval, "
                             f"selection included (the 3B rule: a peak to have, and not two)"))
-            dp = P.double_peak(v, boot, sep, LEVEL, INFLATION)
-            how = (f"{RESID}; simultaneous {LEVEL:.0%} band x{INFLATION}, peaks >= {sep} layers apart")
-            d = P.dip(v, boot, sep, LEVEL, INFLATION)
-            at = (f"peaks at layers {d.first} and {d.second}, valley {d.valley}" if d.first is not None else
+            t = P.dip_test(v, boot, sep, LEVEL, INFLATION)
+            how = (f"{RESID}; bootstrap dip test: D above the {LEVEL:.0%} quantile of D under the least-squares "
+                   f"unimodal fit + the replicates' deviations x{INFLATION} ({t.n_null} draws), peaks >= {sep} "
+                   f"layers apart")
+            at = (f"peaks at layers {t.first} and {t.second}, valley {t.valley}" if t.first is not None else
                   "no pair of layers to compare")
-            rows.append(row(ev, self, f"{exp}.dip", "balanced_accuracy", d.depth, d.band_margin,
-                            d.depth + Z * d.se if np.isfinite(d.se) else np.nan, "dip",
-                            f"{RESID}: D = min(peak, peak) - valley of the deepest valley ({at}); lower bound = the "
-                            f"band rule's margin at that pair, upper = D + {Z:.2f} se"))
-            rows.append(row(ev, self, f"{exp}.dip_se", "se", d.se,
+            rows.append(row(ev, self, f"{exp}.dip", "balanced_accuracy", t.depth, t.depth - t.critical,
+                            t.depth + Z * t.se if np.isfinite(t.se) else np.nan, "dip",
+                            f"{RESID}: D = min(peak, peak) - valley of the deepest valley ({at}); lower = D minus "
+                            f"its null {LEVEL:.0%} quantile {t.critical:.3f} (> 0: the dip test rejects), upper = "
+                            f"D + {Z:.2f} se"))
+            rows.append(row(ev, self, f"{exp}.dip_se", "se", t.se,
                             detail=f"sd of that pair's contrast over the bootstrap replicates x{INFLATION}"))
-            rows.append(row(ev, self, f"{exp}.double_peak_found", "bool", float(dp.found),
-                            detail=f"{how}; margin {dp.margin:.3f}"))
-            why = "" if dp.found else f"no double peak found ({how}), so there is no peak layer to place"
-            for name, layer in (("first_peak_layer", dp.first), ("valley_layer", dp.valley),
-                                ("second_peak_layer", dp.second)):
+            rows.append(row(ev, self, f"{exp}.dip_p", "p", t.p, detail=f"{how}: (1 + #null D >= D) / (B + 1)"))
+            rows.append(row(ev, self, f"{exp}.dip_critical_fw", "balanced_accuracy", t.critical_at(FW_LEVEL),
+                            detail=f"the null's {FW_LEVEL:.1%} quantile: the 3B absence is contradicted only when "
+                                   f"D exceeds it (Bonferroni over the two experiments)"))
+            rows.append(row(ev, self, f"{exp}.double_peak_found", "bool", float(t.rejected),
+                            detail=f"{how}; D {t.depth:.3f}, critical {t.critical:.3f}, p {t.p:.3f}"))
+            why = "" if t.rejected else f"no double peak found ({how}), so there is no peak layer to place"
+            for name, layer in (("first_peak_layer", t.first), ("valley_layer", t.valley),
+                                ("second_peak_layer", t.second)):
+                layer = layer if t.rejected else None
                 rows.append(row(ev, self, f"{exp}.{name}", "layer", np.nan if layer is None else layer, detail=why))
+            ps_p.append(t.p)
+        rows.append(row(ev, self, "dip_p_max", "p", max(ps_p) if all(np.isfinite(ps_p)) else np.nan,
+                        detail="the larger of the two experiments' dip-test p (intersection-union: both must "
+                               "reject)"))
         return rows
+
+    def answer(self, rule_passed, rows, absence=False):
+        """The generic answer; for the absence (the 3B: no double peak) "the effect is detected" is the dip
+        test at Bonferroni level over the two experiments (D above its null's ``FW_LEVEL`` quantile), so a
+        false *contradicted* stays at 5% for the claim, not 5% per experiment."""
+        if absence:
+            rows = dict(rows)
+            for exp in ("relations", "analogies"):
+                d, c = rows.get(f"{exp}.dip"), rows.get(f"{exp}.dip_critical_fw")
+                if d is not None and c is not None:
+                    rows[f"{exp}.dip"] = {**d, "ci_low": float(d["value"]) - float(c["value"])}
+        return super().answer(rule_passed, rows, absence)
 
     def simulate(self, scenario, n_layers, rng):
         return _simulate_profiles(scenario, n_layers, rng)
