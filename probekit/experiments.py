@@ -42,11 +42,13 @@ class Experiment:
             return np.arange(len(frame))
         return np.flatnonzero(frame.eval(self.query).to_numpy(dtype=bool))
 
-    def select(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """This experiment's rows of ``frame`` (the whole set, or its extracted stimuli), metadata carried."""
+    def select(self, frame: pd.DataFrame, rows: np.ndarray | None = None) -> pd.DataFrame:
+        """This experiment's rows of ``frame`` (the whole set, or its extracted stimuli), metadata carried;
+        ``rows``: :meth:`rows` of ``frame`` when the caller has them already."""
         if not self.query:
             return frame
-        return carry_metadata(frame.iloc[self.rows(frame)].reset_index(drop=True), frame,
+        rows = self.rows(frame) if rows is None else rows
+        return carry_metadata(frame.iloc[rows].reset_index(drop=True), frame,
                               name=f"{self.stimulus_set}[{self.query}]")
 
     def stimuli(self) -> pd.DataFrame:
@@ -58,7 +60,8 @@ class Experiment:
         for every experiment that queries the set)."""
         if not self.query:
             return acts
-        return acts.take(self.rows(acts.stimuli), self.select(acts.stimuli))
+        rows = self.rows(acts.stimuli)                    # the query evaluated once
+        return acts.take(rows, self.select(acts.stimuli, rows))
 
     def primary_labels(self, stimuli: pd.DataFrame) -> list[str]:
         if self.primary:
