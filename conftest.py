@@ -8,7 +8,7 @@
   (see ``benchmarks/perf/conftest.py``; they run only when asked for).
 * ``--device`` / ``--dtype`` / ``--stream-layers`` (or ``PROBEKIT_DEVICE`` /
   ``PROBEKIT_DTYPE`` / ``PROBEKIT_STREAM_LAYERS``): where and how the models run,
-  default ``auto`` (see :mod:`probekit.placement`).
+  default ``auto`` (see :mod:`probekit.models.placement`).
 * ``--update-expected``: rewrite the ``measured`` rows of ``expected/`` for the
   models that ran (the embedded references), then judge against them.
 * ``--study ID_OR_DIR``: whose claims ``benchmarks/test_claims.py`` parametrizes
@@ -75,7 +75,7 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("claim_id", [c.id for c in study.claims], ids=[c.id for c in study.claims])
     if "model_name" not in metafunc.fixturenames:
         return
-    from probekit.models import MODELS
+    from probekit.models.loading import MODELS
     params = []
     extra = extra_models(metafunc.config)
     for name, spec in MODELS.items():
@@ -95,7 +95,7 @@ def pytest_collection_finish(session):
     expr = session.config.option.markexpr
     if session.items or not expr or not any("claim" in str(a) or "benchmarks" in str(a) for a in session.config.args):
         return
-    from probekit.models import MODELS
+    from probekit.models.loading import MODELS
     known = "; ".join(f"{name}: {', '.join(spec.markers)}" for name, spec in MODELS.items())
     session.config.get_terminal_writer().line(
         f"probekit: -m {expr!r} selects no test. Registry models and their markers: {known}; models given "

@@ -6,8 +6,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from probekit import expected as E
-from probekit.atomic import atomic_write_parquet
+from probekit.core import expected as E
+from probekit.core.atomic import atomic_write_parquet
 
 _RUNS: dict[str, object] = {}          # model -> (Replication, measurements), a skip reason, or a load failure
 _VERDICTS: list[pd.DataFrame] = []
@@ -20,9 +20,9 @@ class _Failed(str):
 
 def _run(model_name: str, config, study):
     if model_name not in _RUNS:
-        from probekit.models import ModelUnavailableError
+        from probekit.models.loading import ModelUnavailableError
         from probekit.pipeline import replicate
-        from probekit.report import measure_run
+        from probekit.report.render import measure_run
         try:
             rep = replicate(model_name, study=study, log=lambda msg: print(msg, flush=True),
                             **getattr(config, "probekit_run_options", {}))
@@ -71,7 +71,7 @@ def record(verdicts: pd.DataFrame) -> None:
 def pytest_sessionfinish(session, exitstatus):
     if not _VERDICTS:
         return
-    from probekit.report import write_claims_table
+    from probekit.report.render import write_claims_table
     out = Path(session.config.getoption("--claims-out"))
     allv = pd.concat(_VERDICTS, ignore_index=True)
     write_claims_table(allv, out)
@@ -90,7 +90,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         lines.append(f"{rep.model}: total {t.get('total_s')} s (load {t.get('load_model_s')} s, "
                      f"extraction {ex:.1f} s, probes {pr:.1f} s)")
     if _VERDICTS:
-        from probekit.report import answer_headline, claim_rows
+        from probekit.report.render import answer_headline, claim_rows
         cr = claim_rows(pd.concat(_VERDICTS, ignore_index=True))
         terminalreporter.section("probekit answers")
         for basis, part in cr.groupby("basis", sort=False):

@@ -66,7 +66,7 @@ def _stim():
 def load_pair(which: str, seed: int = 0):
     """Two independent copies of the same model (probekit's reference, the tools' copy)."""
     import probekit
-    from probekit.testing import tiny_model
+    from probekit.models.testing import tiny_model
     if which.startswith("tiny-"):
         import tempfile
 
@@ -84,7 +84,7 @@ def load_pair(which: str, seed: int = 0):
 
 def tl_cache_acts(bridge, tw, stim, batched: bool):
     import torch
-    from probekit.activations import ActivationSet
+    from probekit.core.activations import ActivationSet
     names = lambda n: n.endswith(("hook_resid_pre", "hook_attn_out", "hook_mlp_out"))  # noqa: E731
     ids, mask = torch.tensor(tw.input_ids), torch.tensor(tw.attention_mask)
     parts = []
@@ -109,7 +109,7 @@ def nnsight_acts(lm, tw, stim, batched: bool, gemma_modules: str = "post_norm"):
     """``gemma_modules``: ``post_norm`` (post_attention_layernorm / post_feedforward_layernorm outputs: what
     enters the stream) or ``raw`` (self_attn.output[0] / mlp.output: nnsight's obvious choice)."""
     import torch
-    from probekit.activations import ActivationSet
+    from probekit.core.activations import ActivationSet
     gemma = "gemma" in lm.config.model_type
     L = lm.config.num_hidden_layers
     ids, mask = torch.tensor(tw.input_ids), torch.tensor(tw.attention_mask)
@@ -140,7 +140,7 @@ def measure_model(which: str) -> dict:
     from transformer_lens.model_bridge import TransformerBridge
 
     import probekit
-    from probekit.interop import target_token_weights
+    from probekit.extraction.interop import target_token_weights
     torch.set_num_threads(1)
     stim = _stim()
     ref_model, tool_model = load_pair(which)
@@ -220,7 +220,7 @@ def measure_hooked(which: str) -> dict:
     import torch
 
     import probekit
-    from probekit.interop import target_token_weights
+    from probekit.extraction.interop import target_token_weights
     torch.set_num_threads(1)
     stim = _stim()
     t0 = time.perf_counter()
@@ -264,8 +264,8 @@ def sklearn_on_tl(which: str = "smollm2-135m", experiment: str = "items", n_labe
     from transformer_lens.model_bridge import TransformerBridge
 
     import probekit
-    from probekit.interop import target_token_weights
-    from probekit.probes import DEFAULT_ALPHAS, probe_grid
+    from probekit.extraction.interop import target_token_weights
+    from probekit.probes.grid import DEFAULT_ALPHAS, probe_grid
     from probekit.studies import load_study
     exp = load_study("bogdan2025").experiments[experiment]
     stim = exp.stimuli()

@@ -8,7 +8,7 @@
   normalised depth.
 
 Rows judged against the paper (the 3B/70B's own rows, or the paper's rows in normalised depth) give one of
-three answers (``probekit.claim.answer_claim``): *reproduced* passes, *contradicted* fails, *inconclusive*
+three answers (``probekit.claims.claim.answer_claim``): *reproduced* passes, *contradicted* fails, *inconclusive*
 is an ``xfail`` whose reason carries the power at the paper's size and the MDE at 80% power — an xfail, not
 a skip, because the claim was measured and judged; the data just cannot settle it. The embedded models'
 regression rows keep their own PASS/FAIL.
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pytest
 
-from probekit.claim import REGRESSION, judge
+from probekit.claims.claim import REGRESSION, judge
 
 from .conftest import record
 

@@ -21,19 +21,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import __version__, llama3
-from . import calibration as Cal
-from . import expected as E
-from .checks import (DEFAULT_PROBE, DiskFullError, PathError, check_free_space, check_name_length, count_type, is_disk_full,
+from probekit import __version__
+from probekit.models import llama3
+from probekit.claims import calibration as Cal
+from probekit.core import expected as E
+from probekit.core.checks import (DEFAULT_PROBE, DiskFullError, PathError, check_free_space, check_name_length, count_type, is_disk_full,
                      usable_dir)
-from .errors import RunInProgressError
-from .claim import MEASUREMENT_COLUMNS
-from .models import (MODELS, ModelInputError, ModelUnavailableError, UnsupportedArchitectureError, cache_dir,
+from probekit.core.errors import RunInProgressError
+from probekit.claims.claim import MEASUREMENT_COLUMNS
+from probekit.models.loading import (MODELS, ModelInputError, ModelUnavailableError, UnsupportedArchitectureError, cache_dir,
                      parse_random, preflight, resolve)
-from .placement import PlacementError
-from .report import (_ci, all_verdicts, atomic_write_parquet, atomic_write_text, claim_rows, claims_markdown,
+from probekit.models.placement import PlacementError
+from probekit.report.render import (_ci, all_verdicts, atomic_write_parquet, atomic_write_text, claim_rows, claims_markdown,
                      measure_run, twin_markdown, write_report)
-from .streaming import StreamingError
+from probekit.extraction.streaming import StreamingError
 from .studies import StudyError, load_study
 
 # probekit.pipeline is imported inside the commands that run or load a replication: it pulls in
@@ -177,7 +178,7 @@ def _run_locks(out: Path, folders):
 def _check_study_inputs(args, study) -> None:
     """What the run will read besides the model, checked before it loads: a study folder's own stimulus
     files (validated as the shipped sets are) and the expected tables (readable, valid, no unknown claim)."""
-    from .stimuli import load as load_set
+    from probekit.stimuli.sets import load as load_set
     names = args.experiments or list(study.experiments)
     for name in names:
         exp = study.experiments[name]
@@ -591,11 +592,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _input_errors() -> tuple:
     """What the user gave is wrong (exit 2): a model, checkpoint, device or dtype, a study or its stimuli,
     an expected table, an argument or a path, a run already in progress."""
-    from .checks import ArgumentError
-    from .expected import ExpectedTableError
-    from .extraction import ExtractionError
-    from .probes import ProbeInputError
-    from .stimuli import StimulusError
+    from probekit.core.checks import ArgumentError
+    from probekit.core.expected import ExpectedTableError
+    from probekit.extraction.forward import ExtractionError
+    from probekit.probes.grid import ProbeInputError
+    from probekit.stimuli.sets import StimulusError
     return (ModelInputError, ModelUnavailableError, UnsupportedArchitectureError, StudyError, StimulusError,
             ExpectedTableError, ArgumentError, PathError, PlacementError, StreamingError, ExtractionError,
             ProbeInputError, RunInProgressError)
@@ -629,7 +630,7 @@ def _handle(exc: Exception, args) -> int:
     name the study file; anything else is a bug in probekit and keeps its traceback. ``--debug``: every
     traceback."""
     from .pipeline import ResultsCorruptError, SavedRunError
-    from .store import StoreCorruptError
+    from probekit.extraction.store import StoreCorruptError
     if isinstance(exc, DiskFullError):             # says where, how much and what to do
         _err(_one_line(exc))
         return EXIT_DATA

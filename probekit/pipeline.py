@@ -22,22 +22,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import __version__
-from .activations import carry_metadata
-from .atomic import atomic_directory, atomic_write_json
-from .checks import DEFAULT_PROBE, check_probe_kw, count, usable_dir
-from .cost import announce as announce_cost
-from .experiments import Experiment
-from .extraction import DEFAULT_MAX_BATCH_TOKENS, extract
-from .hashing import file_sha256, frame_hash
-from .models import LoadedModel, load_model
-from .probes import SOLVER_VERSION, ProbeResults, probe_grid
-from .registry import cache_dir
-from .stats import group_permutations
-from .stimuli import load as load_stimulus_set
-from .store import is_read_only_error
+from probekit import __version__
+from probekit.core.activations import carry_metadata
+from probekit.core.atomic import atomic_directory, atomic_write_json
+from probekit.core.checks import DEFAULT_PROBE, check_probe_kw, count, usable_dir
+from probekit.core.cost import announce as announce_cost
+from probekit.stimuli.experiments import Experiment
+from probekit.extraction.forward import DEFAULT_MAX_BATCH_TOKENS, extract
+from probekit.core.hashing import file_sha256, frame_hash
+from probekit.models.loading import LoadedModel, load_model
+from probekit.probes.grid import SOLVER_VERSION, ProbeResults, probe_grid
+from probekit.models.registry import cache_dir
+from probekit.probes.stats import group_permutations
+from probekit.stimuli.sets import load as load_stimulus_set
+from probekit.extraction.store import is_read_only_error
 from .studies import BUILTIN, Study, load_study
-from .transfer import transfer_scores
+from probekit.probes.transfer import transfer_scores
 
 
 @dataclass
@@ -50,7 +50,7 @@ class Replication:
     results: dict = field(default_factory=dict)        # experiment name -> ProbeResults
     timings: dict = field(default_factory=dict)
     study: str = "bogdan2025"                           # the study: a shipped id or a study folder
-    transfer: pd.DataFrame | None = None                # held-out transfer scores (probekit.transfer)
+    transfer: pd.DataFrame | None = None                # held-out transfer scores (probekit.probes.transfer)
     source: str = ""                                    # where the weights came from (LoadedModel.source)
     folder: str = ""                                    # its results folder under --out (cli.results_folder)
 
@@ -180,7 +180,7 @@ def with_shuffled_controls(acts, primary: list[str], seed: int = 0):
     """The same activations with one shuffled copy of each primary label (``shuffled_<label>``).
 
     The copy is permuted with the group structure respected
-    (:func:`probekit.stats.group_permutations`) and then goes through exactly the
+    (:func:`probekit.probes.stats.group_permutations`) and then goes through exactly the
     same probe code as the real label: the shuffled-label control of claim 7.
     """
     stim = acts.stimuli.copy()
@@ -239,7 +239,7 @@ def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict
 
     ``study``: a :class:`~probekit.studies.Study`, a shipped study's id or a study folder (default
     ``bogdan2025``). ``dtype`` / ``device`` / ``stream_layers``: ``"auto"`` chooses by
-    :func:`probekit.placement.plan_placement` (CUDA + bf16 with a GPU; else CPU in a dtype that fits;
+    :func:`probekit.models.placement.plan_placement` (CUDA + bf16 with a GPU; else CPU in a dtype that fits;
     layer-streamed when it does not fit)."""
     check_probe_kw(probe_kw)                         # every argument checked before the model is loaded
     batch_size = count(batch_size, "batch_size", 1)

@@ -11,7 +11,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def smollm2():
-    from probekit.models import ModelUnavailableError, load_model
+    from probekit.models.loading import ModelUnavailableError, load_model
     try:
         return load_model("smollm2-135m")
     except ModelUnavailableError as exc:
@@ -22,7 +22,7 @@ def smollm2():
 def smollm2_acts(smollm2, tmp_path_factory):
     """SmolLM2-135M activations on the `items` stimulus set (352 short texts, ~3 s)."""
     import probekit
-    import probekit.stimuli as S
+    import probekit.stimuli.sets as S
     return probekit.extract(smollm2, S.load("items"), batch_size=64, store=True)
 
 
@@ -38,7 +38,7 @@ def make_replication(model: str = "synth-10l", n_layers: int = 10, seed: int = 0
     import numpy as np
 
     from probekit.pipeline import Replication, with_shuffled_controls
-    from probekit.probes import make_synthetic_acts, probe_grid
+    from probekit.probes.grid import make_synthetic_acts, probe_grid
 
     rep = Replication(model, n_layers, 24, ("synthetic",), f"synthetic:{seed}", timings={"load_model_s": 0.0})
     for i, (exp, (peak, name)) in enumerate(SYNTH.items()):

@@ -1,4 +1,4 @@
-"""The three answers (reproduced / contradicted / inconclusive) with power and MDE (probekit.claim)."""
+"""The three answers (reproduced / contradicted / inconclusive) with power and MDE (probekit.claims.claim)."""
 from __future__ import annotations
 
 from statistics import NormalDist
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from probekit import claim as C
+from probekit.claims import claim as C
 from probekit.studies import load_study
 
 STUDY = load_study("bogdan2025")
@@ -103,7 +103,7 @@ def test_the_studys_claims_all_answer():
 @pytest.mark.parametrize("n,k,expected", [(12, 0, "inconclusive"), (60, 0, "reproduced"), (12, 4, "contradicted")])
 def test_shuffled_control_needs_the_data_to_exclude_leakage(n, k, expected):
     c = STUDY.claim("bogdan2025.shuffled_at_chance")
-    from probekit.stats import binomial_lower, binomial_upper
+    from probekit.probes.stats import binomial_lower, binomial_upper
     rows = {"shuffled_fwer_positive_rate": {"value": k / n, "ci_low": binomial_lower(k, n),
                                             "ci_high": binomial_upper(k, n)},
             "shuffled_labels": {"value": n}}
@@ -138,7 +138,7 @@ def test_simulated_paper_effect_reproduces_and_null_contradicts():
 
 
 def test_headline_counts_the_three_answers_and_the_regression_rows_apart():
-    from probekit.report import answer_headline
+    from probekit.report.render import answer_headline
     t = pd.DataFrame({"answer": ["reproduced", "contradicted", "inconclusive", "inconclusive", C.REGRESSION],
                       "passed": [True, False, False, False, True]})
     h = answer_headline(t)
@@ -165,7 +165,7 @@ def test_p_effect_matches_the_rule_bound():
 
 
 def test_preregistration_record_is_stable_and_hashes_the_rules(tmp_path):
-    from probekit.report import preregistration, write_claim_profiles
+    from probekit.report.render import preregistration, write_claim_profiles
     a, b = preregistration(STUDY), preregistration(STUDY)
     assert a == b
     assert {"claim.py", "profiles.py"} <= set(a["code_sha256"])

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from probekit import calibration as Cal
+from probekit.claims import calibration as Cal
 from probekit.studies import load_study
 
 STUDY = load_study("bogdan2025")
@@ -55,7 +55,7 @@ def test_a_broken_dip_rule_is_caught(monkeypatch):
     single-peak rows stop passing. Its null centred on the observed profile instead of the unimodal fit
     (the valley kept in the null): the 70B's planted 0.20 valley is no longer found."""
     import probekit.studies.bogdan2025.claims as BC
-    from probekit import profiles as P
+    from probekit.profiles import metrics as P
     claim = STUDY.claim("bogdan2025.double_peak")
     three_b = {s.name: s for s in claim.contrasts["llama-3.2-3b"]}
     planted = next(s for s in claim.scenarios if s.name == "planted_dip_0.20")
@@ -125,7 +125,7 @@ def test_untrained_profiles_are_recorded_from_saved_runs(synthetic_replication, 
 def test_inflation_table_finds_the_refit_ratio(tmp_path):
     """Refit replicates that scatter twice as wide as the reweighting ones: the study's x1 interval covers
     far fewer than 95% of them, and about x2 is needed."""
-    from probekit.calibration import inflation_table
+    from probekit.claims.calibration import inflation_table
     rng = np.random.default_rng(0)
     L = 12
     base = 0.5 + 0.3 * np.exp(-0.5 * ((np.arange(L) - 4) / 2.0) ** 2)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from probekit import cli
-from probekit.models import MODELS
+from probekit.models.loading import MODELS
 
 SUBCOMMANDS = ["run", "report", "audit", "models", "expected", "calibrate"]
 
@@ -98,7 +98,7 @@ def test_report_from_a_directory_without_a_run(tmp_path, capsys):
 
 def test_expected_write_paper(tmp_path):
     assert cli.main(["expected", "--write-paper", "--dir", str(tmp_path)]) == 0
-    from probekit import expected as E
+    from probekit.core import expected as E
     from probekit.studies import load_study
     assert len(E.load(tmp_path)) == len(load_study("bogdan2025").paper_rows())
 

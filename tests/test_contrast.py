@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from probekit import calibration as Cal
-from probekit import simulate as sim
-from probekit.claim import SyntheticEvidence, judge, measure
+from probekit.claims import calibration as Cal
+from probekit.profiles import simulate as sim
+from probekit.claims.claim import SyntheticEvidence, judge, measure
 from probekit.studies import load_study
 
 STUDY = load_study("bogdan2025")

@@ -1,12 +1,12 @@
-"""The expected/ tables and the judging of claims (probekit.claim.judge)."""
+"""The expected/ tables and the judging of claims (probekit.claims.claim.judge)."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from probekit import expected as E
-from probekit.claim import MEASUREMENT_COLUMNS, judge
+from probekit.core import expected as E
+from probekit.claims.claim import MEASUREMENT_COLUMNS, judge
 from probekit.studies import load_study
 
 STUDY = load_study("bogdan2025")
@@ -30,9 +30,9 @@ def _rows(claim, **kw):
 
 
 def test_committed_tables_are_valid_and_paper_rows_match_the_code():
-    table = E.load()
+    table = E.load(load_study().expected_dir)
     assert set(table.provenance) <= {"paper", "measured"}
-    committed = pd.read_parquet(E.expected_dir() / E.PAPER_FILE)
+    committed = pd.read_parquet(load_study().expected_dir / E.PAPER_FILE)
     pd.testing.assert_frame_equal(committed.drop(columns=["probekit_version"]),
                                   PAPER.drop(columns=["probekit_version"]), check_dtype=False)
     assert (table[table.provenance == "paper"].source.str.contains("2501.07359|not a number from the paper")).all()

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from probekit import pipeline
-from probekit.probes import probe_grid
+from probekit.probes.grid import probe_grid
 from probekit.studies import load_study
-from probekit.testing import make_synthetic_acts, tiny_model
+from probekit.models.testing import make_synthetic_acts, tiny_model
 
 SHARED = ("analogies", "analogies_wrong_d")          # two queries of the one `analogies` set
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import probekit
-from probekit.activations import COMPONENTS
-from probekit.adapters import ADAPTERS
-from probekit.extraction import ExtractionError, capture, encode
-from probekit.testing import FAMILIES, tiny_model
+from probekit.core.activations import COMPONENTS
+from probekit.models.adapters import ADAPTERS
+from probekit.extraction.forward import ExtractionError, capture, encode
+from probekit.models.testing import FAMILIES, tiny_model
 
 STIMULI = pd.DataFrame({
     "text": ["An apple", "A church and organ", "A cat is to a kitten as a dog is to a puppy",
@@ -64,7 +64,7 @@ def test_residual_identity(tiny):
 
 def test_last_block_output_is_before_final_norm(tiny):
     """hidden_states[-1] is after the final norm; our resid_post is before it."""
-    from probekit.adapters import final_norm
+    from probekit.models.adapters import final_norm
     text = STIMULI.text[1]
     df = STIMULI.iloc[[1]]
     enc = encode(tiny.tokenizer, df, "last_token")
@@ -178,19 +178,19 @@ def test_non_finite_activations_name_the_layer():
 
 
 def test_unsupported_architecture_names_what_is_missing():
-    from probekit.models import UnsupportedArchitectureError
+    from probekit.models.loading import UnsupportedArchitectureError
     with pytest.raises(UnsupportedArchitectureError, match=r"model_type 'gpt_neox'.*Supported model types"):
         tiny_model("gpt_neox")
 
 
 def test_unknown_alias_says_how_to_supply():
-    from probekit.models import ModelUnavailableError, load_model
+    from probekit.models.loading import ModelUnavailableError, load_model
     with pytest.raises(ModelUnavailableError, match=r"unknown model 'smollm3-9b'"):
         load_model("smollm3-9b")
 
 
 def test_paper_model_without_weights_says_how_to_supply(monkeypatch, tmp_path):
-    from probekit.models import ModelUnavailableError, load_model
+    from probekit.models.loading import ModelUnavailableError, load_model
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     monkeypatch.delenv("PROBEKIT_LLAMA_3_2_3B", raising=False)
@@ -243,7 +243,7 @@ def test_bfloat16_model_pools_to_float32_close_to_fp32():
 
 def test_local_checkpoint_directory_with_device_map_auto(tmp_path):
     """The path a user's Llama takes: a saved checkpoint directory, loaded through accelerate."""
-    from probekit.models import load_model
+    from probekit.models.loading import load_model
     src = tiny_model("llama")
     src.model.save_pretrained(tmp_path)
     src.tokenizer.save_pretrained(tmp_path)

@@ -14,23 +14,26 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "probekit"
 
-# Modules every stage may import: errors, paths, hashing, atomic writes, argument checks, the ActivationSet
-# container, the study container and its expected rows (loaded by name, so the runner can read a study's
-# experiments). They import no stage module.
-FOUNDATION = {"errors", "atomic", "checks", "hashing", "registry", "activations", "text", "expected", "studies"}
+# The subpackages in the order data flows through them (docs/architecture.md): a module may import its own
+# subpackage, an earlier one or the foundation (stage 0), never a later one. The foundation is ``core`` (errors,
+# atomic writes, checks, hashing, text, ActivationSet, cost, expected rows), the study registry
+# (``studies/__init__``: a study's container and where its data live) and the old-path aliases (``_compat``).
+STAGES = ["core", "stimuli", "models", "extraction", "probes", "profiles", "claims", "report", "pipeline",
+          "studies.bogdan2025"]
+FOUNDATION = {"_compat", "studies"}
+TOP = {"cli": "pipeline", "__main__": "pipeline"}     # the command line sits with the runner
 
-# The README's flow (section "Library"): stimuli -> extraction (+ store) -> probes (+ stats) -> profiles ->
-# claim -> report / cli. A module may import its own stage, an earlier one, or the foundation; never a later one.
-STAGES = [
-    {"stimuli", "experiments"},
-    {"extraction", "store", "streaming", "models", "adapters", "interop", "placement", "weights", "checkpoint",
-     "llama3", "testing"},
-    {"stats", "design", "solver", "results", "probes", "transfer", "pipeline", "cost"},
-    {"profiles", "simulate"},
-    {"claim", "calibration", "studies.bogdan2025", "studies.bogdan2025.claims", "studies.bogdan2025.experiments",
-     "studies.bogdan2025.paper", "studies.bogdan2025.untrained"},
-    {"report", "cli", "__main__"},
-]
+
+def stage_of(mod: str) -> int | None:
+    """The stage index of a module name relative to ``probekit`` ("" = the package itself: no stage)."""
+    if mod == "":
+        return None
+    if mod in FOUNDATION or mod.split(".")[0] == "core":
+        return 0
+    if mod == "studies.bogdan2025" or mod.startswith("studies.bogdan2025."):
+        return STAGES.index("studies.bogdan2025")
+    head = TOP.get(mod, mod.split(".")[0])
+    return STAGES.index(head) if head in STAGES else None
 
 
 def _name(path: Path, package: Path) -> str:
@@ -85,13 +88,14 @@ GRAPH = import_graph()
 
 def test_the_graph_sees_known_edges():
     """The parser resolves relative, package-relative and absolute imports (a broken parser finds no cycle)."""
-    assert "probes" in GRAPH["pipeline"]                     # from .probes import ...
-    assert "stats" in GRAPH["design"]                        # from . import stats
-    assert "profiles" in GRAPH["studies.bogdan2025.claims"]  # from probekit import profiles as P
-    assert "expected" in GRAPH["studies.bogdan2025.paper"]   # from probekit.expected import ...
-    assert "" in GRAPH["expected"]                           # from . import __version__ (the package)
-    assert "studies.bogdan2025.claims" in GRAPH["studies.bogdan2025"]      # from .claims import ...
-    assert "streaming" not in GRAPH["extraction"]            # function-level imports are not module-level
+    assert "probes.grid" in GRAPH["pipeline"]                          # from probekit.probes.grid import ...
+    assert "probes.stats" in GRAPH["probes.design"]                    # from probekit.probes import stats
+    assert "probes.solver" in GRAPH["probes"]                          # from .solver import ... (the package)
+    assert "profiles.metrics" in GRAPH["studies.bogdan2025.claims"]    # from probekit.profiles import metrics as P
+    assert "core.expected" in GRAPH["studies.bogdan2025.paper"]        # from probekit.core.expected import ...
+    assert "" in GRAPH["core.expected"]                                # from probekit import __version__
+    assert "studies.bogdan2025.claims" in GRAPH["studies.bogdan2025"]  # from .claims import ...
+    assert "extraction.streaming" not in GRAPH["extraction.forward"]   # function-level imports are not module-level
 
 
 def test_no_import_cycle():
@@ -115,27 +119,27 @@ def test_a_cycle_is_found(tmp_path):
 
 
 def test_every_module_has_a_place_in_the_flow():
-    placed = FOUNDATION.union(*STAGES) | {""}
-    assert not FOUNDATION & set().union(*STAGES)
-    assert sorted(set(GRAPH) - placed) == [], "add the new module to FOUNDATION or a stage here and in README.md"
+    unplaced = sorted(m for m in GRAPH if m and stage_of(m) is None)
+    assert unplaced == [], "put the new module in a stage subpackage, or add it to STAGES/FOUNDATION here"
+
+
+def test_ls_probekit_shows_the_stages():
+    """The stages are the subpackages: nothing but the runner, the CLI and the compat aliases on the top floor."""
+    top = sorted(p.name for p in PACKAGE.iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file())
+    assert top == sorted(["__init__.py", "__main__.py", "_compat.py", "cli.py", "pipeline.py", "studies"]
+                         + [s for s in STAGES if "." not in s and s != "pipeline"]), top
 
 
 def test_data_flows_one_way():
-    stage = {m: i for i, mods in enumerate(STAGES) for m in mods}
-    backwards = [f"{m} (stage {stage[m]}) imports {d} (stage {stage[d]})"
-                 for m, deps in GRAPH.items() if m in stage for d in deps if d in stage and stage[d] > stage[m]]
+    backwards = [f"{m} (stage {stage_of(m)}) imports {d} (stage {stage_of(d)})"
+                 for m, deps in GRAPH.items() if stage_of(m) is not None
+                 for d in deps if stage_of(d) is not None and stage_of(d) > stage_of(m)]
     assert backwards == []
-    into_stages = [f"{m} imports {sorted(deps & set(stage))}" for m, deps in GRAPH.items()
-                   if m in FOUNDATION and deps & set(stage)]
-    assert into_stages == [], "foundation modules must not import a stage"
 
 
-def test_readme_diagram_names_the_stages_in_this_order():
-    readme = (PACKAGE.parent / "README.md").read_text()
-    diagram = readme.split("Data flows one way", 1)[1].split("```", 2)[1]
-    heads = ["probekit.stimuli", "probekit.extraction", "probekit.probes", "probekit.profiles", "probekit.claim",
-             "probekit.report"]
-    positions = [diagram.find(h) for h in heads]
-    assert -1 not in positions and positions == sorted(positions), positions
-    for i, head in enumerate(heads):
-        assert head.split(".")[1] in STAGES[i]
+def test_architecture_diagram_names_the_stages_in_this_order():
+    doc = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    diagram = doc.split("Data flows one way", 1)[1].split("```", 2)[1]
+    heads = [f"probekit.{s}" for s in STAGES if s not in ("core", "pipeline", "studies.bogdan2025")]  # core: a footnote
+    positions = [diagram.find(h + "/") for h in heads]
+    assert -1 not in positions and positions == sorted(positions), dict(zip(heads, positions))

@@ -1,4 +1,4 @@
-"""The way in from other tools (probekit.interop, ActivationSet.from_arrays / from_cache).
+"""The way in from other tools (probekit.extraction.interop, ActivationSet.from_arrays / from_cache).
 
 The unit tests run anywhere (tiny random models). The conformance tests run probekit against
 TransformerLens (4.x's TransformerBridge, 3.x's HookedTransformer) and nnsight themselves
@@ -21,12 +21,12 @@ import pandas as pd
 import pytest
 
 import probekit
-from probekit import extraction as ex
-from probekit.activations import ActivationSet
-from probekit.errors import ModelInputError, UnsupportedArchitectureError
-from probekit.interop import as_loaded_model, pad_token_id, target_token_weights
-from probekit.models import load_model
-from probekit.testing import make_synthetic_acts, mixed_stimuli, tiny_model, tiny_tokenizer
+from probekit.extraction import forward as ex
+from probekit.core.activations import ActivationSet
+from probekit.core.errors import ModelInputError, UnsupportedArchitectureError
+from probekit.extraction.interop import as_loaded_model, pad_token_id, target_token_weights
+from probekit.models.loading import load_model
+from probekit.models.testing import make_synthetic_acts, mixed_stimuli, tiny_model, tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = {"transformer_lens": "transformer_lens==4.3.0", "nnsight": "nnsight==0.8.1"}     # docs/interop.md
@@ -139,7 +139,7 @@ def test_meta_weights_and_unsupported_architectures_are_named(stim):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from probekit.testing import tiny_config
+    from probekit.models.testing import tiny_config
     with torch.device("meta"):
         meta = AutoModelForCausalLM.from_config(tiny_config("llama"))
     with pytest.raises(ModelInputError, match="meta device"):
@@ -277,7 +277,7 @@ def test_from_cache_keeps_the_three_components(synth):
 
 
 def test_probe_grid_on_a_subset_of_components(synth):
-    from probekit.probes import probe_grid
+    from probekit.probes.grid import probe_grid
     sub = ActivationSet.from_arrays({(l, "resid_pre"): synth.get(l, "resid_pre") for l in synth.layers},
                                     synth.stimuli)
     kw = dict(n_permutations=5, n_bootstrap=20, n_control=1)
@@ -321,7 +321,7 @@ def _overlay_venv(name: str, packages: list[str], check: str) -> tuple[str | Non
     """``$PROBEKIT_CACHE/<name>``: a venv that sees this one's packages (torch, transformers, ...: a .pth
     file) and adds ``packages``, with this venv's versions as pip constraints: the main suite's versions
     never change, and the tools run on the same torch/transformers as the suite."""
-    from probekit.registry import cache_dir
+    from probekit.models.registry import cache_dir
     d = cache_dir() / name
     py = d / "bin" / "python"
     if py.exists() and _importable(str(py), check):

@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-llama3 = pytest.importorskip("probekit.llama3")
+llama3 = pytest.importorskip("probekit.models.llama3")
 try:
     llama3.tiktoken_encoding()
 except llama3.Llama3Unavailable as exc:     # the optional extra [llama3] (./pk installs it) is missing
     pytest.skip(f"Llama 3 tokenizer unavailable: {exc}", allow_module_level=True)
 
-from probekit.extraction import encode, extract  # noqa: E402
+from probekit.extraction.forward import encode, extract  # noqa: E402
 
 TEXTS = ["An apple", "A church and organ", "Paris is to France as Tokyo is to Japan",
          "The hippopotamus ate quinoa and photosynthesis continued.",
@@ -105,7 +105,7 @@ def tiny_dir(tmp_path_factory):
 def test_built_checkpoint_is_seeded_sharded_and_loadable(tiny_dir, tmp_path):
     from safetensors.torch import load_file
 
-    from probekit.models import load_model
+    from probekit.models.loading import load_model
     index = json.loads((tiny_dir / "model.safetensors.index.json").read_text())
     shards = sorted(set(index["weight_map"].values()))
     assert len(shards) >= 2 and all((tiny_dir / s).exists() for s in shards)
@@ -129,8 +129,8 @@ def test_built_checkpoint_is_seeded_sharded_and_loadable(tiny_dir, tmp_path):
 
 def test_streamed_equals_ordinary_on_llama3_tokenizer(tiny_dir):
     """The real tokenizer through extraction, streamed and ordinary, fp32 (<= 1e-5)."""
-    from probekit.activations import COMPONENTS
-    from probekit.models import load_model
+    from probekit.core.activations import COMPONENTS
+    from probekit.models.loading import load_model
     stim = pd.DataFrame({"text": ["An apple", "Hippopotamus and an apple", "A church and organ",
                                   "Paris is to France as Tokyo is to Japan"],
                          "target": ["apple", "Hippopotamus", "organ", "Tokyo"]})

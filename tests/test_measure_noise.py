@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from probekit.probes import make_synthetic_acts
+from probekit.probes.grid import make_synthetic_acts
 
 _spec = importlib.util.spec_from_file_location(
     "measure_noise", Path(__file__).resolve().parents[1] / "benchmarks" / "calibration" / "measure_noise.py")
@@ -50,11 +50,11 @@ def test_folds_match_pipeline_and_detects_a_mismatch(monkeypatch):
 
 def test_kappa_is_refit_over_reweight_sd():
     acts = _acts()
-    from probekit.experiments import Experiment
+    from probekit.stimuli.experiments import Experiment
     X = M.load_arrays(acts)
     base, res = M.run_grid(X, acts.stimuli, ["bin0"], seed=0, layers=[0, 1, 2, 3], n_bootstrap=200)
     res.meta["primary"] = ["bin0"]
-    from probekit.experiments import experiment_profile
+    from probekit.stimuli.experiments import experiment_profile
     exp = Experiment("synthetic", "synthetic", "", paper="", primary=("bin0",))
     values, reps = experiment_profile(res, exp, "resid_pre")
     assert np.allclose(values, base[:, 0])

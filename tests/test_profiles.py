@@ -1,4 +1,4 @@
-"""probekit.profiles: the summaries and decision primitives, including their error rates."""
+"""probekit.profiles.metrics: the summaries and decision primitives, including their error rates."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, strategies as st
 from hypothesis.extra.numpy import arrays
 
-from probekit import profiles as P
-from probekit import simulate as sim
+from probekit.profiles import metrics as P
+from probekit.profiles import simulate as sim
 
 finite = st.floats(-10, 10, allow_nan=False, allow_infinity=False)
 profile = arrays(np.float64, st.integers(3, 40), elements=finite)
@@ -139,7 +139,7 @@ def test_one_interval_level_in_the_code():
     from pathlib import Path
 
     import probekit
-    from probekit import stats
+    from probekit.probes import stats
     assert stats.central() == (0.025, 0.975) and P.LEVEL is stats.LEVEL
     root = Path(probekit.__file__).parent
     bad = [f"{f.relative_to(root)}:{i}: {line.strip()}" for f in sorted(root.rglob("*.py"))

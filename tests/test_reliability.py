@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 
 import probekit
-import probekit.extraction as ex
+import probekit.extraction.forward as ex
 from probekit import cli
-from probekit.activations import COMPONENTS
-from probekit.checks import ArgumentError
-from probekit.testing import mixed_stimuli, tiny_model
+from probekit.core.activations import COMPONENTS
+from probekit.core.checks import ArgumentError
+from probekit.models.testing import mixed_stimuli, tiny_model
 
 STIMULI = mixed_stimuli(24)
 
@@ -77,7 +77,7 @@ def test_batch_size_minus_one_never_poisons_the_store(model, tmp_path):
 def test_cli_batch_size_minus_one_then_a_normal_run_gives_real_scores(cache, tmp_path, capsys):
     """The issue's 'done when': --batch-size -1 exits 2 before touching the store, and a following normal
     run gives the real scores (those of an uncached run), not the 0.5s of a poisoned entry."""
-    from probekit.models import load_model
+    from probekit.models.loading import load_model
     from probekit.pipeline import replicate
     ckpt = tmp_path / "tiny-ckpt"
     src = tiny_model("llama", n_layers=2)
@@ -96,7 +96,7 @@ def test_cli_batch_size_minus_one_then_a_normal_run_gives_real_scores(cache, tmp
     assert (got["value"] != 0.5).mean() > 0.5
 
 def test_store_refuses_a_plan_that_skips_rows(model, tmp_path):
-    from probekit.store import ActivationStore, StoreCorruptError
+    from probekit.extraction.store import ActivationStore, StoreCorruptError
     entry = ActivationStore(tmp_path).entry({"n_stimuli": 4, "n_layers": 1, "d_model": 2})
     with pytest.raises(ValueError, match="covers 0 row slots for 4 stimuli"):
         entry.begin([])
@@ -108,7 +108,7 @@ def test_store_refuses_a_plan_that_skips_rows(model, tmp_path):
 
 def test_library_functions_validate_their_counts(model):
     from probekit.pipeline import replicate
-    from probekit.probes import make_synthetic_acts, probe_grid
+    from probekit.probes.grid import make_synthetic_acts, probe_grid
     acts = make_synthetic_acts(n_groups=12, per_group=2, d=8, n_layers=2)
     for kw, match in [({"n_permutations": -1}, "n_permutations"), ({"n_bootstrap": -3}, "n_bootstrap"),
                       ({"n_splits": 1}, "n_splits"), ({"level": 1.5}, "level")]:
@@ -156,7 +156,7 @@ def test_flipped_bit_in_cached_scores_is_recomputed(model, cache):
 
 def test_finite_overflowing_activation_is_refused_with_layer_and_component():
     """Was: a finite 3e38 gave only numpy overflow warnings; continuous scores NaN, accuracies shifted."""
-    from probekit.probes import ProbeInputError, make_synthetic_acts, probe_grid
+    from probekit.probes.grid import ProbeInputError, make_synthetic_acts, probe_grid
     acts = make_synthetic_acts(n_groups=12, per_group=2, d=8, n_layers=3)
     acts._arrays[(2, "attn_out")][5, 3] = 3e38
     with pytest.raises(ProbeInputError, match=r"layer 2 component 'attn_out'.*largest 3e\+38 at row 5, dim 3"):
@@ -170,8 +170,8 @@ def test_finite_overflowing_activation_is_refused_with_layer_and_component():
 
 def test_seven_stimuli_six_folds_gets_a_specific_error():
     """Was: scikit-learn's 'n_splits=6 cannot be greater than the number of members in each class'."""
-    from probekit.activations import ActivationSet
-    from probekit.probes import ProbeInputError, probe_grid
+    from probekit.core.activations import ActivationSet
+    from probekit.probes.grid import ProbeInputError, probe_grid
     rng = np.random.default_rng(0)
     stim = pd.DataFrame({"text": [f"t{i}" for i in range(7)], "target": [f"w{i}" for i in range(7)],
                          "group": np.arange(7), "y": [0, 1, 0, 1, 0, 1, 0]})
@@ -191,7 +191,7 @@ def test_seven_stimuli_six_folds_gets_a_specific_error():
 @pytest.fixture
 def user_set(tmp_path):
     """A valid bring-your-own set (the shipped relations, no hash): returns (frame, sidecar dict, writer)."""
-    import probekit.stimuli as S
+    import probekit.stimuli.sets as S
     meta = json.loads((S.STIMULI_DIR / "relations.json").read_text())
     meta.pop("hash")
     df = pd.read_csv(S.STIMULI_DIR / "relations.csv")
@@ -206,7 +206,7 @@ def user_set(tmp_path):
 
 
 def _problems(path):
-    import probekit.stimuli as S
+    import probekit.stimuli.sets as S
     with pytest.raises(S.StimulusError) as e:
         S.load_file(path)
     return e.value.problems, str(e.value)
@@ -364,7 +364,7 @@ def test_cold_read_only_cache_extracts_in_memory(model, cache, read_only):
 
 def test_embedded_model_verification_on_a_read_only_cache(cache, read_only):
     """The GGUF check's `verified` stamp is a convenience: a read-only cache verifies every time instead."""
-    from probekit.models import ModelUnavailableError, embedded_gguf
+    from probekit.models.loading import ModelUnavailableError, embedded_gguf
     cache.mkdir()
     read_only(cache)
     try:
@@ -385,12 +385,12 @@ def test_no_store_never_writes_to_the_cache(model, cache, read_only):
 
 
 def _no_model_load(monkeypatch):
-    import probekit.models
+    import probekit.models.loading
     import probekit.pipeline
 
     def refuse(*a, **k):
         raise AssertionError("the model was loaded before the paths were checked")
-    monkeypatch.setattr(probekit.models, "load_model", refuse)
+    monkeypatch.setattr(probekit.models.loading, "load_model", refuse)
     monkeypatch.setattr(probekit.pipeline, "replicate", refuse)
 
 
@@ -410,7 +410,7 @@ def test_a_file_in_the_way_is_reported_before_any_work(blocked, cache, tmp_path,
 
 
 def test_library_names_a_file_in_the_way(model, tmp_path):
-    from probekit.checks import PathError
+    from probekit.core.checks import PathError
     from probekit.studies.bogdan2025.experiments import EXPERIMENTS
     from probekit.pipeline import probe_experiment
     (tmp_path / "store").write_text("x")
@@ -483,7 +483,7 @@ def test_audit_over_an_empty_or_missing_results_dir(tmp_path, capsys):
 
 def test_token_budget_gives_one_long_text_its_own_batch():
     """Was: a 5,000-word text in a 12-row set padded every row to ~5,000 tokens in one batch (~10 min)."""
-    from probekit.extraction import DEFAULT_MAX_BATCH_TOKENS, plan_batches
+    from probekit.extraction.forward import DEFAULT_MAX_BATCH_TOKENS, plan_batches
     lengths = [7, 9, 6, 8, 6500, 7, 5, 9, 8, 6, 7, 9]
     assert plan_batches(lengths, 32) == [[6, 2, 9, 0, 5, 10, 3, 8, 1, 7, 11], [4]]
     assert plan_batches(lengths, 32, max_tokens=None) == [sorted(range(12), key=lambda i: (lengths[i], i))]
@@ -536,7 +536,7 @@ def test_progress_lines_show_stimuli_and_tokens_per_second(model, monkeypatch, c
 
 def test_too_long_text_error_shows_it_truncated(model):
     """Was: the whole text in the message (50,000 characters)."""
-    from probekit.extraction import ExtractionError
+    from probekit.extraction.forward import ExtractionError
     long = "An apple " + "and a church " * 3900
     stim = pd.DataFrame({"text": ["An apple", long], "target": ["apple", "apple"]})
     with pytest.raises(ExtractionError) as e:
@@ -550,7 +550,7 @@ def test_token_budget_leaves_the_embedded_sets_batches_unchanged(smollm2):
     """The budget binds only for long texts: for every shipped set the batches are exactly those of a plain
     count, so the stored activations stay byte-identical to the ones before the budget existed."""
     from probekit.studies.bogdan2025.experiments import EXPERIMENTS
-    from probekit.extraction import encode, plan_chunks
+    from probekit.extraction.forward import encode, plan_chunks
     for exp in EXPERIMENTS.values():
         stim = exp.stimuli()
         enc = encode(smollm2.tokenizer, stim, stim.attrs.get("pooling") or "target_mean", smollm2.name)
@@ -564,8 +564,8 @@ def test_token_budget_leaves_the_embedded_sets_batches_unchanged(smollm2):
 _CHILD = r"""
 import os, signal, sys
 import numpy as np
-import probekit, probekit.extraction as ex
-from probekit.testing import mixed_stimuli, tiny_model
+import probekit, probekit.extraction.forward as ex
+from probekit.models.testing import mixed_stimuli, tiny_model
 sys.path.insert(0, {tests!r})
 from test_reliability import STIMULI
 store, mode, out = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -595,7 +595,7 @@ def _child(tmp_path, *args):
 
 def test_kill_9_mid_extraction_resumes_byte_identically(model, tmp_path, monkeypatch):
     import signal
-    from probekit.extraction import plan_chunks
+    from probekit.extraction.forward import plan_chunks
     p = _child(tmp_path, tmp_path / "store", "kill", tmp_path / "never.npz")
     p.wait(timeout=300)
     assert p.returncode == -signal.SIGKILL, p.stderr.read()
@@ -632,7 +632,7 @@ def test_a_failed_model_load_is_remembered_for_the_pytest_session(monkeypatch):
     test (7 loads; hours for a 70B). Now the failure is remembered: one load, and every claim fails with it."""
     import benchmarks.conftest as bc
     import probekit.pipeline as pl
-    from probekit.errors import CheckpointError
+    from probekit.core.errors import CheckpointError
     calls = []
 
     def boom(name, **kw):

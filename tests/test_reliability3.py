@@ -16,9 +16,9 @@ import pytest
 
 import probekit
 from probekit import cli
-from probekit.activations import COMPONENTS
-from probekit.errors import CheckpointError
-from probekit.testing import mixed_stimuli, tiny_model
+from probekit.core.activations import COMPONENTS
+from probekit.core.errors import CheckpointError
+from probekit.models.testing import mixed_stimuli, tiny_model
 
 STIMULI = mixed_stimuli(12)
 TOY = Path(__file__).resolve().parent / "toystudy"
@@ -51,12 +51,12 @@ def _copy(ckpt: Path, dest: Path) -> Path:
 
 
 def _no_model_load(monkeypatch):
-    import probekit.models
+    import probekit.models.loading
     import probekit.pipeline
 
     def refuse(*a, **k):
         raise AssertionError("the model was loaded before the inputs were checked")
-    monkeypatch.setattr(probekit.models, "load_model", refuse)
+    monkeypatch.setattr(probekit.models.loading, "load_model", refuse)
     monkeypatch.setattr(probekit.pipeline, "replicate", refuse)
 
 
@@ -77,7 +77,7 @@ def _same(a, b) -> bool:
 def test_tokenizer_edit_gives_fresh_activations(ckpt, tmp_path):
     """1. Was: the fingerprint hashed config.json and the weights only; after an edit of tokenizer.json the
     store entry (and the probe results keyed on it) of the first run were reused (max |delta| = 0)."""
-    from probekit.models import load_model
+    from probekit.models.loading import load_model
     m = _copy(ckpt, tmp_path / "m")
     store = tmp_path / "store"
     before = load_model(str(m))
@@ -191,7 +191,7 @@ def test_a_second_writer_to_one_out_is_refused(ckpt, tmp_path, cache, monkeypatc
 
 
 def _expected_dir(tmp_path: Path, claim: str) -> Path:
-    from probekit import expected as E
+    from probekit.core import expected as E
     from probekit.studies import load_study
     d = tmp_path / "expected"
     d.mkdir()
@@ -205,7 +205,7 @@ def _expected_dir(tmp_path: Path, claim: str) -> Path:
 def test_a_typo_claim_id_in_an_expected_table_is_refused(tmp_path, monkeypatch, ckpt, cache, capsys):
     """7. Was: Study.expected kept only the claims the study owns: a typo'd id was dropped without a word and
     the real claim's verdict switched basis."""
-    from probekit.expected import ExpectedTableError
+    from probekit.core.expected import ExpectedTableError
     from probekit.studies import load_study
     monkeypatch.setenv("PROBEKIT_EXPECTED_DIR", str(_expected_dir(tmp_path, "bogdan2025.item_peak_erly")))
     with pytest.raises(ExpectedTableError, match=r"unknown claim id\(s\) bogdan2025.item_peak_erly .*known: "
@@ -226,7 +226,7 @@ def test_a_typo_claim_id_in_an_expected_table_is_refused(tmp_path, monkeypatch, 
 def test_names_that_select_nothing_are_refused(argv, match, tmp_path, monkeypatch, capsys):
     """8. Was: calibrate --claims <typo> exited 0 with an empty table ('No null row significantly above 5%');
     --experiments ',' or '' ran every experiment."""
-    from probekit import calibration as Cal
+    from probekit.claims import calibration as Cal
 
     def refuse(*a, **k):
         raise AssertionError("the simulation ran")
@@ -246,7 +246,7 @@ def test_store_full_is_a_clean_error_and_the_rerun_is_byte_identical(tmp_path, m
     """Was: the store filling the disk mid-extraction killed the run with SIGBUS (exit 135, no message): the
     memory-mapped writers touched pages the file system could not back. Now the blocks are reserved up front
     (posix_fallocate); ENOSPC is a DiskFullError naming the store, and the rerun resumes."""
-    from probekit.checks import DiskFullError
+    from probekit.core.checks import DiskFullError
     model = tiny_model("llama", n_layers=2)
     store = tmp_path / "store"
     real = os.posix_fallocate
@@ -264,7 +264,7 @@ def test_store_full_is_a_clean_error_and_the_rerun_is_byte_identical(tmp_path, m
     again = probekit.extract(model, STIMULI, store=store)
     assert _same(again, probekit.extract(model, STIMULI))
     # too little free space for the entry: refused before anything is reserved
-    import probekit.checks as checks
+    import probekit.core.checks as checks
     monkeypatch.setattr(checks, "free_bytes", lambda p: 1000)
     with pytest.raises(DiskFullError, match=r"needs about .* MB and its file system has 0.0 MB free"):
         probekit.extract(model, mixed_stimuli(14), store=store)
@@ -272,7 +272,7 @@ def test_store_full_is_a_clean_error_and_the_rerun_is_byte_identical(tmp_path, m
 
 def test_disk_full_in_the_cli_is_one_line_exit_1(ckpt, tmp_path, cache, monkeypatch, capsys):
     """Was: --out on a full disk gave three chained tracebacks at the figures, after all the work."""
-    import probekit.checks as checks
+    import probekit.core.checks as checks
     monkeypatch.setattr(checks, "free_bytes", lambda p: 10 << 20)
     _no_model_load(monkeypatch)
     assert cli.main(["run", "--model", str(ckpt), "--experiments", "relations", "--out", str(tmp_path / "o")]) == 1
@@ -298,7 +298,7 @@ def test_disk_full_anywhere_in_a_run_is_one_line(tmp_path, capsys):
 def test_checkpoint_damage_is_found_in_the_preflight(ckpt, tmp_path, damage, match):
     """Was: a truncated or zero-byte shard a SafetensorError (with --stream-layers at layer 3, after two layers
     were computed); config.json without model_type a ValueError from transformers."""
-    from probekit.models import preflight
+    from probekit.models.loading import preflight
     m = _copy(ckpt, tmp_path / "m")
     w = m / "model.safetensors"
     if damage == "truncate":
@@ -317,7 +317,7 @@ def test_checkpoint_damage_is_found_in_the_preflight(ckpt, tmp_path, damage, mat
 
 def test_a_tokenizer_with_neither_pad_nor_eos_is_refused(ckpt, tmp_path):
     """Was: TypeError: full(): ... NoneType, deep in extraction."""
-    from probekit.models import load_model
+    from probekit.models.loading import load_model
     m = _copy(ckpt, tmp_path / "m")
     tc = json.loads((m / "tokenizer_config.json").read_text())
     tc["pad_token"] = tc["eos_token"] = None
@@ -338,7 +338,7 @@ def _smollm2_gguf() -> Path:
 @pytest.mark.parametrize("keep", [20, 3_000_000, -300_000])
 def test_a_truncated_gguf_is_named(tmp_path, keep):
     """Was: a truncated or header-only .gguf passed the magic check and failed inside transformers."""
-    from probekit.models import resolve
+    from probekit.models.loading import resolve
     src = _smollm2_gguf()
     data = src.read_bytes()
     f = tmp_path / "cut.gguf"
@@ -348,7 +348,7 @@ def test_a_truncated_gguf_is_named(tmp_path, keep):
 
 
 def test_the_whole_gguf_passes_its_size_check():
-    from probekit.checkpoint import _gguf_data_end
+    from probekit.models.checkpoint import _gguf_data_end
     src = _smollm2_gguf()
     need, n = _gguf_data_end(src)
     assert n > 100 and need == src.stat().st_size
@@ -408,7 +408,7 @@ def test_counts_argparse_used_to_accept_are_refused(argv, capsys):
 
 def test_calibrate_out_is_checked_before_the_simulation(tmp_path, monkeypatch, capsys):
     """Was: --out an existing file: FileExistsError after the whole simulation (43 min for the full table)."""
-    from probekit import calibration as Cal
+    from probekit.claims import calibration as Cal
     monkeypatch.setattr(Cal, "calibrate", lambda *a, **k: (_ for _ in ()).throw(AssertionError("simulated")))
     f = tmp_path / "calib"
     f.write_text("a file")
@@ -417,7 +417,7 @@ def test_calibrate_out_is_checked_before_the_simulation(tmp_path, monkeypatch, c
 
 
 def test_build_llama3_out_is_checked_before_the_build(tmp_path, monkeypatch, capsys):
-    from probekit import llama3
+    from probekit.models import llama3
     monkeypatch.setattr(llama3, "build_checkpoint", lambda *a, **k: (_ for _ in ()).throw(AssertionError("built")))
     (tmp_path / "x").write_text("a file")
     assert cli.main(["build-llama3", "--shape", "tiny",
@@ -433,7 +433,7 @@ def test_debug_shows_the_traceback(tmp_path, capsys, monkeypatch, ckpt, cache):
     (d / "measured.parquet").write_bytes(b"broken")
     monkeypatch.setenv("PROBEKIT_EXPECTED_DIR", str(d))
     _no_model_load(monkeypatch)
-    from probekit.expected import ExpectedTableError
+    from probekit.core.expected import ExpectedTableError
     with pytest.raises(ExpectedTableError):
         cli.main(["run", "--model", str(ckpt), "--out", str(tmp_path / "o"), "--debug"])
 
@@ -474,8 +474,8 @@ def test_report_of_a_run_whose_study_moved_is_one_line(tmp_path, synthetic_repli
 
 def test_a_large_probe_stage_is_announced_with_its_cost(capsys):
     """Was: a 10,000-row set on a d = 32 tiny model ran its probes 44 minutes with no estimate or word."""
-    from probekit import cost
-    from probekit.testing import make_synthetic_acts
+    from probekit.core import cost
+    from probekit.models.testing import make_synthetic_acts
     fixed = (1e10, 1e10)
     small, big = (cost.probe_cost(n, 3, 3, 32, rates=fixed)["seconds"] for n in (600, 2400))
     assert 16 < big / small < 70                       # ~n^2.5-n^3, as measured (600 -> 2,400 rows: 28x)
@@ -492,9 +492,9 @@ def test_a_large_probe_stage_is_announced_with_its_cost(capsys):
 
 _CHILD = """
 import sys, numpy as np
-import probekit, probekit.store as S
-from probekit.testing import mixed_stimuli, tiny_model
-from probekit.checks import DiskFullError
+import probekit, probekit.extraction.store as S
+from probekit.models.testing import mixed_stimuli, tiny_model
+from probekit.core.checks import DiskFullError
 if sys.argv[2] == "race":                       # another writer took the space after the free-space check
     S.check_free_space = lambda *a, **k: None
 try:

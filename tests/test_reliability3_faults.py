@@ -15,9 +15,9 @@ import pytest
 
 import probekit
 from probekit import cli
-from probekit.checks import DiskFullError
-from probekit.errors import CheckpointError
-from probekit.testing import mixed_stimuli, tiny_model
+from probekit.core.checks import DiskFullError
+from probekit.core.errors import CheckpointError
+from probekit.models.testing import mixed_stimuli, tiny_model
 from test_reliability3 import _code, _copy, _no_model_load, _same, _save_run
 
 STIMULI = mixed_stimuli(12)
@@ -187,7 +187,7 @@ def _shard(ckpt: Path, dest: Path) -> Path:
     ("json", r"model-00002-of-00002.safetensors: unreadable safetensors header"),
 ])
 def test_f11_f12_f13_a_damaged_second_shard_is_named(ckpt, tmp_path, damage, match):
-    from probekit.models import preflight
+    from probekit.models.loading import preflight
     d = _shard(ckpt, tmp_path / "m")
     preflight(str(d))                                     # intact: accepted
     f = d / "model-00002-of-00002.safetensors"
@@ -203,7 +203,7 @@ def test_f11_f12_f13_a_damaged_second_shard_is_named(ckpt, tmp_path, damage, mat
 
 
 def test_f14_an_empty_pytorch_bin_is_named(ckpt, tmp_path):
-    from probekit.checkpoint import check_dir
+    from probekit.models.checkpoint import check_dir
     d = _copy(ckpt, tmp_path / "m")
     (d / "pytorch_model.bin").write_bytes(b"")
     with pytest.raises(CheckpointError, match=r"pytorch_model.bin is empty \(0 bytes\)"):
@@ -211,7 +211,7 @@ def test_f14_an_empty_pytorch_bin_is_named(ckpt, tmp_path):
 
 
 def test_f15_model_type_in_text_config_is_enough(ckpt, tmp_path):
-    from probekit.checkpoint import check_dir
+    from probekit.models.checkpoint import check_dir
     d = _copy(ckpt, tmp_path / "m")
     cfg = json.loads((d / "config.json").read_text())
     cfg["text_config"] = {"model_type": cfg.pop("model_type")}
@@ -220,14 +220,14 @@ def test_f15_model_type_in_text_config_is_enough(ckpt, tmp_path):
 
 
 def test_f16_a_zero_byte_gguf(tmp_path):
-    from probekit.models import resolve
+    from probekit.models.loading import resolve
     (tmp_path / "empty.gguf").write_bytes(b"")
     with pytest.raises(CheckpointError, match="is not a GGUF file"):
         resolve(str(tmp_path / "empty.gguf"))
 
 
 def test_f17_eos_without_pad_pads_with_eos(ckpt, tmp_path):
-    from probekit.models import load_model
+    from probekit.models.loading import load_model
     d = _copy(ckpt, tmp_path / "m")
     tc = json.loads((d / "tokenizer_config.json").read_text())
     tc["pad_token"] = None
@@ -245,7 +245,7 @@ def test_f17_eos_without_pad_pads_with_eos(ckpt, tmp_path):
     (".hidden", "x", False),
 ])
 def test_f18_what_enters_the_fingerprint(ckpt, tmp_path, name, content, changes):
-    from probekit.checkpoint import dir_fingerprint
+    from probekit.models.checkpoint import dir_fingerprint
     d = _copy(ckpt, tmp_path / "m")
     before = dir_fingerprint(d)
     (d / name).write_text(content)
@@ -255,7 +255,7 @@ def test_f18_what_enters_the_fingerprint(ckpt, tmp_path, name, content, changes)
 # ----------------------------------------------------------------------------- expected tables
 
 def test_f19_rows_of_another_study_are_kept(tmp_path):
-    from probekit import expected as E
+    from probekit.core import expected as E
     from probekit.studies import load_study
     t = pd.DataFrame([E.expected_row("m", 4, "toy.colour_decodable", "x", "bool", "equal", expected=1,
                                      tolerance=0, source="s")])
@@ -263,9 +263,9 @@ def test_f19_rows_of_another_study_are_kept(tmp_path):
 
 
 def test_f20_a_backup_copy_beside_the_expected_table(tmp_path, ckpt, cache, monkeypatch, capsys):
-    from probekit.expected import expected_dir
+    from probekit.studies import load_study
     d = tmp_path / "expected"
-    shutil.copytree(expected_dir(), d)
+    shutil.copytree(load_study().expected_dir, d)
     shutil.copy(d / "measured.parquet", d / "measured.backup.parquet")
     monkeypatch.setenv("PROBEKIT_EXPECTED_DIR", str(d))
     _no_model_load(monkeypatch)
@@ -282,7 +282,7 @@ def model():
 
 
 def test_f21_enospc_recording_a_chunk_resumes_byte_identically(model, tmp_path, monkeypatch):
-    import probekit.store as S
+    import probekit.extraction.store as S
     store = tmp_path / "store"
     real = S.atomic_write_json
     calls = {"n": 0}
@@ -302,7 +302,7 @@ def test_f21_enospc_recording_a_chunk_resumes_byte_identically(model, tmp_path, 
 
 
 def test_f22_enospc_marking_complete(model, tmp_path, monkeypatch):
-    import probekit.store as S
+    import probekit.extraction.store as S
     store = tmp_path / "store"
     real = S.atomic_write_json
 
@@ -343,7 +343,7 @@ def test_compare_runs_meta_without_equals_is_a_usage_error(capsys):
 
 def test_a_full_cache_during_gguf_conversion_falls_back_to_the_gguf(monkeypatch, tmp_path, cache):
     """Was: the GGUF conversion on a full cache raised SafetensorError (the fallback caught OSError only)."""
-    import probekit.weights as W
+    import probekit.models.weights as W
 
     class SafetensorError(Exception):
         pass

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from probekit import expected as E
-from probekit import report as R
+from probekit.core import expected as E
+from probekit.report import render as R
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
@@ -140,7 +140,7 @@ def test_all_verdicts_own_plus_audit(meas, tmp_path):
     assert own_cr.loc[["bogdan2025." + c for c in ("item_peak_early", "relations_deeper")], "passed"].all()
     assert "bogdan2025.analogies_deeper" not in set(own_cr.index)
     # regression rows answer "regression"; the paper-normalised audit gives one of the three answers
-    from probekit.claim import ANSWERS, REGRESSION
+    from probekit.claims.claim import ANSWERS, REGRESSION
     assert (cr[cr.basis == "own"].answer == REGRESSION).all()
     audit = cr[cr.basis == "paper-normalised"]
     assert audit.answer.isin(ANSWERS).all() and audit.answer_reason.str.len().gt(0).all()

@@ -1,11 +1,11 @@
-"""probekit.stats: metrics, group permutations, p-values, group bootstrap."""
+"""probekit.probes.stats: metrics, group permutations, p-values, group bootstrap."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from probekit import stats as S
+from probekit.probes import stats as S
 
 
 def test_column_metrics_match_sklearn():

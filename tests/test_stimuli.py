@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from probekit import stimuli as S
+from probekit.stimuli import sets as S
 
 ROOT = Path(__file__).resolve().parents[1]
-STIM = ROOT / "stimuli"
+STIM = ROOT / "probekit" / "studies" / "bogdan2025" / "stimuli"
 SHIPPED = ["items", "items_heldout", "senses", "relations", "relations_eats", "analogies", "analogy_pairs", "buried"]
 MIN_CLASS = 0.30
 
@@ -32,7 +32,7 @@ def _words(t):
 
 # ------------------------------------------------------------------ contract
 def test_names():
-    assert S.names() == SHIPPED
+    assert S.names() == sorted(SHIPPED)            # found on disk, in name order
     with pytest.raises(KeyError, match="unknown stimulus set"):
         S.load("nope")
 
@@ -136,7 +136,7 @@ def test_pair_only_baselines_at_chance_on_embedded_models(embedded_name):
     representation can predict validity. Bound: chance + 3.5 binomial SEs of balanced accuracy at the
     experiment's n (a bound from n alone, not from any model's result)."""
     import probekit
-    from probekit.models import ModelUnavailableError, load_model
+    from probekit.models.loading import ModelUnavailableError, load_model
     from probekit.pipeline import probe_experiment
     from probekit.studies.bogdan2025.experiments import EXPERIMENTS
     try:
@@ -397,7 +397,7 @@ def test_probe_folds_work_on_every_set(sets):
     """The probes' own split plans (6-fold stratified group CV, as ``probe_grid`` builds them) exist for
     every label of every shipped set: groups never straddle train and test, and every binary label has
     both classes in every training fold and every test fold (else its accuracy is undefined or trivial)."""
-    from probekit.design import grid_columns
+    from probekit.probes.design import grid_columns
     for name, df in sets.items():
         gc = grid_columns(df, n_splits=6, seed=0, n_permutations=0, control_task=False)
         assert sorted(l for p in gc.plans for l in p.labels) == sorted(df.attrs["labels"]), name
@@ -683,7 +683,7 @@ def test_wordnet_cross_check(sets, name):
 def test_a_target_in_another_unicode_normal_form_is_named_as_such():
     import unicodedata
 
-    from probekit.text import TargetNotFoundError, missing_word_advice, target_spans
+    from probekit.core.text import TargetNotFoundError, missing_word_advice, target_spans
     text = unicodedata.normalize("NFD", "A café")
     word = unicodedata.normalize("NFC", "café")
     assert text != "A café" and word in unicodedata.normalize("NFC", text)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import probekit
-import probekit.extraction as ex
-from probekit.activations import COMPONENTS
-from probekit.store import ActivationStore, StoreMismatchError
-from probekit.testing import mixed_stimuli, tiny_model
+import probekit.extraction.forward as ex
+from probekit.core.activations import COMPONENTS
+from probekit.extraction.store import ActivationStore, StoreMismatchError
+from probekit.models.testing import mixed_stimuli, tiny_model
 
 STIMULI = mixed_stimuli(40)
 

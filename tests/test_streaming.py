@@ -1,4 +1,4 @@
-"""Layer-streamed extraction (probekit.streaming) against the ordinary hooked forward pass, and placement."""
+"""Layer-streamed extraction (probekit.extraction.streaming) against the ordinary hooked forward pass, and placement."""
 from __future__ import annotations
 
 import json
@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from probekit.errors import CheckpointError
+from probekit.core.errors import CheckpointError
 
-from probekit.activations import COMPONENTS
-from probekit.extraction import extract
-from probekit.models import ModelUnavailableError, load_model
-from probekit.placement import GiB, Placement, PlacementError, plan_placement
-from probekit.streaming import STREAMABLE, StreamedModel, StreamingError
-from probekit.testing import FAMILIES, tiny_config, tiny_model
+from probekit.core.activations import COMPONENTS
+from probekit.extraction.forward import extract
+from probekit.models.loading import ModelUnavailableError, load_model
+from probekit.models.placement import GiB, Placement, PlacementError, plan_placement
+from probekit.extraction.streaming import STREAMABLE, StreamedModel, StreamingError
+from probekit.models.testing import FAMILIES, tiny_config, tiny_model
 
 STIM = pd.DataFrame({
     "text": ["An apple and a church", "A cat is to a kitten as a dog is to a puppy",
@@ -144,7 +144,7 @@ def test_placement_rule_on_cpu():
     cfg = tiny_config("llama")
     p = plan_placement(cfg, memory_bytes=64 * GiB)
     assert p == Placement("cpu", "float32", False, p.reason) and "no GPU visible" in p.reason
-    from probekit.llama3 import llama_config
+    from probekit.models.llama3 import llama_config
     big = llama_config("llama-3.2-3b")                     # 12.0 GiB fp32, 6.0 GiB bf16
     p = plan_placement(big, memory_bytes=10 * GiB)
     assert (p.device, p.dtype, p.stream_layers) == ("cpu", "bfloat16", False)
@@ -168,7 +168,7 @@ def test_placement_refuses_what_cannot_run(monkeypatch):
     with pytest.raises(PlacementError, match="unknown device"):
         plan_placement(cfg, device="tpu")
     # a GPU without bf16 (simulated): auto picks float16, an explicit bfloat16 is refused by name
-    import probekit.placement as P
+    import probekit.models.placement as P
     monkeypatch.setattr(P, "_cuda_count", lambda: 1)
     monkeypatch.setattr(P, "available_memory", lambda dev: 16 * GiB)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
@@ -194,7 +194,7 @@ def test_streamed_bf16_is_float32_and_equals_ordinary_bf16(tmp_path):
 def test_fp16_overflow_names_layer_and_component(tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from probekit.extraction import ExtractionError
+    from probekit.extraction.forward import ExtractionError
     path = _save("llama", tmp_path / "ck")
     sd = load_file(str(path / "model.safetensors"))
     sd["model.layers.1.mlp.down_proj.weight"] *= 1e7          # fine in fp32, inf in fp16
@@ -207,7 +207,7 @@ def test_fp16_overflow_names_layer_and_component(tmp_path):
 
 def test_real_smollm2_streamed_equals_ordinary(smollm2):
     """The real embedded SmolLM2-135M (30 layers, GQA, tied embeddings): streamed = ordinary in fp32."""
-    import probekit.stimuli as S
+    import probekit.stimuli.sets as S
     stim = S.load("items").iloc[:12]
     streamed = load_model("smollm2-135m", dtype="float32", device="cpu", stream_layers=True)
     # the same checkpoint; the weights-in-memory part differs (a streamed model holds none), so the two
@@ -253,7 +253,7 @@ def test_planned_sets_stream_in_one_pass_reading_each_weight_once(tmp_path):
 def test_auto_placement_streams_a_model_that_does_not_fit(tmp_path, monkeypatch):
     """load_model(dtype="auto", device="auto"): with too little memory (simulated) it picks bf16 and streaming,
     says why, and the vectors still match the ordinary pass of the same dtype."""
-    import probekit.placement as P
+    import probekit.models.placement as P
     path = _save("mistral", tmp_path / "ck")
     monkeypatch.setattr(P, "available_memory", lambda device: GiB // 2)
     m = load_model(str(path), dtype="auto", device="auto", stream_layers="auto")
@@ -278,8 +278,8 @@ def test_release_layer_drops_finished_pooled_vectors_from_memory(tmp_path):
     """A streamed pass writes every planned set's pooled vectors into memory-mapped files; a finished layer's
     pages must leave the process (the 3B run's peak RSS was 5.9 GiB with all of them resident), and the data
     must still be in the files."""
-    from probekit.activations import COMPONENTS
-    from probekit.streaming import release_layer
+    from probekit.core.activations import COMPONENTS
+    from probekit.extraction.streaming import release_layer
     n, d = 4096, 1024                                # 16 MiB per component, 48 MiB per layer
     arrays = {(0, c): np.lib.format.open_memmap(tmp_path / f"{c}.npy", mode="w+", dtype=np.float32, shape=(n, d))
               for c in COMPONENTS}

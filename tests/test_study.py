@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from probekit.studies import StudyError, load_study
-from probekit.testing import tiny_model
+from probekit.models.testing import tiny_model
 
 TOY = Path(__file__).resolve().parent / "toystudy"
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +71,7 @@ def test_toy_study_through_pytest(checkpoint, env, tmp_path):
 
 
 def test_toy_study_calibrates():
-    from probekit import calibration as Cal
+    from probekit.claims import calibration as Cal
     t = Cal.calibrate(load_study(str(TOY)), n_draws=60, depths=(8,))
     assert set(t.claim) == {"toy.colour_decodable", "toy.control_at_chance"}
     assert t[t.scenario == "planted"].rate.iloc[0] > 0.8

@@ -1,13 +1,13 @@
-"""probekit.transfer: train on one set, test on a disjoint one."""
+"""probekit.probes.transfer: train on one set, test on a disjoint one."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from probekit.activations import COMPONENTS, ActivationSet
-from probekit.probes import ProbeInputError
-from probekit.transfer import TRANSFER_COLUMNS, transfer_scores
+from probekit.core.activations import COMPONENTS, ActivationSet
+from probekit.probes.grid import ProbeInputError
+from probekit.probes.transfer import TRANSFER_COLUMNS, transfer_scores
 
 N_LAYERS, D = 4, 48
 

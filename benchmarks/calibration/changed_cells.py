@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from probekit.atomic import atomic_write_parquet, atomic_write_text
-from probekit.calibration import COLUMNS, _cell, _log, markdown, rule_sets
+from probekit.core.atomic import atomic_write_parquet, atomic_write_text
+from probekit.claims.calibration import COLUMNS, _cell, _log, markdown, rule_sets
 from probekit.studies import load_study
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "calibration"

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from probekit.atomic import atomic_write_parquet, atomic_write_text
-from probekit.calibration import inflation_markdown, inflation_table
+from probekit.core.atomic import atomic_write_parquet, atomic_write_text
+from probekit.claims.calibration import inflation_markdown, inflation_table
 from probekit.studies import load_study
 
 HERE = Path(__file__).parent

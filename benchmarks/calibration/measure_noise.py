@@ -66,7 +66,7 @@ def grid_labels(stim: pd.DataFrame, primary: list[str]) -> list[str]:
     per column), so fitting just these binary labels, in the same order, gives the
     primary labels exactly the pipeline's OOF predictions (checked in ``measure``).
     """
-    from probekit.probes import resolve_labels
+    from probekit.probes.grid import resolve_labels
     specs, Y = resolve_labels(stim, None)
     g = {s.name: s for s in specs}
     ref = g[primary[0]]
@@ -82,9 +82,9 @@ def run_grid(X: dict, stim: pd.DataFrame, primary: list[str], seed: int, layers:
     ``rows`` (default all) selects and repeats stimuli: a resampled data set.
     Returns ``(profile, ProbeResults)``.
     """
-    from probekit.activations import ActivationSet
+    from probekit.core.activations import ActivationSet
     from probekit.pipeline import with_shuffled_controls
-    from probekit.probes import probe_grid
+    from probekit.probes.grid import probe_grid
     n_layers = 1 + max(l for l, _ in X)
     d = next(iter(X.values())).shape[1]
     if rows is None:
@@ -107,9 +107,9 @@ def run_grid(X: dict, stim: pd.DataFrame, primary: list[str], seed: int, layers:
 
 def folds_match(stim: pd.DataFrame, primary: list[str], seed: int = 0) -> bool:
     """The primary labels' CV folds in :func:`run_grid` equal those of ``probe_experiment``'s grid."""
-    from probekit.activations import ActivationSet
+    from probekit.core.activations import ActivationSet
     from probekit.pipeline import with_shuffled_controls
-    from probekit.probes import grid_columns
+    from probekit.probes.grid import grid_columns
     acts = with_shuffled_controls(ActivationSet(stimuli=stim, n_layers=1, d_model=1), primary, seed)
     kw = dict(seed=seed, n_permutations=0, control_task=False)
     full = grid_columns(acts.stimuli, None, **kw)
@@ -196,7 +196,7 @@ def measure(model, exp_name: str, *, n_refit: int, n_cvseed: int, layers_mode: s
             pipeline_check: bool = True, arrays: dict | None = None) -> dict:
     """Numbers for one model x experiment; raw replicates go into ``arrays`` (for the .npz)."""
     import probekit
-    from probekit.experiments import experiment_profile
+    from probekit.stimuli.experiments import experiment_profile
     from probekit.studies.bogdan2025.experiments import EXPERIMENTS
     from probekit.pipeline import probe_experiment
     exp = EXPERIMENTS[exp_name]
@@ -328,7 +328,7 @@ def random_init_model(model, seed: int = 0):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from probekit.models import LoadedModel
+    from probekit.models.loading import LoadedModel
     cfg = model.model.config
     torch.manual_seed(seed)
     rm = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)

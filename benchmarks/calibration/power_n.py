@@ -72,9 +72,9 @@ def fit_profile(X: dict, stim, exp, primary: list[str], rows: np.ndarray, seed: 
     """``(profile[L], replicates[B, L])``: the experiment mean profile (primary labels, balanced accuracy,
     ``resid_pre``) of one grid fit on ``rows`` (the pipeline's probe and folds, no permutations)."""
     from benchmarks.calibration.measure_noise import grid_labels
-    from probekit.activations import ActivationSet
+    from probekit.core.activations import ActivationSet
     from probekit.pipeline import with_shuffled_controls
-    from probekit.probes import probe_grid
+    from probekit.probes.grid import probe_grid
     s = stim.iloc[rows].reset_index(drop=True)
     s.attrs = dict(stim.attrs)
     d = next(iter(X.values())).shape[1]
@@ -84,14 +84,14 @@ def fit_profile(X: dict, stim, exp, primary: list[str], rows: np.ndarray, seed: 
     res = probe_grid(acts, grid_labels(acts.stimuli, primary), n_permutations=0, n_bootstrap=N_BOOT,
                      control_task=False, surface_baseline=False, seed=seed, components=(COMPONENT,),
                      layers=list(range(n_layers)), n_threads=1)
-    from probekit.experiments import experiment_profile
+    from probekit.stimuli.experiments import experiment_profile
     prof, reps = experiment_profile(res, exp, COMPONENT, labels=primary)
     return prof, reps
 
 
 def derived(prof) -> dict:
     """The claims' statistics of one profile: centroid of the gain, peak gain."""
-    from probekit.profiles import depth_centroid
+    from probekit.profiles.metrics import depth_centroid
     p = np.asarray(prof, float)
     return {"centroid": float(depth_centroid(p)), "peak_gain": float(np.nanmax(p[1:] - p[0]))}
 
@@ -259,9 +259,9 @@ def power(claim, L: int, sds: dict, n_draws: int, seed: int = 0, effect: float |
     """Power of the claim's current rule at its planted effect (``planted_paper``, or the 0.12 valley
     for the double peak; ``effect`` replaces its height / valley depth) with per-experiment noise
     ``sds[exp] = (sd_refit, sd_reweight)``."""
-    from probekit import simulate as sim
-    from probekit.calibration import verdict
-    from probekit.claim import SyntheticEvidence
+    from probekit.profiles import simulate as sim
+    from probekit.claims.calibration import verdict
+    from probekit.claims.claim import SyntheticEvidence
     from probekit.studies.bogdan2025 import claims as C
     sc = next(s for s in claim.scenarios if s.name == _planted(claim))
     rules = _rules(claim.id, L)
@@ -283,7 +283,7 @@ def power(claim, L: int, sds: dict, n_draws: int, seed: int = 0, effect: float |
 @functools.lru_cache(maxsize=None)
 def _rules(claim_id: str, L: int) -> list:
     """The claim's paper rows for its reference model, normalised to ``L`` layers (as calibration does)."""
-    from probekit.claim import normalised_paper_rows
+    from probekit.claims.claim import normalised_paper_rows
     from probekit.studies import load_study
     study = load_study("bogdan2025")
     claim = study.claim(claim_id)
@@ -467,7 +467,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(OUT_JSON))
     ap.add_argument("--md", default=str(OUT_MD))
     a = ap.parse_args(argv)
-    from probekit.atomic import atomic_write_text
+    from probekit.core.atomic import atomic_write_text
     out = Path(a.out)
     if a.tables:
         atomic_write_text(Path(a.md), markdown(json.loads(out.read_text())))

@@ -39,7 +39,7 @@ ROUNDS = {False: 3, True: 3}
 
 def workload(name: str, full: bool):
     import pandas as pd
-    import probekit.stimuli as S
+    import probekit.stimuli.sets as S
     set_name, n_quick, n_full, bs, pooling = WORKLOADS[name]
     df = S.load(set_name)
     n = n_full if full else n_quick
@@ -50,7 +50,7 @@ def workload(name: str, full: bool):
 
 def batches(model, df, batch_size, pooling):
     """The extraction's own tokenization and batch plan (sorted by length), flattened."""
-    from probekit.extraction import encode, plan_chunks
+    from probekit.extraction.forward import encode, plan_chunks
     enc = encode(model.tokenizer, df, pooling)
     chunks = plan_chunks([len(x) for x in enc.input_ids], batch_size)
     return enc, [b for c in chunks for b in c]
@@ -59,8 +59,8 @@ def batches(model, df, batch_size, pooling):
 def bare(model, enc, batch_rows, **kw):
     """The base model's forward on the same padded batches, nothing captured (unless ``kw`` asks)."""
     import torch
-    from probekit.adapters import base_model
-    from probekit.extraction import input_device, pad_batch
+    from probekit.models.adapters import base_model
+    from probekit.extraction.forward import input_device, pad_batch
     dev = input_device(model.model)
     outs = []
     for rows in batch_rows:
@@ -79,7 +79,7 @@ def hidden_states(model, enc, batch_rows):
 
 def all_positions(model, enc, batch_rows):
     """Hooks that keep every position of the three components (no pooling)."""
-    from probekit.adapters import adapter_for, blocks, sublayer
+    from probekit.models.adapters import adapter_for, blocks, sublayer
     kept, handles = [], []
     ad = adapter_for(model.model)
 

@@ -24,7 +24,7 @@ def main() -> None:
     import torch
 
     import probekit
-    from probekit.extraction import DEFAULT_MAX_BATCH_TOKENS
+    from probekit.extraction.forward import DEFAULT_MAX_BATCH_TOKENS
 
     torch.set_num_threads(1)
     m = probekit.load_model(args.model)

@@ -50,10 +50,10 @@ def _gemm_rate() -> float:
 @pytest.mark.parametrize("jobs", ["1", "cores"])
 def test_probe_stage(benchmark, loaded_model, full, jobs):
     import probekit
-    from probekit.checks import DEFAULT_PROBE
-    from probekit.cost import probe_cost
+    from probekit.core.checks import DEFAULT_PROBE
+    from probekit.core.cost import probe_cost
     from probekit.pipeline import probe_experiment
-    from probekit.probes import default_jobs
+    from probekit.probes.grid import default_jobs
     from probekit.studies import load_study
 
     from .harness import set_ratio

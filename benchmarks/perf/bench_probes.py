@@ -56,7 +56,7 @@ SIZES = {  # quick / --full
 
 
 def synthetic_acts():
-    from probekit.probes import make_synthetic_acts
+    from probekit.probes.grid import make_synthetic_acts
     L = 30
     sig = 0.35 * np.exp(-0.5 * ((np.arange(L) - L / 3) / (L / 5)) ** 2) + 0.05
     return make_synthetic_acts(n_groups=40, per_group=6, d=576, n_layers=L, n_binary=8, n_continuous=0,
@@ -73,7 +73,7 @@ def loop(acts, cells, gc, how: str):
     from sklearn.svm import LinearSVC
     from threadpoolctl import threadpool_limits
 
-    from probekit.probes import DEFAULT_ALPHAS
+    from probekit.probes.grid import DEFAULT_ALPHAS
 
     def est(binary: bool):
         if how == "oracle":
@@ -108,7 +108,7 @@ def loop(acts, cells, gc, how: str):
 def loop_scores(gc, cells, oofs, fast):
     """{(label, metric): (observed [cells], null [n_perm, cells])} from a loop's OOF scores,
     in the metric the fast results report for each label."""
-    from probekit import stats as S
+    from probekit.probes import stats as S
     res = {}
     for pi, (Y01, _, _, layout) in enumerate(gc.cols):
         for name, (c0, npm, _) in layout.items():
@@ -131,7 +131,7 @@ def fast_scores(res, cells):
 
 def agreement(fast, other, with_p: bool) -> dict:
     """Max |difference| per cell between the fast grid and a loop (accuracy in pp, r, p-values)."""
-    from probekit import stats as S
+    from probekit.probes import stats as S
     acc = [np.abs(fast[k][0] - other[k][0]) for k in fast if k[1] == "accuracy"]
     rr = [np.abs(fast[k][0] - other[k][0]) for k in fast if k[1] == "r"]
     out = {}
@@ -154,7 +154,7 @@ def _pick(L: int, k: int) -> list[int]:
 def run_grid(benchmark, acts, workload: str, full: bool, data: str) -> None:
     import sklearn
 
-    from probekit.probes import grid_columns, probe_grid
+    from probekit.probes.grid import grid_columns, probe_grid
 
     from .harness import set_ratio
     size = SIZES[full]
@@ -222,7 +222,7 @@ _ACTS: dict = {}
 def test_probe_grid(benchmark, bench_model, loaded_model, full, workload):
     """The benchmark model's activations of the ``items`` set (extracted once into the store)."""
     import probekit
-    import probekit.stimuli as St
+    import probekit.stimuli.sets as St
     if bench_model not in _ACTS:
         _ACTS[bench_model] = probekit.extract(loaded_model, St.load("items"), store=True, progress=False)
     run_grid(benchmark, _ACTS[bench_model], workload, full, data=f"{loaded_model.name} items")

@@ -33,13 +33,13 @@ def _rss_gib() -> float:
 
 
 def _checkpoint(shape: str, **kw):
-    from probekit import llama3
+    from probekit.models import llama3
     env = os.environ.get("PROBEKIT_LLAMA_3_2_3B") if shape == "llama-3.2-3b" else None
     return env or str(llama3.ensure_checkpoint(shape, log=print, **kw))
 
 
 def _padded_tokens(enc, batch_size):
-    from probekit.extraction import plan_chunks
+    from probekit.extraction.forward import plan_chunks
     chunks = plan_chunks([len(x) for x in enc.input_ids], batch_size)
     return sum(len(b) * max(len(enc.input_ids[i]) for i in b) for c in chunks for b in c)
 
@@ -48,10 +48,10 @@ def part_dtype(args) -> dict:
     import torch
     from transformers import LlamaForCausalLM
 
-    import probekit.stimuli as S
-    from probekit import llama3
-    from probekit.extraction import encode, extract
-    from probekit.models import LoadedModel
+    import probekit.stimuli.sets as S
+    from probekit.models import llama3
+    from probekit.extraction.forward import encode, extract
+    from probekit.models.loading import LoadedModel
     torch.manual_seed(0)
     cfg = llama3.llama_config("llama-3.2-3b", n_layers=args.layers)
     m32 = LlamaForCausalLM._from_config(cfg, dtype=torch.float32).eval()
@@ -81,10 +81,10 @@ def part_dtype(args) -> dict:
 def part_oracle3b(args) -> dict:
     import numpy as np
 
-    import probekit.stimuli as S
-    from probekit.activations import COMPONENTS
-    from probekit.extraction import extract
-    from probekit.models import load_model
+    import probekit.stimuli.sets as S
+    from probekit.core.activations import COMPONENTS
+    from probekit.extraction.forward import extract
+    from probekit.models.loading import load_model
     path = _checkpoint("llama-3.2-3b")
     sets = [S.load("items").iloc[:args.n], S.load("buried").iloc[:args.n]]
     res = {"part": "oracle3b", "checkpoint": path, "n": args.n}
@@ -113,9 +113,9 @@ def part_oracle3b(args) -> dict:
 
 
 def part_slice70(args) -> dict:
-    from probekit.experiments import EXPERIMENTS
-    from probekit.extraction import encode, extract
-    from probekit.models import load_model
+    from probekit.stimuli.experiments import EXPERIMENTS
+    from probekit.extraction.forward import encode, extract
+    from probekit.models.loading import load_model
     path = _checkpoint("llama-3.3-70b-slice")
     m = load_model(path, dtype="bfloat16", device="cpu", stream_layers=True)
     res = {"part": "slice70", "checkpoint": path, "layers": m.n_layers, "d_model": m.d_model,
@@ -142,7 +142,7 @@ def part_slice70(args) -> dict:
                 "s_read_per_layer": round(s_read, 2), "bytes_read_gb": round(m.bytes_read / 1e9, 2),
                 "tok_s": round(ntok / (s_layer - s_read), 1), "peak_rss_gib": round(_rss_gib(), 2)})
     # extrapolation to the full stimulus set and 80 layers
-    from probekit import llama3
+    from probekit.models import llama3
     full_tok = 0
     for name, exp in EXPERIMENTS.items():
         df = exp.stimuli()

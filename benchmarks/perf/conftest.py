@@ -103,7 +103,7 @@ _MODELS: dict = {}
 @pytest.fixture(scope="session")
 def loaded_model(bench_model, torch_threads):
     """The benchmark's model, loaded once per session (the load is never timed)."""
-    from probekit.models import ModelUnavailableError, load_model
+    from probekit.models.loading import ModelUnavailableError, load_model
     if bench_model not in _MODELS:
         try:
             _MODELS[bench_model] = load_model(bench_model)

@@ -16,10 +16,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import expected as E
+from probekit.core import expected as E
 
 DEFAULT_STUDY = "bogdan2025"
 BUILTIN = ("bogdan2025",)
+
+
+def data_dir(kind: str, study: str = DEFAULT_STUDY) -> Path:
+    """A shipped study's data folder (``kind``: ``"stimuli"`` or ``"expected"``), without importing its code:
+    ``probekit/studies/<study>/<kind>/`` (package data, so an installed wheel has it too)."""
+    return Path(__file__).resolve().parent / study / kind
 
 
 class StudyError(ValueError):
@@ -41,7 +47,7 @@ class Study:
     experiments: dict
     claims: list
     paper_rows: object                       # () -> DataFrame
-    expected_path: Path | None = None        # None: the repository's expected/ (or $PROBEKIT_EXPECTED_DIR)
+    expected_path: Path | None = None        # None: <folder>/expected/ (or $PROBEKIT_EXPECTED_DIR)
     inflation: float = 1.0
     noise: dict = field(default_factory=dict)
     paper_ranges: dict = field(default_factory=dict)
@@ -61,7 +67,9 @@ class Study:
 
     @property
     def expected_dir(self) -> Path:
-        return Path(self.expected_path) if self.expected_path else E.expected_dir()
+        if self.expected_path:
+            return Path(self.expected_path)
+        return E.expected_dir(Path(self.folder) / "expected" if self.folder else data_dir("expected", self.id))
 
     def owns(self, claim_id: str) -> bool:
         return any(c.id == claim_id for c in self.claims)

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from probekit import profiles as P
-from probekit import simulate as sim
-from probekit.claim import Claim, Scenario, SyntheticEvidence, row
-from probekit.expected import COLUMNS, expected_row
-from probekit.experiments import Experiment
+from probekit.profiles import metrics as P
+from probekit.profiles import simulate as sim
+from probekit.claims.claim import Claim, Scenario, SyntheticEvidence, row
+from probekit.core.expected import COLUMNS, expected_row
+from probekit.stimuli.experiments import Experiment
 from probekit.pipeline import SHUFFLED_PREFIX
 from probekit.studies import Study
 

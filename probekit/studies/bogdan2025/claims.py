@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from probekit import profiles as P
-from probekit import simulate as sim
-from probekit.claim import Z, Claim, Effect, Scenario, SyntheticEvidence, row
+from probekit.profiles import metrics as P
+from probekit.profiles import simulate as sim
+from probekit.claims.claim import Z, Claim, Effect, Scenario, SyntheticEvidence, row
 from probekit.pipeline import SHUFFLED_PREFIX
-from probekit.stats import binomial_lower, binomial_upper
+from probekit.probes.stats import binomial_lower, binomial_upper
 
 from .paper import PAPER_RANGES
 

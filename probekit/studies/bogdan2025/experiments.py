@@ -1,5 +1,5 @@
 """The experiments of arXiv 2501.07359 (Bogdan 2025) on probekit's stimulus sets."""
-from probekit.experiments import Experiment
+from probekit.stimuli.experiments import Experiment
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("items", "items", "single concrete nouns, 'An apple': binary semantic features, mean over features",

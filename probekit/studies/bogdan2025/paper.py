@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from probekit.expected import COLUMNS, expected_row
+from probekit.core.expected import COLUMNS, expected_row
 
 ABSTRACT = "arXiv 2501.07359v1, abstract"
 _CHANCE = "not a number from the paper: chance level is what the probing logic requires of a shuffled control"

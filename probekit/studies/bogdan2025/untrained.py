@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from probekit.experiments import experiment_profile
+from probekit.stimuli.experiments import experiment_profile
 from probekit.pipeline import Replication
 
 from .claims import ATTN, RESID, UNTRAINED_FILE

@@ -1,0 +1,85 @@
+"""Stage 3: hooked forward passes and pooling (in memory or streamed block by block), the on-disk
+activation store, and the interop with TransformerLens / nnsight models.
+"""
+from __future__ import annotations
+
+from .forward import (  # noqa: F401
+    ExtractionError,
+    stimulus_key_hash,
+    encode,
+    DEFAULT_MAX_BATCH_TOKENS,
+    plan_batches,
+    plan_chunks,
+    pad_batch,
+    input_device,
+    extract,
+    store_identity,
+    capture,
+)
+from .store import (  # noqa: F401
+    FORMAT_VERSION,
+    StoreMismatchError,
+    StoreCorruptError,
+    array_name,
+    StoreEntry,
+    is_read_only_error,
+    ActivationStore,
+)
+from .streaming import (  # noqa: F401
+    StreamingError,
+    STREAMABLE,
+    WeightIndex,
+    StreamedModel,
+    load_streamed,
+    hidden_bytes,
+    preflight,
+    plan,
+    run_streamed,
+    release_layer,
+    trim_heap,
+)
+from .interop import (  # noqa: F401
+    as_loaded_model,
+    target_token_weights,
+    TargetTokenWeights,
+    pad_token_id,
+    HookedTransformerRunner,
+)
+from . import forward, store, streaming, interop  # noqa: F401,E402  (the modules, as namespaces)
+
+__all__ = [
+    'ExtractionError',
+    'stimulus_key_hash',
+    'encode',
+    'DEFAULT_MAX_BATCH_TOKENS',
+    'plan_batches',
+    'plan_chunks',
+    'pad_batch',
+    'input_device',
+    'extract',
+    'store_identity',
+    'capture',
+    'FORMAT_VERSION',
+    'StoreMismatchError',
+    'StoreCorruptError',
+    'array_name',
+    'StoreEntry',
+    'is_read_only_error',
+    'ActivationStore',
+    'StreamingError',
+    'STREAMABLE',
+    'WeightIndex',
+    'StreamedModel',
+    'load_streamed',
+    'hidden_bytes',
+    'preflight',
+    'plan',
+    'run_streamed',
+    'release_layer',
+    'trim_heap',
+    'as_loaded_model',
+    'target_token_weights',
+    'TargetTokenWeights',
+    'pad_token_id',
+    'HookedTransformerRunner',
+]
