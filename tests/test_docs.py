@@ -3,7 +3,7 @@
 * README.md is at most 12 KB;
 * every relative link in README.md and docs/**/*.md points at an existing file (anchors not checked);
 * the quick start names exactly the two commands ``./pk run`` and ``./pk test``;
-* every docs page is reachable from the README, directly or through docs/index.md (or a page linked from it).
+* every docs page is linked from the README itself or from docs/index.md (which the README links).
 """
 from __future__ import annotations
 
@@ -63,13 +63,14 @@ def test_quick_start_names_the_two_commands():
     assert [c for c in commands if c] == ["./pk run", "./pk test"], commands
 
 
+def _linked(page: Path) -> set[Path]:
+    return {t for t in (_target(page, link) for link in _links(page)) if t is not None}
+
+
 def test_every_docs_page_is_reachable_from_the_readme():
-    seen, todo = set(), [README.resolve()]
-    while todo:
-        page = todo.pop()
-        if page in seen or not page.exists() or page.suffix != ".md":
-            continue
-        seen.add(page)
-        todo += [t for t in (_target(page, link) for link in _links(page)) if t is not None]
+    index = (DOCS / "index.md").resolve()
+    from_readme = _linked(README)
+    assert index in from_readme, "README.md must link docs/index.md"
+    seen = from_readme | _linked(index)
     unreachable = [str(p.relative_to(ROOT)) for p in DOCS.rglob("*.md") if p.resolve() not in seen]
     assert unreachable == [], "not linked from README.md or docs/index.md: " + ", ".join(sorted(unreachable))
