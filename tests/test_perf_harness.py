@@ -70,15 +70,15 @@ def test_compare_fails_on_planted_slowdown_and_passes_without(tmp_path):
     assert same.returncode == 0, "an unchanged run failed the compare:\n" + same.stdout + same.stderr
 
 
-def test_readme_tables_are_the_committed_run():
-    """The README's performance block is exactly what benchmarks/perf/report.py renders from the
-    committed run (so the README numbers and the benchmark output agree, and say which run)."""
+def test_performance_page_tables_are_the_committed_run():
+    """docs/performance.md's block is exactly what benchmarks/perf/report.py renders from the
+    committed run (so the documented numbers and the benchmark output agree, and say which run)."""
     from benchmarks.perf import report
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "performance.md").read_text()
     block = report.readme_block(readme)
     runs = sorted((ROOT / "benchmarks" / "perf" / "runs").glob("*.json"))
     assert runs, "no committed benchmark run under benchmarks/perf/runs"
     shown = [r for r in runs if f"`benchmarks/perf/runs/{r.name}`" in block]
-    assert len(shown) == 1, "the README block must name exactly one committed run"
+    assert len(shown) == 1, "the docs/performance.md block must name exactly one committed run"
     assert block == report.render(report.load(shown[0])), \
-        "README out of date: python -m benchmarks.perf.report RUN.json --readme README.md"
+        "docs/performance.md out of date: python -m benchmarks.perf.report RUN.json --page docs/performance.md"

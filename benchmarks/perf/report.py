@@ -1,12 +1,13 @@
-"""The README's performance tables from one saved pytest-benchmark run.
+"""The performance tables of docs/performance.md from one saved pytest-benchmark run.
 
-    python -m benchmarks.perf.report RUN.json                    # print them
-    python -m benchmarks.perf.report RUN.json --readme README.md # replace the README's block with them
+    python -m benchmarks.perf.report RUN.json                               # print them
+    python -m benchmarks.perf.report RUN.json --page docs/performance.md    # replace the page's block with them
 
 RUN.json: a ``--benchmark-json`` file or a saved ``.benchmarks/*/NNNN_*.json``.
 Markdown: the machine and run, then one table per benchmark family, every number
-read from the run's ``extra_info`` and stats (nothing typed by hand). The README
-block sits between ``<!-- perf:begin -->`` and ``<!-- perf:end -->``; the run it
+read from the run's ``extra_info`` and stats (nothing typed by hand). The page's
+block (``--page FILE``, any markdown file with the markers; ``--readme`` is the old
+spelling) sits between ``<!-- perf:begin -->`` and ``<!-- perf:end -->``; the run it
 comes from is committed under ``benchmarks/perf/runs/`` and
 ``tests/test_perf_harness.py`` checks that the two agree.
 """
@@ -149,7 +150,7 @@ def write_readme(readme: Path, text: str) -> None:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) not in (1, 3) or (len(argv) == 3 and argv[1] != "--readme"):
+    if len(argv) not in (1, 3) or (len(argv) == 3 and argv[1] not in ("--page", "--readme")):
         print(__doc__, file=sys.stderr)
         return 2
     text = render(load(argv[0]))
