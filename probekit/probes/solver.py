@@ -89,8 +89,40 @@ def eigh_psd(K, precise: bool = False, rel_tol: float = 1e-4):
     return np.clip(lam, 0, None), U
 
 
+PENALTY_SELECTIONS = ("loo", "gcv")
+BACKENDS = ("numpy", "torch", "torch:cpu", "torch:cuda", "auto")
+# Relative gap between the two smallest float32 LOO sums of squares under which the fused kernel hands
+# the column to the reference kernel (today's arithmetic, term for term): the two kernels round
+# differently, so only a near-tie can make them choose differently. The largest relative difference
+# between the two kernels' sums measured on SmolLM2 activations was ~1e-5 (docs/performance-probes.md).
+LOO_TIE_RTOL = 1e-3
+
+
+def resolve_backend(backend: str = "numpy") -> str:
+    """``"numpy"``, ``"torch:cpu"`` or ``"torch:cuda"`` for ``backend``.
+
+    ``"auto"`` follows the extraction's placement rule (:func:`probekit.placement.plan_placement`:
+    ``cuda`` when a GPU is visible): ``torch:cuda`` there, else ``numpy``. ``"torch"``: torch on
+    ``cuda`` when visible, else on the CPU."""
+    if backend not in BACKENDS:
+        raise ValueError(f"probe backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "numpy":
+        return backend
+    from .placement import _cuda_count
+    gpu = _cuda_count() > 0
+    if backend == "auto":
+        return "torch:cuda" if gpu else "numpy"
+    if backend == "torch":
+        return "torch:cuda" if gpu else "torch:cpu"
+    if backend == "torch:cuda" and not gpu:
+        raise ValueError("probe backend 'torch:cuda' needs a visible CUDA GPU (torch.cuda.is_available() is "
+                         "False); use backend='numpy', 'torch:cpu' or 'auto'")
+    return backend
+
+
 def ridge_oof(grams, folds, Y: np.ndarray, alphas=DEFAULT_ALPHAS, max_chunk_bytes: float = 6.4e7,
-              precise: bool = False) -> tuple[np.ndarray, np.ndarray]:
+              precise: bool = False, penalty_selection: str = "loo", backend: str = "numpy",
+              kernel: str = "reference") -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold ridge predictions for every column of ``Y [n, m]``.
 
     ``grams`` from :func:`fold_grams`. Alpha per (fold, column) by exact
@@ -100,13 +132,30 @@ def ridge_oof(grams, folds, Y: np.ndarray, alphas=DEFAULT_ALPHAS, max_chunk_byte
     4 layers x 12 labels x 100 permutations; 2 of 288 control/null means moved
     by <= 7e-4, and the grid ran 1.7x faster). Returns
     ``(oof [n, m] float64, alpha_index [n_folds, m])``.
+
+    ``penalty_selection``: ``"loo"`` (default, exact leave-one-out) or ``"gcv"`` (generalised
+    cross-validation, ``n (||y - Hy||^2) / (n - tr H)^2``, from the eigenvalues and ``U^T y`` alone:
+    ``n x alphas x columns`` instead of the ``n^2 x alphas x columns`` residual GEMM; a different
+    estimator, its differences are measured in docs/performance-probes.md). ``backend``: see
+    :func:`resolve_backend` (``"numpy"`` default; torch runs float32 GEMMs and a batched float32
+    ``eigh`` over the folds, the predictions in float64). ``kernel``: ``"reference"`` (default, today's arithmetic) or ``"fused"``
+    for the float32 LOO: the fused kernel folds ``diag(w)`` and ``1/diag(G)`` into
+    the left factor (``(D^-1 U W) @ B``, one GEMM, no ``[n, alphas, columns]`` temporaries) and
+    gives a column whose two best sums are within :data:`LOO_TIE_RTOL` to the reference kernel
+    (today's arithmetic), so both choose the same penalties.
     """
-    lo = (lambda a: a) if precise else (lambda a: a.astype(np.float32))  # noqa: E731
+    if penalty_selection not in PENALTY_SELECTIONS:
+        raise ValueError(f"penalty_selection must be 'loo' or 'gcv', got {penalty_selection!r}")
+    if kernel not in ("fused", "reference"):
+        raise ValueError(f"kernel must be 'fused' or 'reference', got {kernel!r}")
+    backend = resolve_backend(backend)
     Yx = np.asarray(Y, dtype=np.float64)
     if Yx.ndim == 1:
         Yx = Yx[:, None]
-    n, m = Yx.shape
     al = np.asarray(np.ravel(alphas), dtype=np.float64)
+    if backend != "numpy":
+        return _ridge_oof_torch(grams, folds, Yx, al, penalty_selection, backend.split(":")[1], max_chunk_bytes)
+    n, m = Yx.shape
     A = len(al)
     oof = np.empty((n, m))
     best_all = np.zeros((len(folds), m), dtype=np.int64)
@@ -119,24 +168,164 @@ def ridge_oof(grams, folds, Y: np.ndarray, alphas=DEFAULT_ALPHAS, max_chunk_byte
         W = 1.0 / (lam[None, :] + al[:, None])         # [A, ntr]
         best = np.zeros(m, dtype=np.int64)
         if A > 1:
-            # diag(G_alpha) is computed in float64 (a difference of nearly equal terms at small
-            # alpha) and only then rounded; the residuals G_alpha y are float32 unless precise: with permutations this GEMM is
-            # n_train^2 x alphas x columns (~2 GFLOP per fold on SmolLM2/items), the bulk of the grid
-            diag = lo(((U * U) @ W.T - (1.0 / (ntr * al))[None, :])[:, :, None])   # [ntr, A, 1]
-            Ul, Wl, Bl = lo(U), lo(W.T)[:, :, None], lo(B)
-            chunk = max(1, int(max_chunk_bytes // (8 * A * ntr)))
-            for s in range(0, m, chunk):
-                WB = Wl * Bl[:, None, s:s + chunk]                              # [ntr, A, c]
-                # one GEMM for every alpha and column: G_alpha y = U diag(w_alpha) U^T y
-                num = (Ul @ WB.reshape(ntr, -1)).reshape(WB.shape)
-                num /= diag                                                     # LOO residuals
-                best[s:s + chunk] = np.argmin((num * num).sum(0), 0)          # [A, c] -> first minimiser
+            if penalty_selection == "gcv":
+                best = _gcv_best(lam, W, B, al)
+            elif precise or kernel == "reference":
+                best = _loo_best_reference(U, W, B, al, precise, max_chunk_bytes)
+            else:
+                best = _loo_best_fused(U, W, B, al, max_chunk_bytes)
         coef = W[best].T * B          # [ntr, m]
         # cheaper association first: few columns -> U @ coef, many (permutations) -> Kte @ U
         pred = Kte @ (U @ coef) if m < Kte.shape[0] else (Kte @ U) @ coef
         oof[te] = ymean + pred
         best_all[k] = best
     return oof, best_all
+
+
+def _loo_diag(U, W, al):
+    """``diag(G_alpha) [ntr, A]`` in float64 (a difference of nearly equal terms at small alpha)."""
+    return (U * U) @ W.T - (1.0 / (U.shape[0] * al))[None, :]
+
+
+def _loo_best_reference(U, W, B, al, precise: bool, max_chunk_bytes: float) -> np.ndarray:
+    """Today's LOO kernel: residuals ``U @ (W . B)`` for every alpha and column, divided by
+    ``diag(G)``, first minimiser of the sum of squares. The residuals are float32 unless precise:
+    the GEMM is n_train^2 x alphas x columns (~2 GFLOP per fold on SmolLM2/items)."""
+    lo = (lambda a: a) if precise else (lambda a: a.astype(np.float32))  # noqa: E731
+    ntr, m = B.shape
+    A = len(al)
+    best = np.zeros(m, dtype=np.int64)
+    diag = lo(_loo_diag(U, W, al)[:, :, None])                                # [ntr, A, 1]
+    Ul, Wl, Bl = lo(U), lo(W.T)[:, :, None], lo(B)
+    chunk = max(1, int(max_chunk_bytes // (8 * A * ntr)))
+    for s in range(0, m, chunk):
+        WB = Wl * Bl[:, None, s:s + chunk]                              # [ntr, A, c]
+        # one GEMM for every alpha and column: G_alpha y = U diag(w_alpha) U^T y
+        num = (Ul @ WB.reshape(ntr, -1)).reshape(WB.shape)
+        num /= diag                                                     # LOO residuals
+        best[s:s + chunk] = np.argmin((num * num).sum(0), 0)          # [A, c] -> first minimiser
+    return best
+
+
+def _loo_sse_fused(U, W, B, al, max_chunk_bytes: float) -> np.ndarray:
+    """LOO sums of squares ``[A, m]`` (float32) from one GEMM ``V @ B``, ``V = [D_a^-1 U W_a]_a``
+    stacked over the alphas (``[A ntr, ntr]``, formed in float64 and rounded once)."""
+    ntr, m = B.shape
+    A = len(al)
+    diag = _loo_diag(U, W, al)                                                   # [ntr, A]
+    V = ((U[None, :, :] * W[:, None, :]) / diag.T[:, :, None]).astype(np.float32).reshape(A * ntr, ntr)
+    Bl = B.astype(np.float32)
+    sse = np.empty((A, m), dtype=np.float32)
+    chunk = max(1, int(max_chunk_bytes // (4 * A * ntr)))
+    for s in range(0, m, chunk):
+        E = V @ Bl[:, s:s + chunk]                                   # [A ntr, c]: the LOO residuals
+        np.multiply(E, E, out=E)
+        sse[:, s:s + chunk] = E.reshape(A, ntr, -1).sum(1)
+    return sse
+
+
+def _loo_best_fused(U, W, B, al, max_chunk_bytes: float) -> np.ndarray:
+    sse = _loo_sse_fused(U, W, B, al, max_chunk_bytes)
+    best = np.argmin(sse, 0)
+    tie = _near_ties(sse)
+    if tie.any():
+        best[tie] = _loo_best_reference(U, W, B[:, tie], al, False, max_chunk_bytes)
+    return best
+
+
+def _near_ties(sse: np.ndarray, rtol: float = None) -> np.ndarray:
+    """Columns whose two smallest sums (over axis 0) are within ``rtol`` of each other (or not finite)."""
+    rtol = LOO_TIE_RTOL if rtol is None else rtol
+    if sse.shape[0] < 2:
+        return np.zeros(sse.shape[1], dtype=bool)
+    two = np.partition(sse, 1, axis=0)[:2].astype(np.float64)
+    return ~(two[1] - two[0] > rtol * np.abs(two[0]))
+
+
+def _gcv_best(lam, W, B, al) -> np.ndarray:
+    """First minimiser of GCV over the alphas: training residual ``alpha (K + alpha I)^-1 y_c``
+    (``||.||^2 = sum_j (alpha w_j b_j)^2``), hat trace ``1 + sum_j lam_j w_j`` (intercept included)."""
+    ntr = B.shape[0]
+    rss = ((al[:, None] * W) ** 2) @ (B * B)                         # [A, m]
+    dof = 1.0 + W @ lam                                               # [A]
+    gcv = rss / ((1.0 - dof / ntr) ** 2)[:, None]
+    return np.argmin(gcv, 0)
+
+
+def _torch_eigh_folds(torch, grams, device, rel_tol: float = 1e-4):
+    """float32 ``eigh`` of every fold's Gram in one batched call (Grams of unequal size padded with a
+    diagonal of distinct values above the largest eigenvalue, whose eigenpairs are dropped), then
+    the eigenvalues below ``rel_tol * max`` as float64 Rayleigh quotients (like :func:`eigh_psd`)."""
+    sizes = [K.shape[0] for K, _ in grams]
+    N = max(sizes)
+    Kb = np.zeros((len(grams), N, N), dtype=np.float32)
+    for f, (K, _) in enumerate(grams):
+        n = K.shape[0]
+        Kb[f, :n, :n] = K
+        if n < N:
+            top = max(float(np.abs(K).sum(1).max()), 1.0)        # >= the largest eigenvalue (Gershgorin)
+            Kb[f, np.arange(n, N), np.arange(n, N)] = 2.0 * top * (1.0 + np.arange(N - n))
+    lam32, U32 = torch.linalg.eigh(torch.from_numpy(Kb).to(device))
+    out = []
+    for f, (K, _) in enumerate(grams):
+        n = sizes[f]
+        lam = lam32[f, :n].double()
+        U = U32[f, :n, :n].double()
+        Kt = torch.from_numpy(K).to(device)
+        small = torch.nonzero(lam < rel_tol * max(float(lam[-1]), 0.0)).flatten()
+        if len(small):
+            Us = U[:, small]
+            lam[small] = ((Kt @ Us) * Us).sum(0)
+        out.append((lam.clamp_min(0), U, Kt))
+    return out
+
+
+def _ridge_oof_torch(grams, folds, Yx: np.ndarray, al: np.ndarray, penalty_selection: str, device: str,
+                     max_chunk_bytes: float):
+    """:func:`ridge_oof` in torch on ``device``: float32 batched ``eigh`` and LOO GEMM (the fused
+    kernel, no near-tie fallback), float64 projections, penalty and predictions."""
+    import torch
+    n, m = Yx.shape
+    A = len(al)
+    oof = np.empty((n, m))
+    best_all = np.zeros((len(folds), m), dtype=np.int64)
+    alt = torch.as_tensor(al, dtype=torch.float64, device=device)
+    Yt = torch.as_tensor(Yx, dtype=torch.float64, device=device)
+    for k, ((lam, U, _), (_, Kte), (tr, te)) in enumerate(zip(_torch_eigh_folds(torch, grams, device), grams, folds)):
+        ntr = U.shape[0]
+        Ytr = Yt[torch.as_tensor(np.asarray(tr, dtype=np.int64), device=device)]
+        ymean = Ytr.mean(0)
+        B = U.T @ (Ytr - ymean)
+        W = 1.0 / (lam[None, :] + alt[:, None])
+        if A == 1:
+            best = torch.zeros(m, dtype=torch.int64, device=device)
+        elif penalty_selection == "gcv":
+            rss = ((alt[:, None] * W) ** 2) @ (B * B)
+            dof = 1.0 + W @ lam
+            best = torch.argmin(rss / ((1.0 - dof / ntr) ** 2)[:, None], 0)
+        else:
+            diag = (U * U) @ W.T - (1.0 / (ntr * alt))[None, :]
+            V = ((U[None] * W[:, None, :]) / diag.T[:, :, None]).float().reshape(A * ntr, ntr)
+            Bl = B.float()
+            chunk = max(1, int(max_chunk_bytes // (4 * A * ntr)))
+            best = torch.empty(m, dtype=torch.int64, device=device)
+            for s in range(0, m, chunk):
+                E = V @ Bl[:, s:s + chunk]
+                sse = (E * E).reshape(A, ntr, -1).sum(1)
+                best[s:s + chunk] = _first_argmin(torch, sse)
+        coef = W[best].T * B
+        Kt = torch.as_tensor(Kte, device=device)
+        pred = (Kt @ U) @ coef
+        oof[te] = (ymean + pred).cpu().numpy()
+        best_all[k] = best.cpu().numpy()
+    return oof, best_all
+
+
+def _first_argmin(torch, x):
+    """Index of the first minimum along dim 0 (torch.argmin does not promise the first on CUDA)."""
+    mn = x.min(0, keepdim=True).values
+    idx = torch.arange(x.shape[0], device=x.device)[:, None].expand_as(x)
+    return torch.where(x == mn, idx, x.shape[0]).min(0).values
 
 
 def svm_oof(grams, folds, groups: np.ndarray, classes: np.ndarray, C_grid=DEFAULT_C_GRID,
