@@ -15,10 +15,6 @@ README = ROOT / "README.md"
 DOCS = ROOT / "docs"
 MAX_README_BYTES = 12 * 1024
 
-# Pages another change of issue 21 adds (the package reorganisation writes docs/architecture.md). A link to
-# one is tolerated while the file is absent, and checked like any other once it exists. Remove after the merge.
-PENDING = {DOCS / "architecture.md"}
-
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 
@@ -49,7 +45,7 @@ def test_every_relative_link_resolves():
     for page in _pages():
         for link in _links(page):
             t = _target(page, link)
-            if t is not None and not t.exists() and t not in PENDING:
+            if t is not None and not t.exists():
                 broken.append(f"{page.relative_to(ROOT)}: {link}")
     assert broken == [], "broken links:\n" + "\n".join(broken)
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn.model_selection import GroupKFold
 
-from probekit.solver import fold_grams, resolve_backend, ridge_oof
+from probekit.probes.solver import fold_grams, resolve_backend, ridge_oof
 
 
 @pytest.fixture(scope="module")

@@ -169,7 +169,7 @@ def test_placement_refuses_what_cannot_run(monkeypatch):
         plan_placement(cfg, device="tpu")
     # a GPU without bf16 (simulated): auto picks float16, an explicit bfloat16 is refused by name
     import probekit.models.placement as P
-    monkeypatch.setattr(P, "_cuda_count", lambda: 1)
+    monkeypatch.setattr(P, "cuda_count", lambda: 1)
     monkeypatch.setattr(P, "available_memory", lambda dev: 16 * GiB)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "Tesla V100")

@@ -87,7 +87,8 @@ def fits(nbytes: int, memory: int) -> bool:
     return nbytes * 1.2 + GiB <= memory
 
 
-def _cuda_count() -> int:
+def cuda_count() -> int:
+    """How many CUDA devices torch sees (0 without CUDA or when the query fails): the one device test."""
     import torch
     try:
         return torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -126,7 +127,7 @@ def plan_placement(config, device: str | None = "auto", dtype="auto", stream_lay
     dtype = normalize_dtype(dtype)
     if stream_layers == "auto":
         stream_layers = None
-    n_gpu = _cuda_count()
+    n_gpu = cuda_count()
     why = []
     if device == "auto":
         if n_gpu:

@@ -108,8 +108,8 @@ def resolve_backend(backend: str = "numpy") -> str:
         raise ValueError(f"probe backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "numpy":
         return backend
-    from .placement import _cuda_count
-    gpu = _cuda_count() > 0
+    from probekit.models.placement import cuda_count   # torch import: only when a torch backend is asked for
+    gpu = cuda_count() > 0
     if backend == "auto":
         return "torch:cuda" if gpu else "numpy"
     if backend == "torch":
