@@ -28,11 +28,11 @@ from probekit.core import expected as E
 from probekit.core.checks import (DEFAULT_PROBE, DiskFullError, PathError, check_free_space, check_name_length, count_type, is_disk_full,
                      usable_dir)
 from probekit.core.errors import RunInProgressError
-from probekit.claims.claim import MEASUREMENT_COLUMNS
+from probekit.claims.claim import ANSWERS, MEASUREMENT_COLUMNS
 from probekit.models.loading import (MODELS, ModelInputError, ModelUnavailableError, UnsupportedArchitectureError, cache_dir,
                      parse_random, preflight, resolve)
 from probekit.models.placement import PlacementError
-from probekit.report.render import (_ci, all_verdicts, atomic_write_parquet, atomic_write_text, claim_rows, claims_markdown,
+from probekit.report.render import (format_ci, all_verdicts, atomic_write_parquet, atomic_write_text, claim_rows, claims_markdown,
                      measure_run, twin_markdown, write_report)
 from probekit.extraction.streaming import StreamingError
 from .studies import StudyError, load_study
@@ -201,16 +201,32 @@ def _replicate(args, model: str):
 
 
 def _summary_lines(verdicts) -> list[str]:
+    """The end-of-run summary: rows judged against the paper say their answer (REPRODUCED, CONTRADICTED or
+    INCONCLUSIVE, with the power at the paper's size and the MDE beside it, as in claims.md); regression
+    rows and rows without an answer say PASS or FAIL."""
     if verdicts is None or len(verdicts) == 0:
         return ["  (no claims measured)"]
     cr = claim_rows(verdicts)
     w = max(len(c) for c in cr.claim)
     out = []
     for r in cr.itertuples():
-        lo_hi = "" if r.ci_low != r.ci_low else " " + _ci(r.ci_low, r.ci_high, "", r.interval)
+        answer = getattr(r, "answer", None)
+        answered = isinstance(answer, str) and answer in ANSWERS
+        lo_hi = "" if r.ci_low != r.ci_low else " " + format_ci(r.ci_low, r.ci_high, "", r.interval)
         val = "n/a" if r.value != r.value else f"{r.value:.3g}"
-        line = f"  {'PASS' if r.passed else 'FAIL'}  {r.basis:<16} {r.claim:<{w}}  {r.key_metric} = {val}{lo_hi}"
-        if not r.passed:
+        label = answer.upper() if answered else ("PASS" if r.passed else "FAIL")
+        line = f"  {label:<12}  {r.basis:<16} {r.claim:<{w}}  {r.key_metric} = {val}{lo_hi}"
+        if answered:
+            pw, mde = getattr(r, "power_at_paper", float("nan")), getattr(r, "mde80", float("nan"))
+            extra = [f"power at the paper's size {pw:.2f}" if pw == pw else "",
+                     f"MDE {mde:.3g}" if mde == mde else ""]
+            extra = ", ".join(e for e in extra if e)
+            if extra:
+                line += f"  ({extra})"
+            why = getattr(r, "answer_reason", "")
+            if answer != "reproduced" and isinstance(why, str) and why:
+                line += f"\n        {why[:300]}"
+        elif not r.passed:
             line += f"\n        {r.reason[:300]}"
         out.append(line)
     return out

@@ -118,3 +118,26 @@ def test_calibrate_refuses_bad_arguments(capsys):
         cli.main(["calibrate", "--draws", "3"])
     assert e.value.code == 2
     assert "--draws" in capsys.readouterr().err
+
+
+def test_end_of_run_summary_says_the_three_answers_and_regression_pass_fail():
+    """Rows judged against the paper print their answer with power and MDE (never PASS/FAIL, which cannot
+    tell 'contradicted' from 'underpowered'); regression rows keep PASS/FAIL."""
+    import numpy as np
+
+    from probekit.claims.claim import ANSWER_COLUMNS
+    base = {"model": "m", "claim": "bogdan2025.analogies_deeper", "metric": "analogies_minus_relations.depth",
+            "unit": "", "value": 0.16, "ci_low": 0.11, "ci_high": 0.2, "interval": "ci", "provenance": "x",
+            "reason": "", **{c: np.nan for c in ANSWER_COLUMNS}}
+    rows = [dict(base, basis="own", passed=False, reason="value out of its band", answer="regression"),
+            dict(base, basis="paper-normalised", passed=True, answer="reproduced", power_at_paper=0.96, mde80=0.067),
+            dict(base, basis="paper-normalised-b", passed=False, answer="inconclusive", power_at_paper=0.31,
+                 mde80=0.2, answer_reason="neither rejected nor excluded"),
+            dict(base, basis="paper-normalised-c", passed=False, answer="contradicted", power_at_paper=1.0,
+                 mde80=0.07, answer_reason="far bound below the paper's size")]
+    lines = "\n".join(cli._summary_lines(pd.DataFrame(rows)))
+    assert "FAIL          own" in lines and "value out of its band" in lines
+    assert "REPRODUCED    paper-normalised " in lines and "power at the paper's size 0.96, MDE 0.067" in lines
+    assert "INCONCLUSIVE" in lines and "neither rejected nor excluded" in lines and "power at the paper's size 0.31" in lines
+    assert "CONTRADICTED" in lines and "far bound below" in lines
+    assert "PASS  " not in lines.replace("PASS          own", "")      # no answered row says PASS

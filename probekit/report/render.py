@@ -229,7 +229,7 @@ def _fmt(x, unit: str = "") -> str:
     return f"{x:.3f}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2g}"
 
 
-def _ci(lo, hi, unit="", interval="") -> str:
+def format_ci(lo, hi, unit="", interval="") -> str:
     if pd.isna(lo) or pd.isna(hi):
         return "—"
     text = f"[{_fmt(lo, unit)}, {_fmt(hi, unit)}]"
@@ -332,7 +332,7 @@ def claims_markdown(verdicts: pd.DataFrame, title: str = "Claims", level: int = 
                  if scored else "—"),
                 (f"{_fmt(r.p_effect, 'p')} ({_fmt(r.p_holm, 'p')})" if scored and pd.notna(r.p_effect) else "—"),
                 "PASS" if r.passed else "**FAIL**", f"`{r.key_metric}`",
-                _fmt(r.value, r.unit), _ci(r.ci_low, r.ci_high, r.unit, r.interval), r.provenance,
+                _fmt(r.value, r.unit), format_ci(r.ci_low, r.ci_high, r.unit, r.interval), r.provenance,
                 f"{r.n_passed}/{r.n_metrics}", why]) + " |")
         lines += ["", "<details><summary>every judged metric</summary>", "",
                   f"| model | claim | metric | value | {P.LEVEL:.0%} CI | judged on | verdict | reason |",
@@ -342,7 +342,7 @@ def claims_markdown(verdicts: pd.DataFrame, title: str = "Claims", level: int = 
         for r in v.itertuples():
             lines.append("| " + " | ".join(_md_cell(c) for c in [
                 r.model, r.claim, f"`{r.metric}`", _fmt(r.value, r.unit),
-                _ci(r.ci_low, r.ci_high, r.unit, getattr(r, "interval", "")),
+                format_ci(r.ci_low, r.ci_high, r.unit, getattr(r, "interval", "")),
                 r.judged, "PASS" if r.passed else "FAIL", r.reason]) + " |")
         lines += ["", "</details>", ""]
     return "\n".join(lines)
