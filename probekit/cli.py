@@ -144,7 +144,7 @@ def results_folder(model_arg: str, name: str) -> str:
 
 
 @contextlib.contextmanager
-def _run_locks(out: Path, folders):
+def _run_locks(out: Path, folders, what: str = "probekit run"):
     """One lock file per results folder (``<out>/.<folder>.lock``), held for the whole run: a second
     ``probekit run`` into the same folder is refused at once instead of silently replacing this one's
     results (and leaving its figures next to a report that does not list them)."""
@@ -165,7 +165,7 @@ def _run_locks(out: Path, folders):
                                          f"it to finish, or give this run another --out") from None
             fh.seek(0)
             fh.truncate()
-            fh.write(f"probekit run, pid {os.getpid()}")
+            fh.write(f"{what}, pid {os.getpid()}")
             fh.flush()
             held.append(fh)
         yield
@@ -310,7 +310,8 @@ def cmd_report(args) -> int:
     except SavedRunError as exc:
         _err(str(exc))
         return EXIT_DATA
-    paths = write_report(rep, out)
+    with _run_locks(out.parent, [out.name], "probekit report"):   # a run or report writing there: refused
+        paths = write_report(rep, out)
     print("\n".join(_summary_lines(paths["verdicts_df"])))
     print(f"wrote {out}/: report.md, claims.md, verdicts.parquet, measurements.parquet, figures/ "
           f"({len(paths['figures'])} PNGs)")

@@ -144,3 +144,15 @@ def test_end_of_run_summary_says_the_three_answers_and_regression_pass_fail():
     assert "INCONCLUSIVE" in lines and "neither rejected nor excluded" in lines and "power at the paper's size 0.31" in lines
     assert "CONTRADICTED" in lines and "far bound below" in lines
     assert "PASS  " not in lines.replace("PASS          own", "")      # no answered row says PASS
+
+
+def test_report_into_a_folder_a_run_is_writing_is_refused(saved_run, tmp_path, capsys):
+    """`report --out D` takes the same per-folder lock as `run`: while another process holds D's lock the
+    report is refused at once with who holds it, and nothing is written into D."""
+    out = tmp_path / "busy"
+    with cli._run_locks(out.parent, [out.name], "probekit run"):
+        code = cli.main(["report", "--from", str(saved_run), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code != 0 and "is already writing" in err and "probekit run, pid" in err, err
+    assert not (out / "report.md").exists()
+    assert cli.main(["report", "--from", str(saved_run), "--out", str(out)]) == 0      # free again: works
