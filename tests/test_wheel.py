@@ -63,6 +63,8 @@ def test_the_installed_wheel_has_the_study_data(tmp_path):
             "n = {k: len(stimuli.load(k)) for k in names}\n"
             "rows = load_study().expected()\n"
             "assert (rows.provenance == 'measured').any() and (rows.provenance == 'paper').any()\n"
+            "from probekit.studies.bogdan2025 import claims as C\n"
+            "assert C.MEASURED_FILE.exists() and C._measured('items', 'resid_pre') is not None, C.MEASURED_FILE\n"
             "print(probekit.__file__, n, len(rows))\n")
     out = _run([str(py), "-c", code], cwd=tmp_path, env=env)
     assert str(venv) in out and "'items': " in out

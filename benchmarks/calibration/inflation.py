@@ -2,7 +2,7 @@
 
     python benchmarks/calibration/inflation.py [--out docs/calibration]
 
-Reads noise_measured.npz next to this file; writes inflation.parquet and inflation.md (seconds on one core).
+Reads the study's noise_measured.npz (probekit/studies/bogdan2025/); writes inflation.parquet and inflation.md (seconds on one core).
 """
 from __future__ import annotations
 
@@ -19,13 +19,13 @@ HERE = Path(__file__).parent
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="docs/calibration")
-    ap.add_argument("--npz", default=str(HERE / "noise_measured.npz"))
+    ap.add_argument("--npz", default=str(HERE.parents[1] / "probekit" / "studies" / "bogdan2025" / "noise_measured.npz"))
     a = ap.parse_args(argv)
     study = load_study("bogdan2025")
     t = inflation_table(a.npz, study.inflation)
     out = Path(a.out)
     atomic_write_parquet(t, out / "inflation.parquet")
-    atomic_write_text(out / "inflation.md", inflation_markdown(t, "benchmarks/calibration/noise_measured.npz"))
+    atomic_write_text(out / "inflation.md", inflation_markdown(t, "probekit/studies/bogdan2025/noise_measured.npz"))
     print(inflation_markdown(t, a.npz))
     return 0
 

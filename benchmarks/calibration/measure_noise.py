@@ -26,7 +26,7 @@ Usage (from the repository root)::
     python benchmarks/calibration/measure_noise.py --quick               # a smoke run (minutes),
                                                                          # -> results/calibration/
 
-Writes ``benchmarks/calibration/noise_measured.json`` (``--out`` to change) and, next
+Writes ``probekit/studies/bogdan2025/noise_measured.json`` (the study's data, shipped in the wheel) (``--out`` to change) and, next
 to it, ``noise_measured.npz`` with the raw replicates (``<model>/<experiment>/<component>/
 {profile, reweight, refit, cvseed}``, arrays ``[B, n_layers]``).
 """
@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
+STUDY_DIR = HERE.parents[1] / "probekit" / "studies" / "bogdan2025"    # where the study reads its noise
 COMPONENTS = ("resid_pre", "attn_out")
 EXPERIMENT_NAMES = ("items", "relations", "analogies")
 N_SAVE_REWEIGHT = 200          # reweighting replicates kept in the .npz (all 1000 go into the sds)
@@ -454,7 +455,7 @@ def main(argv=None) -> int:
                          "check its OOF predictions equal this script's seed-0 grid (the folds are always checked)")
     ap.add_argument("--merge", nargs="+", metavar="JSON",
                     help="combine several runs' JSON (+ .npz) files into --out and exit")
-    ap.add_argument("--out", default=str(HERE / "noise_measured.json"))
+    ap.add_argument("--out", default=str(STUDY_DIR / "noise_measured.json"))
     ap.add_argument("--tables", metavar="JSON", help="print the markdown tables of a measured JSON and exit")
     a = ap.parse_args(argv)
     if a.tables:
@@ -482,7 +483,7 @@ def main(argv=None) -> int:
     if a.quick:
         a.models, a.experiments, a.n_refit, a.n_cvseed, a.layers, a.random_refit = (
             "smollm2-135m", "relations", 5, 3, "6", 3)
-        if a.out == str(HERE / "noise_measured.json"):
+        if a.out == str(STUDY_DIR / "noise_measured.json"):
             a.out = str(HERE.parents[1] / "results" / "calibration" / "noise_measured.quick.json")
     result = {"settings": {k: v for k, v in vars(a).items() if k != "out"},
               "components": list(COMPONENTS), "metric": METRIC,

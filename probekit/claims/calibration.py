@@ -258,7 +258,7 @@ def _kappa_for(cover, target: float) -> float:
 def inflation_table(npz_path, inflation: float, component: str = "resid_pre", level: float = LEVEL,
                     pairs=(("relations", "items"), ("analogies", "relations"))) -> pd.DataFrame:
     """Per model and statistic the claims use (centroids, centroid differences, the simultaneous band), from
-    the measured refit and reweighting replicates (``benchmarks/calibration/noise_measured.npz``): the
+    the measured refit and reweighting replicates (``probekit/studies/bogdan2025/noise_measured.npz``): the
     refit/reweight sd ratio, the coverage of the refit replicates by the study's interval (``inflation``
     x the reweighting deviations; level shifts of the refits removed: deviations from each one's median) and
     the inflation a 95% coverage needs. Models without refits at every layer are left out (a centroid needs

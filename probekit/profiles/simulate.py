@@ -101,7 +101,7 @@ _MEASURED: dict = {}
 
 def measured_noise(npz_path) -> dict:
     """``{(model, experiment, component): (refit_dev [R, L0], reweight_dev [B, L0])}`` from the measured
-    replicates (``benchmarks/calibration/noise_measured.npz``), for the sets refitted at every layer: each
+    replicates (``probekit/studies/bogdan2025/noise_measured.npz``), for the sets refitted at every layer: each
     refit's deviation from the refits' per-layer median (the refits' level shift from fewer distinct groups
     removed) and each reweighting replicate's deviation from their mean. Cached per path."""
     key = str(npz_path)

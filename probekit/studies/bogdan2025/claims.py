@@ -99,7 +99,9 @@ def _truth(spec, L, rng, shared: dict):
     raise ValueError(f"unknown truth spec {spec!r}")
 
 
-MEASURED_FILE = Path(__file__).resolve().parents[3] / "benchmarks" / "calibration" / "noise_measured.npz"
+# the measured refit/reweighting replicates the measured-noise scenarios draw from: the study's data, in the
+# package (written by benchmarks/calibration/measure_noise.py)
+MEASURED_FILE = Path(__file__).resolve().parent / "noise_measured.npz"
 MEASURED_MODEL = "gemma3-270m"     # the one model whose refits cover every layer
 _NOISE_SET = {"analogies_ab_only": "analogies", "analogies_cd_only": "analogies"}
 
