@@ -8,8 +8,8 @@ and nothing about labels, grids or tables. :func:`fold_grams` standardises each 
 predicts every column, every alpha, every permutation in one GEMM (LOO residuals with
 ``K = U diag(l) U^T``, ``w = 1/(l + alpha)``: ``G = U diag(w) U^T - 11^T/(n alpha)``,
 ``e_loo = G y_c / diag(G)``); :func:`svm_oof` is the literal hinge-loss SVM on the same Grams.
-numpy/scipy only: the Grams are n x n with n the number of stimuli (a few hundred), which leaves a GPU
-little to do.
+numpy/scipy by default; ``ridge_oof(backend="torch")`` runs the same arithmetic in torch (CUDA where
+visible), and ``penalty_selection="gcv"`` is a cheaper, different estimator (docs/performance-probes.md).
 """
 from __future__ import annotations
 
@@ -91,17 +91,12 @@ def eigh_psd(K, precise: bool = False, rel_tol: float = 1e-4):
 
 PENALTY_SELECTIONS = ("loo", "gcv")
 BACKENDS = ("numpy", "torch", "torch:cpu", "torch:cuda", "auto")
-# Relative gap between the two smallest float32 LOO sums of squares under which the fused kernel hands
-# the column to the reference kernel (today's arithmetic, term for term): the two kernels round
-# differently, so only a near-tie can make them choose differently. The largest relative difference
-# between the two kernels' sums measured on SmolLM2 activations was ~1e-5 (docs/performance-probes.md).
-LOO_TIE_RTOL = 1e-3
 
 
 def resolve_backend(backend: str = "numpy") -> str:
     """``"numpy"``, ``"torch:cpu"`` or ``"torch:cuda"`` for ``backend``.
 
-    ``"auto"`` follows the extraction's placement rule (:func:`probekit.placement.plan_placement`:
+    ``"auto"`` follows the extraction's placement rule (:func:`probekit.models.placement.plan_placement`:
     ``cuda`` when a GPU is visible): ``torch:cuda`` there, else ``numpy``. ``"torch"``: torch on
     ``cuda`` when visible, else on the CPU."""
     if backend not in BACKENDS:
@@ -121,8 +116,8 @@ def resolve_backend(backend: str = "numpy") -> str:
 
 
 def ridge_oof(grams, folds, Y: np.ndarray, alphas=DEFAULT_ALPHAS, max_chunk_bytes: float = 6.4e7,
-              precise: bool = False, penalty_selection: str = "loo", backend: str = "numpy",
-              kernel: str = "reference") -> tuple[np.ndarray, np.ndarray]:
+              precise: bool = False, penalty_selection: str = "loo", backend: str = "numpy"
+              ) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold ridge predictions for every column of ``Y [n, m]``.
 
     ``grams`` from :func:`fold_grams`. Alpha per (fold, column) by exact
@@ -138,16 +133,10 @@ def ridge_oof(grams, folds, Y: np.ndarray, alphas=DEFAULT_ALPHAS, max_chunk_byte
     ``n x alphas x columns`` instead of the ``n^2 x alphas x columns`` residual GEMM; a different
     estimator, its differences are measured in docs/performance-probes.md). ``backend``: see
     :func:`resolve_backend` (``"numpy"`` default; torch runs float32 GEMMs and a batched float32
-    ``eigh`` over the folds, the predictions in float64). ``kernel``: ``"reference"`` (default, today's arithmetic) or ``"fused"``
-    for the float32 LOO: the fused kernel folds ``diag(w)`` and ``1/diag(G)`` into
-    the left factor (``(D^-1 U W) @ B``, one GEMM, no ``[n, alphas, columns]`` temporaries) and
-    gives a column whose two best sums are within :data:`LOO_TIE_RTOL` to the reference kernel
-    (today's arithmetic), so both choose the same penalties.
+    ``eigh`` over the folds, the predictions in float64).
     """
     if penalty_selection not in PENALTY_SELECTIONS:
         raise ValueError(f"penalty_selection must be 'loo' or 'gcv', got {penalty_selection!r}")
-    if kernel not in ("fused", "reference"):
-        raise ValueError(f"kernel must be 'fused' or 'reference', got {kernel!r}")
     backend = resolve_backend(backend)
     Yx = np.asarray(Y, dtype=np.float64)
     if Yx.ndim == 1:
@@ -169,11 +158,9 @@ def ridge_oof(grams, folds, Y: np.ndarray, alphas=DEFAULT_ALPHAS, max_chunk_byte
         best = np.zeros(m, dtype=np.int64)
         if A > 1:
             if penalty_selection == "gcv":
-                best = _gcv_best(lam, W, B, al)
-            elif precise or kernel == "reference":
-                best = _loo_best_reference(U, W, B, al, precise, max_chunk_bytes)
+                best = np.argmin(_gcv_scores(lam, W, B, al), 0)            # first minimiser
             else:
-                best = _loo_best_fused(U, W, B, al, max_chunk_bytes)
+                best = _loo_best(U, W, B, al, precise, max_chunk_bytes)
         coef = W[best].T * B          # [ntr, m]
         # cheaper association first: few columns -> U @ coef, many (permutations) -> Kte @ U
         pred = Kte @ (U @ coef) if m < Kte.shape[0] else (Kte @ U) @ coef
@@ -183,12 +170,13 @@ def ridge_oof(grams, folds, Y: np.ndarray, alphas=DEFAULT_ALPHAS, max_chunk_byte
 
 
 def _loo_diag(U, W, al):
-    """``diag(G_alpha) [ntr, A]`` in float64 (a difference of nearly equal terms at small alpha)."""
+    """``diag(G_alpha) [ntr, A]`` in float64 (a difference of nearly equal terms at small alpha); numpy
+    arrays or torch tensors."""
     return (U * U) @ W.T - (1.0 / (U.shape[0] * al))[None, :]
 
 
-def _loo_best_reference(U, W, B, al, precise: bool, max_chunk_bytes: float) -> np.ndarray:
-    """Today's LOO kernel: residuals ``U @ (W . B)`` for every alpha and column, divided by
+def _loo_best(U, W, B, al, precise: bool, max_chunk_bytes: float) -> np.ndarray:
+    """The exact-LOO choice: residuals ``U @ (W . B)`` for every alpha and column, divided by
     ``diag(G)``, first minimiser of the sum of squares. The residuals are float32 unless precise:
     the GEMM is n_train^2 x alphas x columns (~2 GFLOP per fold on SmolLM2/items)."""
     lo = (lambda a: a) if precise else (lambda a: a.astype(np.float32))  # noqa: E731
@@ -207,49 +195,14 @@ def _loo_best_reference(U, W, B, al, precise: bool, max_chunk_bytes: float) -> n
     return best
 
 
-def _loo_sse_fused(U, W, B, al, max_chunk_bytes: float) -> np.ndarray:
-    """LOO sums of squares ``[A, m]`` (float32) from one GEMM ``V @ B``, ``V = [D_a^-1 U W_a]_a``
-    stacked over the alphas (``[A ntr, ntr]``, formed in float64 and rounded once)."""
-    ntr, m = B.shape
-    A = len(al)
-    diag = _loo_diag(U, W, al)                                                   # [ntr, A]
-    V = ((U[None, :, :] * W[:, None, :]) / diag.T[:, :, None]).astype(np.float32).reshape(A * ntr, ntr)
-    Bl = B.astype(np.float32)
-    sse = np.empty((A, m), dtype=np.float32)
-    chunk = max(1, int(max_chunk_bytes // (4 * A * ntr)))
-    for s in range(0, m, chunk):
-        E = V @ Bl[:, s:s + chunk]                                   # [A ntr, c]: the LOO residuals
-        np.multiply(E, E, out=E)
-        sse[:, s:s + chunk] = E.reshape(A, ntr, -1).sum(1)
-    return sse
-
-
-def _loo_best_fused(U, W, B, al, max_chunk_bytes: float) -> np.ndarray:
-    sse = _loo_sse_fused(U, W, B, al, max_chunk_bytes)
-    best = np.argmin(sse, 0)
-    tie = _near_ties(sse)
-    if tie.any():
-        best[tie] = _loo_best_reference(U, W, B[:, tie], al, False, max_chunk_bytes)
-    return best
-
-
-def _near_ties(sse: np.ndarray, rtol: float = None) -> np.ndarray:
-    """Columns whose two smallest sums (over axis 0) are within ``rtol`` of each other (or not finite)."""
-    rtol = LOO_TIE_RTOL if rtol is None else rtol
-    if sse.shape[0] < 2:
-        return np.zeros(sse.shape[1], dtype=bool)
-    two = np.partition(sse, 1, axis=0)[:2].astype(np.float64)
-    return ~(two[1] - two[0] > rtol * np.abs(two[0]))
-
-
-def _gcv_best(lam, W, B, al) -> np.ndarray:
-    """First minimiser of GCV over the alphas: training residual ``alpha (K + alpha I)^-1 y_c``
-    (``||.||^2 = sum_j (alpha w_j b_j)^2``), hat trace ``1 + sum_j lam_j w_j`` (intercept included)."""
+def _gcv_scores(lam, W, B, al):
+    """GCV ``[A, m]`` of every alpha and column (numpy arrays or torch tensors): training residual
+    ``alpha (K + alpha I)^-1 y_c`` (``||.||^2 = sum_j (alpha w_j b_j)^2``), hat trace ``1 + sum_j lam_j w_j``
+    (intercept included), ``rss / (1 - tr H / n)^2``."""
     ntr = B.shape[0]
     rss = ((al[:, None] * W) ** 2) @ (B * B)                         # [A, m]
     dof = 1.0 + W @ lam                                               # [A]
-    gcv = rss / ((1.0 - dof / ntr) ** 2)[:, None]
-    return np.argmin(gcv, 0)
+    return rss / ((1.0 - dof / ntr) ** 2)[:, None]
 
 
 def _torch_eigh_folds(torch, grams, device, rel_tol: float = 1e-4):
@@ -276,14 +229,15 @@ def _torch_eigh_folds(torch, grams, device, rel_tol: float = 1e-4):
         if len(small):
             Us = U[:, small]
             lam[small] = ((Kt @ Us) * Us).sum(0)
-        out.append((lam.clamp_min(0), U, Kt))
+        out.append((lam.clamp_min(0), U))
     return out
 
 
 def _ridge_oof_torch(grams, folds, Yx: np.ndarray, al: np.ndarray, penalty_selection: str, device: str,
                      max_chunk_bytes: float):
-    """:func:`ridge_oof` in torch on ``device``: float32 batched ``eigh`` and LOO GEMM (the fused
-    kernel, no near-tie fallback), float64 projections, penalty and predictions."""
+    """:func:`ridge_oof` in torch on ``device``: float32 batched ``eigh``; the float32 LOO sums from one GEMM
+    ``V @ B`` with ``V = [diag(G_a)^-1 U W_a]_a`` stacked over the alphas (no ``[n, alphas, columns]``
+    temporaries); float64 projections, penalty and predictions."""
     import torch
     n, m = Yx.shape
     A = len(al)
@@ -291,7 +245,7 @@ def _ridge_oof_torch(grams, folds, Yx: np.ndarray, al: np.ndarray, penalty_selec
     best_all = np.zeros((len(folds), m), dtype=np.int64)
     alt = torch.as_tensor(al, dtype=torch.float64, device=device)
     Yt = torch.as_tensor(Yx, dtype=torch.float64, device=device)
-    for k, ((lam, U, _), (_, Kte), (tr, te)) in enumerate(zip(_torch_eigh_folds(torch, grams, device), grams, folds)):
+    for k, ((lam, U), (_, Kte), (tr, te)) in enumerate(zip(_torch_eigh_folds(torch, grams, device), grams, folds)):
         ntr = U.shape[0]
         Ytr = Yt[torch.as_tensor(np.asarray(tr, dtype=np.int64), device=device)]
         ymean = Ytr.mean(0)
@@ -300,11 +254,9 @@ def _ridge_oof_torch(grams, folds, Yx: np.ndarray, al: np.ndarray, penalty_selec
         if A == 1:
             best = torch.zeros(m, dtype=torch.int64, device=device)
         elif penalty_selection == "gcv":
-            rss = ((alt[:, None] * W) ** 2) @ (B * B)
-            dof = 1.0 + W @ lam
-            best = torch.argmin(rss / ((1.0 - dof / ntr) ** 2)[:, None], 0)
+            best = _first_argmin(torch, _gcv_scores(lam, W, B, alt))
         else:
-            diag = (U * U) @ W.T - (1.0 / (ntr * alt))[None, :]
+            diag = _loo_diag(U, W, alt)
             V = ((U[None] * W[:, None, :]) / diag.T[:, :, None]).float().reshape(A * ntr, ntr)
             Bl = B.float()
             chunk = max(1, int(max_chunk_bytes // (4 * A * ntr)))
