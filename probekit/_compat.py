@@ -31,6 +31,9 @@ MOVED = {
 }
 
 
+_REAL_SPECS: dict = {}     # alias name -> the moved module's own spec, between create_module and exec_module
+
+
 class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def find_spec(self, fullname, path=None, target=None):
         pkg, _, old = fullname.partition(".")
@@ -42,10 +45,14 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         new = f"probekit.{MOVED[spec.name.partition('.')[2]]}"
         warnings.warn(f"{spec.name} moved to {new}; the old path goes in the next release (CHANGELOG.md)",
                       DeprecationWarning, stacklevel=2)
-        return importlib.import_module(new)
+        module = importlib.import_module(new)
+        _REAL_SPECS[spec.name] = module.__spec__   # the import system overwrites it with the alias's spec next
+        return module
 
     def exec_module(self, module):
-        pass                                   # the module at the new path is already executed
+        # the module at the new path is already executed; give it back its own spec (reload, pickling by
+        # spec, tools that read __spec__.name must see probekit.<new path>, not the alias)
+        module.__spec__ = _REAL_SPECS.pop(module.__spec__.name)
 
 
 def install() -> None:
