@@ -16,7 +16,7 @@ per label column and outer fold by exact leave-one-out error over ``alphas`` (as
 ``Pipeline(StandardScaler(), RidgeCV())``). ``estimator="svm"``: a literal hinge-loss SVM for
 binary labels (``SVC(kernel="precomputed")`` on the same Gram, ``C`` by inner 3-fold group CV;
 slow). How closely they agree with scikit-learn and with each other is measured by
-``benchmarks/perf/bench_probes.py`` (README, "Performance") and guarded by ``tests/test_probes.py``.
+``benchmarks/perf/bench_probes.py`` (docs/performance.md) and guarded by ``tests/test_probes.py``.
 Metrics are computed on the pooled out-of-fold predictions.
 
 The names that lived here before the split are re-exported, so ``from probekit.probes import X``

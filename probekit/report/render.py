@@ -286,7 +286,7 @@ def answer_headline(claim_table: pd.DataFrame) -> str:
         n = scored.answer.value_counts()
         bits.append(f"Against the paper: {', '.join(f'{int(n.get(a, 0))} {a}' for a in ANSWERS)} of {len(scored)} "
                     f"model x claim rows (power at the paper's size and the MDE at 80% power beside each; "
-                    f"see the README's decision rules).")
+                    f"see docs/statistics.md).")
     reg = claim_table[ans == REGRESSION]
     if len(reg):
         bits.append(f"Regression against the models' own measured references: {int(reg.passed.sum())} of "
