@@ -168,7 +168,7 @@ def test_preregistration_record_is_stable_and_hashes_the_rules(tmp_path):
     from probekit.report.render import preregistration, write_claim_profiles
     a, b = preregistration(STUDY), preregistration(STUDY)
     assert a == b
-    assert {"claim.py", "profiles.py"} <= set(a["code_sha256"])
+    assert {"claims/claim.py", "profiles/metrics.py", "probes/stats.py", "claims/calibration.py"} <= set(a["code_sha256"])
     assert any(k.endswith("/claims.py") for k in a["code_sha256"])
     assert len(a["expected_rows_sha256"]) == 64 and a["n_expected_rows"] > 0
     v = np.linspace(0.5, 0.7, 6)

@@ -410,7 +410,9 @@ def preregistration(study) -> dict:
     """The record that ties a run to rules fixed before it ran: probekit's version, and sha256 hashes of the
     rule code (the judging core and the study's own modules), of the expected rows (``expected_dir/*.parquet``,
     the study's rows only, in a canonical order) and of every claim's scenarios and effect estimand."""
-    code = {Path(m.__file__).name: _sha256(Path(m.__file__).read_bytes())
+    root = Path(claim_module.__file__).resolve().parents[1]          # the probekit package
+    # keyed by the path inside the package ("claims/claim.py"): a module's name alone is ambiguous
+    code = {Path(m.__file__).resolve().relative_to(root).as_posix(): _sha256(Path(m.__file__).read_bytes())
             for m in (claim_module, P, stats, calibration)}
     if study.folder:
         for f in sorted(Path(study.folder).glob("*.py")):
