@@ -12,6 +12,7 @@ from pathlib import Path
 from probekit.core.atomic import atomic_write_parquet, atomic_write_text
 from probekit.claims.calibration import inflation_markdown, inflation_table
 from probekit.studies import load_study
+from probekit.studies.bogdan2025.claims import MEASURED_FILE
 
 HERE = Path(__file__).parent
 
@@ -19,7 +20,7 @@ HERE = Path(__file__).parent
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="docs/calibration")
-    ap.add_argument("--npz", default=str(HERE.parents[1] / "probekit" / "studies" / "bogdan2025" / "noise_measured.npz"))
+    ap.add_argument("--npz", default=str(MEASURED_FILE))
     a = ap.parse_args(argv)
     study = load_study("bogdan2025")
     t = inflation_table(a.npz, study.inflation)

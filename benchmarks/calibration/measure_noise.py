@@ -44,7 +44,10 @@ import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
-STUDY_DIR = HERE.parents[1] / "probekit" / "studies" / "bogdan2025"    # where the study reads its noise
+# the study reads its measured noise from its own folder (package data): the .json beside its MEASURED_FILE
+from probekit.studies.bogdan2025.claims import MEASURED_FILE  # noqa: E402
+
+MEASURED_JSON = MEASURED_FILE.with_suffix(".json")
 COMPONENTS = ("resid_pre", "attn_out")
 EXPERIMENT_NAMES = ("items", "relations", "analogies")
 N_SAVE_REWEIGHT = 200          # reweighting replicates kept in the .npz (all 1000 go into the sds)
@@ -455,7 +458,7 @@ def main(argv=None) -> int:
                          "check its OOF predictions equal this script's seed-0 grid (the folds are always checked)")
     ap.add_argument("--merge", nargs="+", metavar="JSON",
                     help="combine several runs' JSON (+ .npz) files into --out and exit")
-    ap.add_argument("--out", default=str(STUDY_DIR / "noise_measured.json"))
+    ap.add_argument("--out", default=str(MEASURED_JSON))
     ap.add_argument("--tables", metavar="JSON", help="print the markdown tables of a measured JSON and exit")
     a = ap.parse_args(argv)
     if a.tables:
@@ -483,7 +486,7 @@ def main(argv=None) -> int:
     if a.quick:
         a.models, a.experiments, a.n_refit, a.n_cvseed, a.layers, a.random_refit = (
             "smollm2-135m", "relations", 5, 3, "6", 3)
-        if a.out == str(STUDY_DIR / "noise_measured.json"):
+        if a.out == str(MEASURED_JSON):
             a.out = str(HERE.parents[1] / "results" / "calibration" / "noise_measured.quick.json")
     result = {"settings": {k: v for k, v in vars(a).items() if k != "out"},
               "components": list(COMPONENTS), "metric": METRIC,
