@@ -19,7 +19,7 @@ Two stages, both in this script:
    the claim's own ``planted_paper`` scenario defines it, with per-experiment noise taken from the fits
    at n (sd of the replicates = reweighting sd(n), the observation off the truth by the refit sd(n),
    AR(1) rho 0.6 across layers as in the calibration), judge every draw with the claim's **current**
-   rule (``probekit.calibration.verdict`` on its paper rows normalised to the depth), and search the
+   rule (``probekit.claims.calibration.verdict`` on its paper rows normalised to the depth), and search the
    multiple of each set's current n that reaches 80% power, at 28 and at 80 layers. The exact-size rules
    of issue 18 are not merged; where they change a rule this table must be rerun (``--power-only``).
 
@@ -401,9 +401,9 @@ def markdown(res: dict) -> str:
               "height 0.12, the items peak at depth 0.16, the 70B double peak with a 0.12 valley; plus the items "
               "gain of 0.03 of issue 19's table), simulated with the measured noise at n (replicate sd = the "
               "reweighting sd, observation off the truth by the refit sd, both per layer; AR(1) rho 0.6 across "
-              "layers as in `probekit.calibration`; "
+              "layers as in `probekit.claims.calibration`; "
               f"{N_BOOT_SIM} simulated bootstrap replicates), judged by the claim's **current** rule "
-              f"(`probekit.calibration.verdict` on its paper rows normalised to the depth; {res['n_draws']} draws "
+              f"(`probekit.claims.calibration.verdict` on its paper rows normalised to the depth; {res['n_draws']} draws "
               "per point, so a power is +-0.05-0.09 (95%)). Issue 18's exact-size rules are not merged; rerun "
               "`--power-only` after them. The multiple scales every set the claim uses alike (as in issue 19's "
               "table), on the grid " + ", ".join(f"x{m:g}" for m in MULTIPLES) + ". MDE = the smallest effect "
