@@ -25,7 +25,7 @@ from probekit import __version__
 from probekit.models import llama3
 from probekit.claims import calibration as Cal
 from probekit.core import expected as E
-from probekit.core.checks import (DEFAULT_PROBE, DiskFullError, PathError, check_free_space, check_name_length, count_type, is_disk_full,
+from probekit.core.checks import (DEFAULT_PROBE, ArgumentError, DiskFullError, PathError, check_free_space, check_name_length, count_type, is_disk_full,
                      usable_dir)
 from probekit.core.errors import RunInProgressError
 from probekit.claims.claim import ANSWERS, MEASUREMENT_COLUMNS
@@ -193,6 +193,13 @@ def _check_study_inputs(args, study) -> None:
 def _replicate(args, model: str):
     from .pipeline import replicate                    # sklearn/scipy: see the module's imports
     probe_kw = {"n_permutations": args.permutations, "n_bootstrap": args.bootstrap}
+    if args.probe_backend != "auto":                   # 'torch:cuda' without a GPU: refused before the model loads
+        from .probes.solver import resolve_backend
+        try:
+            resolve_backend(args.probe_backend)
+        except ValueError as exc:
+            raise ArgumentError(f"--probe-backend: {exc}") from None
+        probe_kw["backend"] = args.probe_backend
     return replicate(model, args.experiments, study=_study(args), store=not args.no_store, probe_kw=probe_kw,
                      batch_size=args.batch_size, dtype=args.dtype, device=args.device,
                      max_batch_tokens=getattr(args, "max_batch_tokens", None),
@@ -518,6 +525,9 @@ def _add_run_options(p: argparse.ArgumentParser, default_model: bool = True) -> 
                    help="layer-streamed extraction: auto (default: when the model does not fit), 1 forces it, 0 never")
     p.add_argument("--permutations", type=_count_type("--permutations", 0), default=DEFAULT_PROBE["n_permutations"],
                    help=f"permutations per label (default {DEFAULT_PROBE['n_permutations']})")
+    p.add_argument("--probe-backend", default="auto", choices=("auto", "numpy", "torch", "torch:cpu", "torch:cuda"),
+                   help="where the probes' ridge solver runs: auto (default: torch on CUDA when a GPU is visible, "
+                        "else numpy), numpy, torch, torch:cpu, torch:cuda (docs/performance-probes.md)")
     p.add_argument("--bootstrap", type=count_type("--bootstrap", 20, or_zero=True),
                    default=DEFAULT_PROBE["n_bootstrap"],
                    help=f"group-bootstrap replicates: 0 (none) or >= 20, what the bootstrap intervals need "

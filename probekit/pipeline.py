@@ -32,6 +32,7 @@ from probekit.extraction.forward import DEFAULT_MAX_BATCH_TOKENS, extract
 from probekit.core.hashing import file_sha256, frame_hash
 from probekit.models.loading import LoadedModel, load_model
 from probekit.probes.grid import SOLVER_VERSION, ProbeResults, probe_grid
+from probekit.probes.solver import resolve_backend
 from probekit.models.registry import cache_dir
 from probekit.probes.stats import group_permutations
 from probekit.stimuli.sets import load as load_stimulus_set
@@ -199,6 +200,20 @@ def with_shuffled_controls(acts, primary: list[str], seed: int = 0):
     return dataclasses.replace(acts, stimuli=carry_metadata(stim, acts.stimuli, labels=specs))
 
 
+def _keyed_settings(probe_kw: dict) -> dict:
+    """The probe settings as the results cache keys them: the solver backend resolved (``"auto"`` is numpy
+    on one machine and CUDA on another), and the defaults of today's exact path (numpy, exact LOO) left out,
+    so the keys of runs before these options existed still match."""
+    kw = dict(probe_kw)
+    backend = kw.pop("backend", "auto")
+    backend = resolve_backend("numpy" if kw.get("precise") and backend == "auto" else backend)
+    if backend != "numpy":
+        kw["backend"] = backend
+    if kw.get("penalty_selection", "loo") == "loo":
+        kw.pop("penalty_selection", None)
+    return kw
+
+
 def probe_experiment(acts, exp: Experiment, probe_kw: dict | None = None, cache: bool | str = True):
     """Probe grid for one experiment's activations, cached under ``<cache_dir>/results``."""
     probe_kw = dict(DEFAULT_PROBE, **check_probe_kw(probe_kw))
@@ -208,7 +223,7 @@ def probe_experiment(acts, exp: Experiment, probe_kw: dict | None = None, cache:
     if cache and acts.meta.get("store"):
         root = cache_dir() / "results" if cache is True else Path(cache)
         usable_dir(root, f"probe-results cache {root}", write=False)        # a file in the way: say so
-        path = root / _results_key(acts, stim, probe_kw, primary)
+        path = root / _results_key(acts, stim, _keyed_settings(probe_kw), primary)
         if path.exists():
             try:
                 verify_checksums(path)

@@ -156,3 +156,14 @@ def test_report_into_a_folder_a_run_is_writing_is_refused(saved_run, tmp_path, c
     assert code != 0 and "is already writing" in err and "probekit run, pid" in err, err
     assert not (out / "report.md").exists()
     assert cli.main(["report", "--from", str(saved_run), "--out", str(out)]) == 0      # free again: works
+
+
+def test_a_cuda_probe_backend_without_a_gpu_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    import probekit.models.placement as placement
+    import probekit.models.loading as loading
+    monkeypatch.setattr(placement, "cuda_count", lambda: 0)
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    code = cli.main(["run", "--probe-backend", "torch:cuda", "--experiments", "items", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--probe-backend" in err and "CUDA" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

@@ -61,3 +61,34 @@ def test_backend_resolution():
         assert resolve_backend("auto") == "numpy" and resolve_backend("torch") == "torch:cpu"
         with pytest.raises(ValueError, match="needs a visible CUDA GPU"):
             resolve_backend("torch:cuda")
+
+
+def test_probe_grid_takes_the_solver_options():
+    """probe_grid passes backend / penalty_selection to the solver, says which ran, and refuses bad ones
+    before any work; 'auto' on a machine without CUDA is today's numpy path, bit for bit."""
+    from probekit.core.checks import ArgumentError
+    from probekit.probes.grid import make_synthetic_acts, probe_grid
+    acts = make_synthetic_acts(n_groups=16, per_group=6, d=24, n_layers=2, seed=3)
+    kw = dict(n_permutations=5, n_bootstrap=0, control_task=False, surface_baseline=False)
+    ref = probe_grid(acts, backend="numpy", **kw)
+    auto = probe_grid(acts, **kw)
+    if resolve_backend("auto") == "numpy":
+        assert auto.meta["probe_backend"] == "numpy"
+        assert auto.scores.equals(ref.scores)
+    import probekit.probes.solver as S
+    calls = []
+    orig = S._gcv_scores
+    S._gcv_scores = lambda *a: calls.append(1) or orig(*a)
+    try:
+        gcv = probe_grid(acts, penalty_selection="gcv", backend="numpy", **kw)
+    finally:
+        S._gcv_scores = orig
+    assert calls and gcv.meta["penalty_selection"] == "gcv" and ref.meta["penalty_selection"] == "loo"
+    pytest.importorskip("torch")
+    t = probe_grid(acts, backend="torch:cpu", **kw)
+    assert t.meta["probe_backend"] == "torch:cpu"
+    d = (t.scores.value - ref.scores.value).abs().max()
+    assert 0 < d < 0.05                                     # the float32 torch path really ran
+    for bad in (dict(backend="tpu"), dict(penalty_selection="aic"), dict(precise=True, backend="torch:cpu")):
+        with pytest.raises(ArgumentError):
+            probe_grid(acts, **kw, **bad)

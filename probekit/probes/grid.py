@@ -41,8 +41,8 @@ from probekit.core.checks import PROGRESS_AFTER_S, PROGRESS_EVERY_S, ArgumentErr
 from probekit.probes.design import (SURFACE_COLUMNS, ColumnBlock, GridColumns, LabelColumns, LabelSpec,
                      ProbeInputError, SplitPlan, grid_columns, make_plans, resolve_labels, surface_matrix)
 from probekit.probes.results import SCORE_COLUMNS, LabelPredictions, ProbeResults
-from probekit.probes.solver import (DEFAULT_ALPHAS, DEFAULT_C_GRID, SOLVER_VERSION, eigh_psd, fold_grams,
-                     ridge_oof, svm_oof)
+from probekit.probes.solver import (DEFAULT_ALPHAS, DEFAULT_C_GRID, PENALTY_SELECTIONS, SOLVER_VERSION, eigh_psd,
+                     fold_grams, resolve_backend, ridge_oof, svm_oof)
 from probekit.models.testing import make_synthetic_acts  # re-exported: tests and benchmarks import it from here
 
 # probe_grid, plus the names other code imports from here since before the split
@@ -57,7 +57,8 @@ def probe_grid(acts, labels=None, *, n_splits: int = 6, estimator: str = "fast",
                C_grid=DEFAULT_C_GRID, stratify: str = "joint", surface_baseline: bool = True,
                layers: Sequence[int] | None = None, components: Sequence[str] | None = None,
                seed: int = 0, level: float = stats.LEVEL, n_threads: int | None = 1,
-               n_jobs: int | None = None, precise: bool = False, progress: bool | None = None) -> ProbeResults:
+               n_jobs: int | None = None, precise: bool = False, progress: bool | None = None,
+               backend: str = "auto", penalty_selection: str = "loo") -> ProbeResults:
     """Probe every label x layer x component of ``acts``.
 
     Parameters
@@ -92,6 +93,13 @@ def probe_grid(acts, labels=None, *, n_splits: int = 6, estimator: str = "fast",
         the results are identical for any ``n_jobs``.
     progress : None (default) prints progress lines (cells done, time left) to stderr once the grid has run
         longer than a few seconds; True from the first cell; False never.
+    backend : where the ridge solver runs (:func:`probekit.probes.solver.resolve_backend`): ``"auto"``
+        (default) follows the extraction's placement rule -- torch on CUDA when a GPU is visible, else
+        numpy (today's exact path); ``"numpy"``, ``"torch"``, ``"torch:cpu"``, ``"torch:cuda"``. The resolved
+        name is kept in ``meta["probe_backend"]``; the CUDA path's float32 GEMMs may choose a neighbouring
+        penalty at near-ties (``tests/test_solver_backends.py``). ``precise=True`` implies numpy.
+    penalty_selection : ``"loo"`` (default, exact leave-one-out, as scikit-learn's ``RidgeCV``) or
+        ``"gcv"`` (cheaper, a different estimator; docs/performance-probes.md).
     """
     n_splits = count(n_splits, "n_splits", 2)
     n_permutations = count(n_permutations, "n_permutations", 0)
@@ -102,6 +110,17 @@ def probe_grid(acts, labels=None, *, n_splits: int = 6, estimator: str = "fast",
     if estimator not in ("fast", "svm"):
         raise ProbeInputError(f"estimator must be 'fast' or 'svm', got {estimator!r}")
     n_jobs = default_jobs() if n_jobs is None else count(n_jobs, "n_jobs", 1)
+    try:                                                # a bad name or a missing GPU: refused before any work
+        backend = resolve_backend("numpy" if precise and backend == "auto" else backend)
+    except ValueError as exc:
+        raise ArgumentError(str(exc)) from None
+    if precise and backend != "numpy":
+        raise ArgumentError(f"precise=True is the float64 numpy path; backend {backend!r} computes in float32 "
+                            "(use backend='numpy' or 'auto')")
+    if penalty_selection not in PENALTY_SELECTIONS:
+        raise ArgumentError(f"penalty_selection must be one of {', '.join(PENALTY_SELECTIONS)}, "
+                            f"got {penalty_selection!r}")
+    solver_kw = dict(precise=precise, backend=backend, penalty_selection=penalty_selection)
     with threadpool_limits(n_threads):      # None: no limit
         design = grid_columns(acts.stimuli, labels, n_splits=n_splits, seed=seed, stratify=stratify,
                               n_permutations=n_permutations, control_task=control_task, n_control=n_control,
@@ -109,10 +128,10 @@ def probe_grid(acts, labels=None, *, n_splits: int = 6, estimator: str = "fast",
         layers = list(acts.layers if layers is None else layers)
         comps = tuple(acts.components if components is None else components)
         fits = _fit_cells(acts, design, layers, comps, estimator=estimator, n_permutations=n_permutations,
-                          alphas=alphas, C_grid=C_grid, precise=precise, n_jobs=n_jobs,
+                          alphas=alphas, C_grid=C_grid, solver_kw=solver_kw, n_jobs=n_jobs,
                           progress=progress, name=str(acts.stimuli.attrs.get("name") or "grid"))
         baselines = (_surface_baselines(design, alphas=alphas, n_bootstrap=n_bootstrap, seed=seed, level=level,
-                                        precise=precise) if surface_baseline else _empty_baselines())
+                                        solver_kw=solver_kw) if surface_baseline else _empty_baselines())
         scores, predictions = _score_table(design, fits, baselines, layers, comps, acts.n_layers,
                                            n_permutations=n_permutations, n_bootstrap=n_bootstrap, seed=seed,
                                            level=level)
@@ -120,6 +139,7 @@ def probe_grid(acts, labels=None, *, n_splits: int = 6, estimator: str = "fast",
                 n_permutations=n_permutations, n_bootstrap=n_bootstrap, n_control=n_control if control_task else 0,
                 alphas=np.asarray(alphas).tolist(), C_grid=np.asarray(C_grid).tolist(), stratify=stratify,
                 perm_scheme=design.schemes, alpha_first_cell=fits.alpha_first_cell, level=level,
+                probe_backend=backend, penalty_selection=penalty_selection,
                 model_name=getattr(acts, "model_name", "unknown"),
                 stimuli_name=design.stimuli.attrs.get("name"), stimuli_hash=design.stimuli.attrs.get("hash"))
     return ProbeResults(scores, predictions, baselines, design.specs, acts.n_layers, comps, meta)
@@ -139,7 +159,7 @@ class _CellFits:
 
 
 def _fit_cells(acts, design: GridColumns, layers: list[int], comps: tuple[str, ...], *, estimator: str,
-               n_permutations: int, alphas, C_grid, precise: bool, n_jobs: int = 1,
+               n_permutations: int, alphas, C_grid, solver_kw: dict, n_jobs: int = 1,
                progress: bool | None = False, name: str = "grid") -> _CellFits:
     """Fit every column of every plan on every cell and score it (cells in ``n_jobs`` threads)."""
     specs, n = design.specs, len(design.stimuli)
@@ -158,7 +178,7 @@ def _fit_cells(acts, design: GridColumns, layers: list[int], comps: tuple[str, .
         out = []
         for plan, cols in zip(design.plans, design.cols):
             oof, best = _fit_plan(X, plan, cols, estimator=estimator, alphas=alphas, C_grid=C_grid,
-                                  precise=precise)
+                                  solver_kw=solver_kw)
             # the metrics here, in the worker: only [rows] + [cols] arrays travel back
             mets = {name: stats.column_metrics(specs[name].kind, cols.values[:, block.start:block.stop],
                                                oof[:, block.start:block.stop])
@@ -235,17 +255,17 @@ def _map_ordered(fn, items: list, n_jobs: int):
 
 
 def _fit_plan(X: np.ndarray, plan: SplitPlan, cols: LabelColumns, *, estimator: str, alphas, C_grid,
-              precise: bool) -> tuple[np.ndarray, np.ndarray]:
+              solver_kw: dict) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold predictions and chosen penalty indices for every column of one plan on one cell."""
     grams = fold_grams(X[plan.rows], plan.folds)
     is_bin = cols.is_binary
     if estimator == "fast" or not is_bin.any():
-        return ridge_oof(grams, plan.folds, cols.targets, alphas, precise=precise)
+        return ridge_oof(grams, plan.folds, cols.targets, alphas, **solver_kw)
     oof = np.zeros_like(cols.targets)
     best = np.zeros((len(plan.folds), cols.targets.shape[1]), dtype=np.int64)
     if (~is_bin).any():
         oof[:, ~is_bin], best[:, ~is_bin] = ridge_oof(grams, plan.folds, cols.targets[:, ~is_bin], alphas,
-                                                      precise=precise)
+                                                      **solver_kw)
     oof[:, is_bin], best[:, is_bin] = svm_oof(grams, plan.folds, plan.groups, cols.values[:, is_bin], C_grid)
     return oof, best
 
@@ -258,7 +278,7 @@ def _empty_baselines() -> pd.DataFrame:
 
 
 def _surface_baselines(design: GridColumns, *, alphas, n_bootstrap: int, seed: int, level: float,
-                       precise: bool) -> pd.DataFrame:
+                       solver_kw: dict) -> pd.DataFrame:
     """The same CV from the surface columns alone (the label's own column left out), one row per
     label and metric."""
     rows = []
@@ -271,7 +291,7 @@ def _surface_baselines(design: GridColumns, *, alphas, n_bootstrap: int, seed: i
             y = design.Y[name].to_numpy()[plan.rows]
             target = 2 * y - 1 if spec.kind == "binary" else y
             oof, _ = ridge_oof(fold_grams(Xs[plan.rows], plan.folds), plan.folds, target[:, None], alphas,
-                               precise=precise)
+                               **solver_kw)
             boot = None
             if n_bootstrap:
                 weights = stats.group_bootstrap_weights(plan.groups, n_bootstrap, seed)
