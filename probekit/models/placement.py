@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from probekit.core.errors import ModelUnavailableError
+from probekit.models import checkpoint
 
 GiB = 1 << 30
 DTYPES = ("float32", "bfloat16", "float16")
@@ -199,9 +200,8 @@ def check_checkpoint_dir(path) -> None:
     if not path.is_dir():
         return
     names = [p.name for p in path.iterdir()]
-    if not any(n.endswith((".safetensors", ".bin", ".pt", ".pth")) for n in names):
+    if not any(n.endswith(checkpoint.WEIGHT_SUFFIXES) for n in names):
         raise ModelUnavailableError(f"checkpoint {path} has no weights (no *.safetensors or *.bin file next to "
                                     f"config.json); copy or download the weight shards")
-    if not any(n in ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json") for n in names):
-        raise ModelUnavailableError(f"checkpoint {path} has no tokenizer (tokenizer.json, tokenizer.model or "
-                                    f"tokenizer_config.json); copy the tokenizer files next to config.json")
+    if not checkpoint.has_tokenizer(names):
+        raise ModelUnavailableError(f"checkpoint {path} has {checkpoint.NO_TOKENIZER}")
