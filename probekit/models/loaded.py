@@ -12,9 +12,9 @@ import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-from probekit.core.errors import ModelInputError
+from probekit.models.placement import normalize_dtype
 
-__all__ = ["LoadedModel", "weights_digest", "loaded_model", "torch_dtype", "DTYPES", "FULL_DIGEST_BYTES"]
+__all__ = ["LoadedModel", "weights_digest", "loaded_model", "torch_dtype", "FULL_DIGEST_BYTES"]
 
 # --------------------------------------------------------------------------- weights in memory
 
@@ -147,20 +147,12 @@ def loaded_model(model, tokenizer, name: str, kw: dict, dtype_name: str, cls=Non
                                 base_name=kw.get("base_name"), **extra)
 
 
-DTYPES = ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
-
-
 def torch_dtype(dtype):
-    """A dtype name (or torch dtype) as a torch dtype; ``None`` for ``None`` / ``"auto"``."""
+    """A dtype name (float32, bfloat16, float16 or fp32/bf16/fp16) or torch dtype as a torch dtype; ``None``
+    for ``None`` / ``"auto"``; an unknown name raises the placement's error naming the known ones."""
     import torch
     if dtype is None or dtype == "auto":
         return None
     if isinstance(dtype, torch.dtype):
         return dtype
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-    try:
-        return table[str(dtype)]
-    except KeyError:
-        raise ModelInputError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)} (or 'auto')") from None
-
+    return getattr(torch, normalize_dtype(dtype))

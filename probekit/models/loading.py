@@ -35,8 +35,8 @@ from probekit.core.errors import (CheckpointError, DeviceError, ModelIdentityErr
                      ModelUnavailableError, UnsupportedArchitectureError)
 from probekit.core.hashing import file_sha256
 from probekit.models.in_memory import as_loaded_model
-from probekit.models.loaded import DTYPES, FULL_DIGEST_BYTES, LoadedModel, loaded_model, torch_dtype, weights_digest  # noqa: F401 (re-exported)
-from probekit.models.placement import plan_for_checkpoint
+from probekit.models.loaded import FULL_DIGEST_BYTES, LoadedModel, loaded_model, torch_dtype, weights_digest  # noqa: F401 (re-exported)
+from probekit.models.placement import check_device, check_dtype_runs, plan_for_checkpoint  # noqa: F401 (re-exported)
 from probekit.models.registry import MODELS, ModelSpec, cache_dir  # noqa: F401 (re-exported)
 from probekit.models.streamed import load_streamed
 from probekit.models.weights import converted_gguf, embedded_gguf, verify_converted  # noqa: F401 (re-exported)
@@ -45,47 +45,6 @@ __all__ = ["LoadedModel", "load_model", "preflight", "resolve", "random_init", "
            "check_device", "check_dtype_runs", "MODELS", "ModelSpec", "cache_dir", "embedded_gguf",
            "converted_gguf", "verify_converted", "ModelUnavailableError", "UnsupportedArchitectureError",
            "ModelInputError", "CheckpointError", "ModelIdentityError", "DeviceError"]
-
-
-def check_device(device, dtype=None) -> None:
-    """Refuse, before any loading, a device this torch cannot use or a dtype it cannot compute in there."""
-    import torch
-    if device in (None, "auto"):
-        return
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise DeviceError(f"unknown device {device!r} ({exc}); use cpu, cuda, cuda:N or auto") from None
-    if dev.type == "cuda":
-        if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
-            raise DeviceError(f"device {device!r}: this torch ({torch.__version__}) was built without CUDA; "
-                              f"use --device cpu (device='cpu'), or install a CUDA build of torch")
-        if not torch.cuda.is_available():
-            raise DeviceError(f"device {device!r}: torch has CUDA {torch.version.cuda} but sees no GPU "
-                              f"(driver or CUDA_VISIBLE_DEVICES?); use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise DeviceError(f"device {device!r}: only {torch.cuda.device_count()} GPU(s) visible "
-                              f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise DeviceError(f"device {device!r}: MPS is not available in this torch; use --device cpu")
-    if dtype is not None:
-        check_dtype_runs(dev, dtype)
-
-
-def check_dtype_runs(device, dtype) -> None:
-    """Run a matmul, a softmax and an rsqrt in ``dtype`` on ``device``: what a transformer block
-    needs. A device that cannot (bf16 on a pre-Ampere GPU, fp8 on a CPU) is refused here."""
-    import torch
-    if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
-        raise DeviceError(f"dtype bfloat16 is not supported on {torch.cuda.get_device_name(device)}; "
-                          f"use --dtype float16 or float32")
-    try:
-        x = torch.ones(4, 4, device=device).to(dtype)
-        torch.softmax(x @ x, dim=-1).float().sum().item()
-        torch.rsqrt(x.float().pow(2).mean(-1)).to(dtype)
-    except (RuntimeError, TypeError, NotImplementedError) as exc:
-        raise DeviceError(f"dtype {str(dtype).replace('torch.', '')} cannot run on {device}: "
-                          f"{str(exc).splitlines()[0]}; use --dtype float32") from None
 
 
 # --------------------------------------------------------------------------- where the weights are
@@ -241,38 +200,36 @@ def load_model(name_or_path, dtype="float32", device: str | None = "cpu",
                                   f"cast it yourself (model.to(...)) before passing it")
         return as_loaded_model(name_or_path)
     name_or_path = os.fspath(name_or_path)
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     auto = "auto" in (dtype, device) or bool(stream_layers)
-    tdtype = None if dtype == "auto" else torch_dtype(dtype)
-    if not auto:
+    tdtype = torch_dtype(dtype)                    # an unknown dtype name: refused first
+    if not auto:                                   # explicit: refused before the weights are looked for
         check_device(device, tdtype)
     name, kw = resolve(name_or_path)
-    seed = kw.get("random_seed")
-    load_kw: dict = {}
-    if device == "auto":
-        load_kw["device_map"] = "auto"
     if "gguf_file" in kw:
         converted = converted_gguf(kw, kw.get("base_name", name))
         if converted is not None:
             kw = dict(kw, path=str(converted))
             kw.pop("gguf_file")
     placement = None
-    if "auto" in (dtype, device) or stream_layers:
+    if auto:                                       # the rule checks the device and dtype it is given or chooses
         placement = plan_for_checkpoint(kw["path"], kw.get("gguf_file"), dtype, device, stream_layers)
         dtype, device = placement.dtype, placement.device
-        tdtype = torch_dtype(dtype)
-        check_device(None if device == "auto" else device, tdtype)
         if placement.stream_layers:
-            if seed is not None:
+            if kw.get("random_seed") is not None:
                 raise ModelInputError(f"{name}: a random-init control is built in memory and cannot be "
                                       f"layer-streamed; use --stream-layers 0 or a smaller model")
             return load_streamed(name, kw, placement)
-        if device == "auto":                    # several GPUs: device_map over them (no CPU offload)
-            load_kw["device_map"] = "auto"
-        else:
-            load_kw.pop("device_map", None)
+    loaded = _load_in_memory(name, kw, torch_dtype(dtype), device)
+    loaded.placement = placement
+    return loaded
+
+
+def _load_in_memory(name: str, kw: dict, tdtype, device) -> LoadedModel:
+    """Tokenizer first (its pad token checked before any weight is read), then the weights (or the
+    random-init control's fresh ones) in ``tdtype`` on ``device`` (``"auto"``: a device_map over the GPUs)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    seed = kw.get("random_seed")
     gguf_kw = {"gguf_file": kw["gguf_file"]} if "gguf_file" in kw else {}
     tok = AutoTokenizer.from_pretrained(kw["path"], **gguf_kw)
     checkpoint.fix_pad_token(tok, f"{name} ({kw['source']})")       # before any weight is read
@@ -281,6 +238,7 @@ def load_model(name_or_path, dtype="float32", device: str | None = "cpu",
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
     else:
+        load_kw = {"device_map": "auto"} if device == "auto" else {}   # several GPUs (no CPU offload)
         model = AutoModelForCausalLM.from_pretrained(kw["path"], dtype=tdtype or torch.float32, **gguf_kw, **load_kw)
     if device not in (None, "auto"):
         model = model.to(device)
@@ -288,9 +246,7 @@ def load_model(name_or_path, dtype="float32", device: str | None = "cpu",
     adapters.adapter_for(model)      # fail now, with the architecture's name, if unsupported
     if kw.get("spec") is not None:   # the loaded config, whatever the files said (GGUF included)
         _check_identity(kw["spec"], checkpoint.config_shape(model.config), f"{name} ({kw['source']})", kw["path"])
-    loaded = loaded_model(model, tok, name, kw, dtype_name)
-    loaded.placement = placement
-    return loaded
+    return loaded_model(model, tok, name, kw, dtype_name)
 
 
 def random_init(path, seed: int, dtype=None, gguf_file: str | None = None):
