@@ -253,12 +253,81 @@ def run_streamed(model, enc, chunks, stimuli, arrays, done: set, on_chunk, progr
             on_chunk(k)
 
 
+class _BlockInputs:
+    """Step 1 of a streamed pass: each batch goes once through the base model with every block's ``forward``
+    replaced by a recorder (set on entry, removed on exit), which keeps the arguments the base model passes
+    to each block (masks, rotary cos/sin) and block 0's input (the embeddings) and returns its input
+    unchanged -- so no family's forward is rewritten here."""
+
+    def __init__(self, blist):
+        self.blist = blist
+        self.calls: list = [None] * len(blist)     # per block: (args, kwargs)
+        self.first = None                          # block 0's input
+
+    def _recorder(self, layer: int):
+        def record(hidden_states, *args, **kwargs):
+            self.calls[layer] = (args, kwargs)
+            if layer == 0:
+                self.first = hidden_states
+            return hidden_states
+        return record
+
+    def __enter__(self):
+        for l, blk in enumerate(self.blist):
+            blk.forward = self._recorder(l)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for blk in self.blist:
+            del blk.forward
+
+
+def _record_batch(model, base, blist, hooks, job, rows, device):
+    """One batch through the base model under :class:`_BlockInputs`: (per-block arguments, block 0's input,
+    the batch's pooling weights on the CPU)."""
+    import torch
+    enc = job.enc
+    input_ids, mask, W = pad_batch([enc.input_ids[i] for i in rows], model.tokenizer.pad_token_id,
+                                   [enc.weights[i] for i in rows])
+    with _BlockInputs(blist) as rec:
+        hooks.weights = W.to(device)
+        with torch.inference_mode():
+            base(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False)
+    return rec.calls, rec.first, W
+
+
+def _run_block(model, blk, layer: int, batches, calls, weights_t, states, hooks, mode: str) -> None:
+    """Step 2 for one layer: every batch through block ``layer`` (its weights already read), each batch's
+    pooled vectors into its job's arrays, its output the next layer's input."""
+    import torch
+    device = model.torch_device
+    for b, (job, rows) in enumerate(batches):
+        args, kwargs = calls[b][layer]
+        hooks.weights = weights_t[b].to(device)
+        hooks.out = {}
+        h = states.get(b).to(device)
+        with torch.inference_mode():       # (put's in-place copy into an inference tensor too)
+            h = blk(h, *args, **kwargs)
+            if isinstance(h, (tuple, list)):
+                h = h[0]
+            check_finite(hooks.out, rows, job.stimuli, model.name)
+            idx = np.asarray(rows)
+            for key, t in hooks.out.items():
+                job.arrays[key][idx] = t.cpu().numpy()
+            states.put(b, h if mode == "memory" else h.cpu())
+
+
+def _say(model, quiet: bool, line: str) -> None:
+    if not quiet:                    # visible in logs and under pytest -s
+        print(f"[stream {model.name}] {line}", file=sys.stderr, flush=True)
+
+
 def _stream(model, jobs: list, progress) -> None:
-    """The layer-major pass over every batch of every job."""
+    """The layer-major pass over every batch of every job: record every batch's block inputs, then for each
+    layer read its block, run every batch through it, free it."""
     import torch
     batches = [(j, rows) for j in jobs for chunk in j.chunks for rows in chunk]
     device = model.torch_device
-    pad_id = model.tokenizer.pad_token_id
     base = getattr(model.model, adapter_for(model.model).base)
     blist = blocks(model.model)
     L = len(blist)
@@ -276,59 +345,23 @@ def _stream(model, jobs: list, progress) -> None:
     model.timings["layers"] = []
     t0 = time.perf_counter()
     try:
-        # 1. embeddings and the arguments of every block, per batch
-        for b, (job, rows) in enumerate(batches):
-            enc = job.enc
-            input_ids, mask, W = pad_batch([enc.input_ids[i] for i in rows], pad_id,
-                                           [enc.weights[i] for i in rows])
-            rec: list = [None] * L
-            first: list = []
-
-            def recorder(l, hidden_states, *args, **kwargs):
-                rec[l] = (args, kwargs)
-                if l == 0:
-                    first.append(hidden_states)
-                return hidden_states
-            for l, blk in enumerate(blist):
-                blk.forward = (lambda l: lambda *a, **k: recorder(l, *a, **k))(l)
-            try:
-                hooks.weights = W.to(device)
-                with torch.inference_mode():
-                    base(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False)
-            finally:
-                for blk in blist:
-                    del blk.forward
+        for b, (job, rows) in enumerate(batches):        # 1. embeddings and the arguments of every block
+            rec, h, W = _record_batch(model, base, blist, hooks, job, rows, device)
             calls.append(rec)
             weights_t.append(W)
-            h = first[0]
             states.put(b, h.cpu() if mode == "disk" else h)
         states.flip()
-        # 2. layer by layer
-        if not quiet:
-            print(f"[stream {model.name}] {n_texts} texts in {len(jobs)} set(s), {n_tok} tokens (padded), {L} layers; "
-                  f"hidden states in {mode} ({nbytes / 2**20:.0f} MiB); embeddings {time.perf_counter() - t0:.1f} s",
-                  file=sys.stderr, flush=True)
-        for l in range(L):
+        _say(model, quiet, f"{n_texts} texts in {len(jobs)} set(s), {n_tok} tokens (padded), {L} layers; "
+                           f"hidden states in {mode} ({nbytes / 2**20:.0f} MiB); embeddings "
+                           f"{time.perf_counter() - t0:.1f} s")
+        for l in range(L):                               # 2. layer by layer
             tl = time.perf_counter()
             blk = blist[l]
             prefix, names = model.block_tensors(l)
             assign(blk, {n[len(prefix):]: t for n, t in model.weights.read(names, tdtype, device).items()})
             t_read = time.perf_counter() - tl
             try:
-                for b, (job, rows) in enumerate(batches):
-                    args, kwargs = calls[b][l]
-                    hooks.weights = weights_t[b].to(device)
-                    hooks.out = {}
-                    h = states.get(b).to(device)
-                    with torch.inference_mode():       # (put's in-place copy into an inference tensor too)
-                        h = blk(h, *args, **kwargs)
-                        if isinstance(h, (tuple, list)):
-                            h = h[0]
-                        check_finite(hooks.out, rows, job.stimuli, model.name)
-                        idx = np.asarray(rows)
-                        for key, t in hooks.out.items():
-                            job.arrays[key][idx] = t.cpu().numpy()
-                        states.put(b, h if mode == "memory" else h.cpu())
+                _run_block(model, blk, l, batches, calls, weights_t, states, hooks, mode)
             finally:
                 blk.to("meta")                   # free the block's weights
             states.flip()
@@ -337,10 +370,8 @@ def _stream(model, jobs: list, progress) -> None:
             trim_heap()
             dt = time.perf_counter() - tl
             model.timings["layers"].append({"layer": l, "read_s": round(t_read, 3), "total_s": round(dt, 3)})
-            if not quiet:                    # one line per layer: visible in logs and under pytest -s
-                print(f"[stream {model.name}] layer {l + 1}/{L}: {dt:.1f} s (read {t_read:.1f} s), "
-                      f"{n_texts / dt:.1f} texts/s, {n_tok / dt:.0f} tok/s",
-                      file=sys.stderr, flush=True)
+            _say(model, quiet, f"layer {l + 1}/{L}: {dt:.1f} s (read {t_read:.1f} s), {n_texts / dt:.1f} texts/s, "
+                               f"{n_tok / dt:.0f} tok/s")
     finally:
         hooks.remove()
         states.close()
