@@ -78,77 +78,108 @@ def extract(model, stimuli: pd.DataFrame, pooling: str | None = None, *, batch_s
     batch_size = count(batch_size, "batch_size", 1)
     if max_batch_tokens is not None:
         max_batch_tokens = count(max_batch_tokens, "max_batch_tokens", 1)
-    if store is not None and store is not False and not isinstance(store, ActivationStore):
-        store = ActivationStore(None if store is True else store)
-    if isinstance(store, ActivationStore):
-        usable_dir(store.root, f"activation store {store.root}", write=False)     # a file in the way: now
-    pooling = pooling or stimuli.attrs.get("pooling") or "target_mean"
-    stimuli = carry_metadata(stimuli.reset_index(drop=True), stimuli)
-    tok = model.tokenizer
-    max_len = getattr(model.config, "max_position_embeddings", None)
-    enc = encode(tok, stimuli, pooling, model.name, max_length=max_len)
-    chunks = plan_chunks([len(x) for x in enc.input_ids], batch_size, max_tokens=max_batch_tokens)
-    fingerprint = model.fingerprint                # hashes the weights in memory: read it once per extraction
-    meta = {"probekit_version": __version__, "model_fingerprint": fingerprint,
-            "stimulus_set": stimuli.attrs.get("name"), "stimulus_version": stimuli.attrs.get("version"),
-            "stimulus_hash": stimuli.attrs.get("hash")}
-    stim_out = carry_metadata(stimuli.copy(), stimuli)
-    runner = _run
-    if isinstance(model, StreamedModel):           # probekit.extraction.streaming: layer-major, weights read once
-        preflight(model, enc, chunks)              # missing shards / disk refused before the store is touched
-        runner = run_streamed
+    store = _open_store(store)
+    job = _Extraction(model, stimuli, pooling, batch_size, max_batch_tokens, progress)
+    if store is None:
+        return job.in_memory()
+    return job.through_store(store)
 
-    def in_memory() -> ActivationSet:
-        arrays = {(l, c): np.zeros((len(stimuli), model.d_model), np.float32)
-                  for l in range(model.n_layers) for c in COMPONENTS}
-        runner(model, enc, chunks, stimuli, arrays, done=set(), on_chunk=None, progress=progress)
-        stim_out["n_target_tokens"] = enc.n_target_tokens
-        return ActivationSet.from_arrays(arrays, stim_out, model_name=model.name, pooling=pooling, meta=meta)
 
+def _open_store(store) -> ActivationStore | None:
+    """``None`` / ``False``: no store; ``True``: the default one; a path or store: that one (a file in its
+    place is refused now, before any work)."""
     if store is None or store is False:
-        return in_memory()
+        return None
+    if not isinstance(store, ActivationStore):
+        store = ActivationStore(None if store is True else store)
+    usable_dir(store.root, f"activation store {store.root}", write=False)
+    return store
 
-    entry = store.entry(store_identity(model, stimuli, pooling, fingerprint))
 
-    def stored() -> ActivationSet:
-        stim_out["n_target_tokens"] = entry.n_target_tokens()
-        return ActivationSet(stimuli=stim_out, n_layers=model.n_layers, d_model=model.d_model,
-                             model_name=model.name, pooling=pooling, meta=dict(meta, store=str(entry.path)),
+class _Extraction:
+    """One :func:`extract` call, step by step: its encoding and batches (every input error raised on
+    construction), its runner (in memory, or streamed after the streamed preflight), and the two ways to
+    its :class:`ActivationSet`: in memory, or through a store entry."""
+
+    def __init__(self, model, stimuli, pooling, batch_size, max_batch_tokens, progress):
+        self.model, self.progress = model, progress
+        self.pooling = pooling or stimuli.attrs.get("pooling") or "target_mean"
+        self.stimuli = carry_metadata(stimuli.reset_index(drop=True), stimuli)
+        max_len = getattr(model.config, "max_position_embeddings", None)
+        self.enc = encode(model.tokenizer, self.stimuli, self.pooling, model.name, max_length=max_len)
+        self.chunks = plan_chunks([len(x) for x in self.enc.input_ids], batch_size, max_tokens=max_batch_tokens)
+        self.fingerprint = model.fingerprint      # hashes the weights in memory: read it once per extraction
+        self.meta = {"probekit_version": __version__, "model_fingerprint": self.fingerprint,
+                     "stimulus_set": self.stimuli.attrs.get("name"),
+                     "stimulus_version": self.stimuli.attrs.get("version"),
+                     "stimulus_hash": self.stimuli.attrs.get("hash")}
+        self.stim_out = carry_metadata(self.stimuli.copy(), self.stimuli)
+        self.runner = _run
+        if isinstance(model, StreamedModel):      # probekit.extraction.streaming: layer-major, weights read once
+            preflight(model, self.enc, self.chunks)   # missing shards / disk refused before the store is touched
+            self.runner = run_streamed
+
+    def run(self, arrays, done: set, on_chunk) -> None:
+        self.runner(self.model, self.enc, self.chunks, self.stimuli, arrays, done=done, on_chunk=on_chunk,
+                    progress=self.progress)
+
+    def in_memory(self) -> ActivationSet:
+        m = self.model
+        arrays = {(l, c): np.zeros((len(self.stimuli), m.d_model), np.float32)
+                  for l in range(m.n_layers) for c in COMPONENTS}
+        self.run(arrays, done=set(), on_chunk=None)
+        self.stim_out["n_target_tokens"] = self.enc.n_target_tokens
+        return ActivationSet.from_arrays(arrays, self.stim_out, model_name=m.name, pooling=self.pooling,
+                                         meta=self.meta)
+
+    def stored(self, entry) -> ActivationSet:
+        m = self.model
+        self.stim_out["n_target_tokens"] = entry.n_target_tokens()
+        return ActivationSet(stimuli=self.stim_out, n_layers=m.n_layers, d_model=m.d_model, model_name=m.name,
+                             pooling=self.pooling, meta=dict(self.meta, store=str(entry.path)),
                              _loader=entry.load)
 
-    with contextlib.ExitStack() as stack:
+    def through_store(self, store: ActivationStore) -> ActivationSet:
+        """The store's entry, filled first when it is incomplete (resumable: chunks already done are kept)
+        or rebuilt when it fails verification; a read-only store serves a complete entry or is bypassed."""
+        entry = store.entry(store_identity(self.model, self.stimuli, self.pooling, self.fingerprint))
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(entry.lock())
+            except OSError as exc:
+                if not is_read_only_error(exc):
+                    raise
+                return self._read_only(store, entry, exc)
+            if entry.is_complete():
+                try:
+                    entry.verify()
+                except (StoreCorruptError, StoreMismatchError) as exc:
+                    warnings.warn(f"activation store: rebuilding {entry.path}: {exc}")
+                    entry.wipe()
+            if not entry.is_complete():
+                self._fill(entry)
+        return self.stored(entry)
+
+    def _read_only(self, store, entry, exc: OSError) -> ActivationSet:
+        """A read-only store (e.g. a shared cache): a complete, intact entry is read without a lock; else
+        the extraction runs in memory and nothing is cached."""
         try:
-            stack.enter_context(entry.lock())
-        except OSError as exc:
-            if not is_read_only_error(exc):
-                raise
-            # a read-only store (e.g. a shared cache): a complete, intact entry is read without a lock
-            try:
-                entry.verify()
-                return stored()
-            except (StoreCorruptError, StoreMismatchError) as bad:
-                why = f"its entry is not usable ({bad})" if entry.path.exists() else "it has no entry for these stimuli"
-            warnings.warn(f"activation store {store.root} is read-only ({exc.strerror}) and {why}: "
-                          f"extracting in memory, nothing is cached")
-            return in_memory()
-        if entry.is_complete():
-            try:
-                entry.verify()
-            except (StoreCorruptError, StoreMismatchError) as exc:
-                warnings.warn(f"activation store: rebuilding {entry.path}: {exc}")
-                entry.wipe()
-        if not entry.is_complete():
-            batch_plan = [[list(b) for b in chunk] for chunk in chunks]
-            done = entry.begin(batch_plan)
-            writers = entry.open_writers()
-            writers["n_target_tokens"][:] = enc.n_target_tokens
-            runner(model, enc, chunks, stimuli, writers, done=done,
-                 on_chunk=lambda k: entry.mark_done(writers, k), progress=progress)
-            del writers
-            entry.finish()
-    return stored()
+            entry.verify()
+            return self.stored(entry)
+        except (StoreCorruptError, StoreMismatchError) as bad:
+            why = f"its entry is not usable ({bad})" if entry.path.exists() else "it has no entry for these stimuli"
+        warnings.warn(f"activation store {store.root} is read-only ({exc.strerror}) and {why}: "
+                      f"extracting in memory, nothing is cached")
+        return self.in_memory()
 
-
+    def _fill(self, entry) -> None:
+        batch_plan = [[list(b) for b in chunk] for chunk in self.chunks]
+        done = entry.begin(batch_plan)
+        writers = entry.open_writers()
+        writers["n_target_tokens"][:] = self.enc.n_target_tokens
+        self.run(writers, done=done, on_chunk=lambda k: entry.mark_done(writers, k))
+        del writers
+        entry.finish()
 
 
 class _Progress:

@@ -1,23 +1,10 @@
 """The way in from other tools: their models, their tokenizers, their caches.
 
-* :func:`as_loaded_model` (:mod:`probekit.models.in_memory`, re-exported here) turns what a TransformerLens
-  or nnsight user holds into the :class:`~probekit.models.loaded.LoadedModel` that extraction runs on:
-
-  - ``(hf_model, tokenizer)``: a transformers causal LM and its (fast) tokenizer;
-  - a TransformerLens ``TransformerBridge`` (TransformerLens >= 4): the transformers model it wraps
-    (``bridge.original_model``) and ``bridge.tokenizer``;
-  - an nnsight ``LanguageModel``: the transformers model it wraps and ``lm.tokenizer``
-    (dispatched first if it was created lazily, with meta weights);
-  - a TransformerLens ``HookedTransformer`` (TransformerLens < 4): TransformerLens' own forward pass
-    with its own hooks ``blocks.{l}.hook_resid_pre`` / ``hook_attn_out`` / ``hook_mlp_out``
-    (:class:`HookedTransformerRunner`), pooled exactly like probekit's hooks.
-
-  The wrapped transformers model is hooked by probekit's own adapters (:mod:`probekit.models.adapters`), so
-  the components mean what they mean everywhere in probekit. Identity: the fingerprint is
-  ``in-memory:<architecture>|tokenizer:<digest>|<dtype>`` plus the digest of the weights in memory
-  (:func:`probekit.models.loading.weights_digest`), recomputed on every access like any LoadedModel's: the same
-  weights and tokenizer reach the same activation-store entry through any wrapper, and an edited model
-  never gets the original's cached activations.
+* :func:`as_loaded_model` turns what a TransformerLens or nnsight user holds (a ``(hf_model, tokenizer)``
+  pair, a ``TransformerBridge``, an nnsight ``LanguageModel``, a ``HookedTransformer``) into the
+  :class:`~probekit.models.loaded.LoadedModel` that extraction runs on. It is a model-side step, so it lives
+  in :mod:`probekit.models.in_memory` (which lists what each object becomes and its identity); re-exported
+  here with :class:`HookedTransformerRunner`.
 
 * :func:`target_token_weights` is probekit's tokenization and pooling weights, public, so activations
   computed elsewhere (a TransformerLens cache, an nnsight trace) can be pooled exactly as probekit pools
