@@ -309,3 +309,33 @@ def test_release_layer_drops_finished_pooled_vectors_from_memory(tmp_path):
         assert float(arrays[(0, c)][123, 45]) == i + 1.0
         assert float(np.load(tmp_path / f"{c}.npy", mmap_mode="r")[n - 1, d - 1]) == i + 1.0
 
+
+
+def test_replicate_leaves_no_planned_temporary_even_when_it_fails(tmp_path, monkeypatch):
+    """replicate() plans every set of a streamed model inside a session: a run that dies after the first
+    set (the second planned set computed, never extracted) still leaves no pooled-* behind."""
+    import dataclasses
+    import shutil
+    from pathlib import Path
+
+    from probekit import pipeline
+    from probekit.stimuli.experiments import Experiment
+    from probekit.studies import load_study
+    toy_dir = Path(__file__).resolve().parent / "toystudy"
+    toy = load_study(str(toy_dir))
+    shutil.copy(toy_dir / "colours.csv", tmp_path / "colours2.csv")
+    meta = json.loads((toy_dir / "colours.json").read_text())
+    (tmp_path / "colours2.json").write_text(json.dumps(dict(meta, name="colours2", pooling="last_token")))
+    exps = dict(toy.experiments, colours2=Experiment("colours2", str(tmp_path / "colours2.csv"), "last token",
+                                                     paper="toy", primary=("warm",)))
+    study = dataclasses.replace(toy, experiments=exps)
+    m = load_model(str(_save("llama", tmp_path / "ck")), dtype="float32", device="cpu", stream_layers=True)
+    m.hidden_dir = str(tmp_path / "tmp")
+
+    def dies(acts, exp, *a, **k):
+        assert len(list((tmp_path / "tmp").glob("pooled-*"))) == 1      # colours2 computed, waiting
+        raise RuntimeError("died after the first set")
+    monkeypatch.setattr(pipeline, "probe_experiment", dies)
+    with pytest.raises(RuntimeError, match="died after the first set"):
+        pipeline.replicate(m, ["colours", "colours2"], study=study, store=False, log=None)
+    assert list((tmp_path / "tmp").glob("pooled-*")) == []
