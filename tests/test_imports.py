@@ -50,8 +50,8 @@ LAZY = {
     # a script of the study's data folder, run by hand: probekit is imported when it runs
     ("studies.bogdan2025.stimuli.extraction_cost", "extraction.forward"): "a script: imports when run",
     ("studies.bogdan2025.stimuli.extraction_cost", ""): "a script: imports when run",
-    # the numpy probe backend needs no model stage: a GPU count only when a torch backend is asked for
-    ("probes.solver", "models.placement"): "cost: only for a torch backend",
+    # the numpy probe backend needs nothing of the model stage: its GPU count only for a torch backend
+    ("probes.solver", "models.placement"): "only for a torch backend",
     # scipy.signal (simulate's AR filter) only for the simulated null of ar1_shift
     ("profiles.metrics", "profiles.simulate"): "cost: scipy.signal only for the simulated null",
     # claims/ is being reworked by another part of issue 21: move these to module level there
