@@ -15,20 +15,14 @@ Data flows one way, and each stage is a subpackage (``ls probekit``):
 
 docs/architecture.md draws the flow; ``tests/test_imports.py`` checks it on the imports.
 """
-__version__ = "0.1.0"
-
-from probekit import _compat  # noqa: E402
+from probekit.core.version import __version__
+from probekit import _compat
 
 _compat.install()   # the old flat module paths, for one release (CHANGELOG.md)
 
 from probekit.core.activations import COMPONENTS, ActivationSet  # noqa: E402
 from probekit.models import load_model  # noqa: E402
-
-
-def extract(*args, **kwargs):
-    """:func:`probekit.extraction.forward.extract`."""
-    from probekit.extraction.forward import extract as _extract   # cycle: extraction imports __version__ from this package
-    return _extract(*args, **kwargs)
+from probekit.extraction.forward import extract  # noqa: E402
 
 
 __all__ = ["__version__", "COMPONENTS", "ActivationSet", "load_model", "extract"]

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from probekit import __version__
+from probekit.core.version import __version__
 from probekit.models import llama3
 from probekit.claims import calibration as Cal
 from probekit.core import expected as E
-from probekit.core.checks import (DEFAULT_PROBE, ArgumentError, DiskFullError, PathError, check_free_space, check_name_length, count_type, is_disk_full,
+from probekit.core.checks import (DEFAULT_PROBE, DiskFullError, PathError, check_free_space, check_name_length, count_type, is_disk_full,
                      usable_dir)
 from probekit.core.errors import RunInProgressError
 from probekit.claims.claim import ANSWERS, MEASUREMENT_COLUMNS
@@ -36,6 +36,14 @@ from probekit.report.render import (format_ci, all_verdicts, atomic_write_parque
                      measure_run, twin_markdown, write_report)
 from probekit.extraction.streaming import StreamingError
 from .studies import StudyError, load_study
+from . import pipeline
+from .pipeline import Replication, ResultsCorruptError, SavedRunError
+from probekit.core.checks import ArgumentError
+from probekit.extraction.batching import ExtractionError
+from probekit.extraction.store import StoreCorruptError
+from probekit.probes.grid import ProbeInputError
+from probekit.probes.solver import resolve_backend
+import probekit.stimuli.sets as stimulus_sets
 
 # probekit.pipeline is imported inside the commands that run or load a replication: it pulls in
 # probes -> sklearn/scipy (0.8 s of `python -X importtime`), which `probekit --help` and
@@ -178,7 +186,6 @@ def _run_locks(out: Path, folders, what: str = "probekit run"):
 def _check_study_inputs(args, study) -> None:
     """What the run will read besides the model, checked before it loads: a study folder's own stimulus
     files (validated as the shipped sets are) and the expected tables (readable, valid, no unknown claim)."""
-    from probekit.stimuli.sets import load as load_set
     names = args.experiments or list(study.experiments)
     for name in names:
         exp = study.experiments[name]
@@ -186,21 +193,19 @@ def _check_study_inputs(args, study) -> None:
             exp.stimuli()                     # StimulusError: the same text the shipped sets give
     for train, test_set in study.transfers:
         if train in names and str(test_set).endswith((".csv", ".parquet")):
-            load_set(test_set)
+            stimulus_sets.load(test_set)
     study.expected()
 
 
 def _replicate(args, model: str):
-    from .pipeline import replicate                    # sklearn/scipy: see the module's imports
     probe_kw = {"n_permutations": args.permutations, "n_bootstrap": args.bootstrap}
     if args.probe_backend != "auto":                   # 'torch:cuda' without a GPU: refused before the model loads
-        from .probes.solver import resolve_backend
         try:
             resolve_backend(args.probe_backend)
         except ValueError as exc:
             raise ArgumentError(f"--probe-backend: {exc}") from None
         probe_kw["backend"] = args.probe_backend
-    return replicate(model, args.experiments, study=_study(args), store=not args.no_store, probe_kw=probe_kw,
+    return pipeline.replicate(model, args.experiments, study=_study(args), store=not args.no_store, probe_kw=probe_kw,
                      batch_size=args.batch_size, dtype=args.dtype, device=args.device,
                      max_batch_tokens=getattr(args, "max_batch_tokens", None),
                      stream_layers={"auto": "auto", "1": True, "0": False}[args.stream_layers],
@@ -304,7 +309,6 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .pipeline import Replication, SavedRunError   # sklearn/scipy: see the module's imports
     src = Path(args.from_dir)
     out = Path(args.out) if args.out else src
     try:
@@ -328,7 +332,6 @@ def cmd_report(args) -> int:
 def _measurements_for(run_dir: Path):
     """A saved run's measurements: ``measurements.parquet`` if it is not older than the run and has the
     current columns, else re-measured."""
-    from .pipeline import Replication                  # sklearn/scipy: see the module's imports
     mp, rj = run_dir / "measurements.parquet", run_dir / "replication.json"
     if mp.exists() and rj.exists() and mp.stat().st_mtime >= rj.stat().st_mtime:
         try:
@@ -374,7 +377,6 @@ def _same_model_runs(root: Path, runs: list[Path]) -> list[str]:
 
 
 def cmd_audit(args) -> int:
-    from .pipeline import SavedRunError                # sklearn/scipy: see the module's imports
     root = Path(args.results)
     if not root.is_dir():
         _err(f"--results {root} is not a directory (expected the results root of `probekit run`, "
@@ -619,14 +621,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _input_errors() -> tuple:
     """What the user gave is wrong (exit 2): a model, checkpoint, device or dtype, a study or its stimuli,
     an expected table, an argument or a path, a run already in progress."""
-    from probekit.core.checks import ArgumentError
-    from probekit.core.expected import ExpectedTableError
-    from probekit.extraction.forward import ExtractionError
-    from probekit.probes.grid import ProbeInputError
-    from probekit.stimuli.sets import StimulusError
-    return (ModelInputError, ModelUnavailableError, UnsupportedArchitectureError, StudyError, StimulusError,
-            ExpectedTableError, ArgumentError, PathError, PlacementError, StreamingError, ExtractionError,
-            ProbeInputError, RunInProgressError)
+    return (ModelInputError, ModelUnavailableError, UnsupportedArchitectureError, StudyError,
+            stimulus_sets.StimulusError, E.ExpectedTableError, ArgumentError, PathError, PlacementError,
+            StreamingError, ExtractionError, ProbeInputError, RunInProgressError)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -656,8 +653,6 @@ def _handle(exc: Exception, args) -> int:
     full disk, a saved run that cannot be read). Errors in a user's study code keep their traceback and
     name the study file; anything else is a bug in probekit and keeps its traceback. ``--debug``: every
     traceback."""
-    from .pipeline import ResultsCorruptError, SavedRunError
-    from probekit.extraction.store import StoreCorruptError
     if isinstance(exc, DiskFullError):             # says where, how much and what to do
         _err(_one_line(exc))
         return EXIT_DATA

@@ -9,6 +9,7 @@ model load and some parquet reads.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from probekit import __version__
+from probekit.core.version import __version__
 from probekit.core.activations import carry_metadata
 from probekit.core.atomic import atomic_directory, atomic_write_json
 from probekit.core.checks import DEFAULT_PROBE, check_probe_kw, count, usable_dir
@@ -31,6 +32,7 @@ from probekit.stimuli.experiments import Experiment
 from probekit.extraction.forward import DEFAULT_MAX_BATCH_TOKENS, extract
 from probekit.core.hashing import file_sha256, frame_hash
 from probekit.models.loading import LoadedModel, load_model
+from probekit.models.streamed import StreamedModel
 from probekit.probes.grid import SOLVER_VERSION, ProbeResults, probe_grid
 from probekit.probes.solver import resolve_backend
 from probekit.models.registry import cache_dir
@@ -279,10 +281,20 @@ def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict
     exps = [study.experiments[n] for n in names]
     sets = list(dict.fromkeys(e.stimulus_set for e in exps))
     transfers = [(train, test) for train, test in study.transfers if train in names]
-    if getattr(model, "streamed", False):   # one streamed pass for every set: each weight read once
+    session = contextlib.nullcontext()
+    if isinstance(model, StreamedModel):    # one streamed pass for every set: each weight read once
         frames = {e.stimulus_set: e.stimulus_frame() for e in exps}
         held = [load_stimulus_set(test) for _, test in transfers]
-        model.plan([frames[s] for s in sets] + held, batch_size=batch_size, store=store)
+        session = model.planned([frames[s] for s in sets] + held, batch_size=batch_size, store=store)
+    with session:                           # a streamed model's planned temporaries end with this run
+        _extract_and_probe(rep, model, exps, transfers, batch_size, store, progress, max_batch_tokens, probe_kw, log)
+    timings["total_s"] = round(time.perf_counter() - t0, 2)
+    return rep
+
+
+def _extract_and_probe(rep, model, exps, transfers, batch_size, store, progress, max_batch_tokens, probe_kw, log):
+    """Every experiment's extraction and probes, then every transfer's, timed into ``rep.timings``."""
+    timings = rep.timings
     whole: dict[str, object] = {}
     kept = {}
     for exp in exps:
@@ -318,5 +330,3 @@ def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict
             log(f"[{model.name}] transfer {train} -> {test_set}: {len(held)} held-out stimuli, "
                 f"extract {t_ex:.1f} s, probes {t_pr:.1f} s")
     rep.transfer = pd.concat(parts, ignore_index=True) if parts else None
-    timings["total_s"] = round(time.perf_counter() - t0, 2)
-    return rep

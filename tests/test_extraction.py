@@ -8,7 +8,6 @@ import torch
 
 import probekit
 from probekit.core.activations import COMPONENTS
-from probekit.models.adapters import ADAPTERS
 from probekit.extraction.forward import ExtractionError, capture, encode
 from probekit.models.testing import FAMILIES, tiny_model
 
@@ -19,10 +18,6 @@ STIMULI = pd.DataFrame({
     "target": ["apple", ["church", "organ"], ["cat", "kitten", "dog", "puppy"], "apple", "organ"],
     "label": [1, 0, 1, 0, 1],
 })
-
-
-def test_every_adapter_family_has_a_tiny_model():
-    assert set(FAMILIES) == set(ADAPTERS)
 
 
 @pytest.fixture(scope="module", params=FAMILIES)

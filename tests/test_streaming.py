@@ -14,7 +14,7 @@ from probekit.core.activations import COMPONENTS
 from probekit.extraction.forward import extract
 from probekit.models.loading import ModelUnavailableError, load_model
 from probekit.models.placement import GiB, Placement, PlacementError, plan_placement
-from probekit.extraction.streaming import STREAMABLE, StreamedModel, StreamingError
+from probekit.extraction.streaming import StreamedModel, StreamingError
 from probekit.models.testing import FAMILIES, tiny_config, tiny_model
 
 STIM = pd.DataFrame({
@@ -35,10 +35,6 @@ def _save(family, path):
 @pytest.fixture(scope="module", params=FAMILIES)
 def family_dir(request, tmp_path_factory):
     return request.param, _save(request.param, tmp_path_factory.mktemp(f"ck-{request.param}"))
-
-
-def test_every_family_is_streamable():
-    assert set(STREAMABLE) == set(FAMILIES)
 
 
 @pytest.mark.parametrize("pooling", ["target_mean", "last_token"])
@@ -250,6 +246,24 @@ def test_planned_sets_stream_in_one_pass_reading_each_weight_once(tmp_path):
                 np.testing.assert_allclose(got.get(l, c), ref.get(l, c), atol=1e-5, rtol=0)
 
 
+def test_a_planned_set_never_extracted_leaves_no_temporary(tmp_path):
+    """Two sets planned, one extracted (the pass computes both), the session closed: no pooled-* is left,
+    and the model still extracts on its own afterwards."""
+    path = _save("llama", tmp_path / "ck")
+    m = load_model(str(path), dtype="float32", device="cpu", stream_layers=True)
+    m.hidden_dir = str(tmp_path / "tmp")
+    s2 = pd.DataFrame({"text": ["A kitten and a puppy", "The organ was loud"], "target": ["puppy", "organ"]})
+    with m.planned([STIM, s2], batch_size=4):
+        extract(m, STIM, batch_size=4)
+        assert len(list((tmp_path / "tmp").glob("pooled-*"))) == 1      # s2's vectors, waiting
+    assert list((tmp_path / "tmp").glob("pooled-*")) == [] and m.precomputed == {} and m.pending == []
+    m.plan([STIM, s2], batch_size=4)                                    # the same through close()
+    extract(m, s2, batch_size=4)
+    m.close()
+    assert list((tmp_path / "tmp").glob("pooled-*")) == []
+    assert extract(m, s2, batch_size=4).get(0, "resid_pre").shape == (2, 32)
+
+
 def test_auto_placement_streams_a_model_that_does_not_fit(tmp_path, monkeypatch):
     """load_model(dtype="auto", device="auto"): with too little memory (simulated) it picks bf16 and streaming,
     says why, and the vectors still match the ordinary pass of the same dtype."""
@@ -295,3 +309,33 @@ def test_release_layer_drops_finished_pooled_vectors_from_memory(tmp_path):
         assert float(arrays[(0, c)][123, 45]) == i + 1.0
         assert float(np.load(tmp_path / f"{c}.npy", mmap_mode="r")[n - 1, d - 1]) == i + 1.0
 
+
+
+def test_replicate_leaves_no_planned_temporary_even_when_it_fails(tmp_path, monkeypatch):
+    """replicate() plans every set of a streamed model inside a session: a run that dies after the first
+    set (the second planned set computed, never extracted) still leaves no pooled-* behind."""
+    import dataclasses
+    import shutil
+    from pathlib import Path
+
+    from probekit import pipeline
+    from probekit.stimuli.experiments import Experiment
+    from probekit.studies import load_study
+    toy_dir = Path(__file__).resolve().parent / "toystudy"
+    toy = load_study(str(toy_dir))
+    shutil.copy(toy_dir / "colours.csv", tmp_path / "colours2.csv")
+    meta = json.loads((toy_dir / "colours.json").read_text())
+    (tmp_path / "colours2.json").write_text(json.dumps(dict(meta, name="colours2", pooling="last_token")))
+    exps = dict(toy.experiments, colours2=Experiment("colours2", str(tmp_path / "colours2.csv"), "last token",
+                                                     paper="toy", primary=("warm",)))
+    study = dataclasses.replace(toy, experiments=exps)
+    m = load_model(str(_save("llama", tmp_path / "ck")), dtype="float32", device="cpu", stream_layers=True)
+    m.hidden_dir = str(tmp_path / "tmp")
+
+    def dies(acts, exp, *a, **k):
+        assert len(list((tmp_path / "tmp").glob("pooled-*"))) == 1      # colours2 computed, waiting
+        raise RuntimeError("died after the first set")
+    monkeypatch.setattr(pipeline, "probe_experiment", dies)
+    with pytest.raises(RuntimeError, match="died after the first set"):
+        pipeline.replicate(m, ["colours", "colours2"], study=study, store=False, log=None)
+    assert list((tmp_path / "tmp").glob("pooled-*")) == []

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from probekit import __version__
+from probekit.core.version import __version__
 from probekit.core.atomic import atomic_write_parquet
 
 COLUMNS = ["model", "n_layers", "claim", "metric", "unit", "direction", "expected", "tolerance", "low", "high",

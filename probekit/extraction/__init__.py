@@ -1,19 +1,32 @@
-"""Stage 3: hooked forward passes and pooling (in memory or streamed block by block), the on-disk
-activation store, and the interop with TransformerLens / nnsight models.
+"""Stage 3: tokens and batches (``batching``), pooling hooks (``hooks``), the hooked forward pass
+(``forward``: in memory, or through the layer-streamed runner ``streaming``), what a store entry is keyed by
+(``keys``), the on-disk activation store, and the interop with TransformerLens / nnsight models.
 """
 from __future__ import annotations
 
-from .forward import (  # noqa: F401
+from .batching import (  # noqa: F401
     ExtractionError,
-    stimulus_key_hash,
+    Encoded,
     encode,
+    describe_stimulus,
     DEFAULT_MAX_BATCH_TOKENS,
     plan_batches,
     plan_chunks,
     pad_batch,
     input_device,
-    extract,
+)
+from .hooks import (  # noqa: F401
+    Hooks,
+    OwnHooks,
+    hooks_for,
+    check_finite,
+)
+from .keys import (  # noqa: F401
+    stimulus_key_hash,
     store_identity,
+)
+from .forward import (  # noqa: F401
+    extract,
     capture,
 )
 from .store import (  # noqa: F401
@@ -45,10 +58,16 @@ from .interop import (  # noqa: F401
     pad_token_id,
     HookedTransformerRunner,
 )
-from . import forward, store, streaming, interop  # noqa: F401,E402  (the modules, as namespaces)
+from . import batching, hooks, keys, forward, store, streaming, interop  # noqa: F401,E402  (the modules, as namespaces)
 
 __all__ = [
     'ExtractionError',
+    'Encoded',
+    'describe_stimulus',
+    'Hooks',
+    'OwnHooks',
+    'hooks_for',
+    'check_finite',
     'stimulus_key_hash',
     'encode',
     'DEFAULT_MAX_BATCH_TOKENS',

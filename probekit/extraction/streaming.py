@@ -1,7 +1,8 @@
 """Layer-streamed extraction: models larger than the memory at hand, each weight read once per run.
 
 The ordinary pass (:mod:`probekit.extraction.forward`) runs batch by batch through all
-layers. Streaming runs layer by layer through all batches:
+layers. Streaming runs layer by layer through all batches (this module is the runner; the model it runs,
+:class:`~probekit.models.streamed.StreamedModel`, and its loader are :mod:`probekit.models.streamed`):
 
 1. the model is built on the ``meta`` device (no memory); the weights outside the
    blocks (embeddings, final norm, GPT-2's position table) are read from the
@@ -13,7 +14,7 @@ layers. Streaming runs layer by layer through all batches:
    forward is rewritten here;
 3. for ``l = 0 .. L-1``: block ``l``'s tensors are read from the shards
    (``safe_open``, only that block's keys), all batches pass through it with
-   extraction's own pooling hooks (:class:`probekit.extraction.forward._Hooks`: the same
+   extraction's own pooling hooks (:class:`probekit.extraction.hooks.Hooks`: the same
    ``resid_pre`` / ``attn_out`` / ``mlp_out`` and the same finite check), each
    batch's hidden state is replaced by the block's output, and the block goes back
    to ``meta`` (freed). The LM head is never read.
@@ -43,7 +44,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import json
 import mmap
 import os
 import shutil
@@ -55,189 +55,18 @@ from pathlib import Path
 
 import numpy as np
 
-from probekit.models import adapters
-from probekit.models import checkpoint
 from probekit.core.activations import COMPONENTS
-from probekit.models.adapters import adapter_for, blocks
-from probekit.extraction.forward import _check_finite, _Hooks, encode, pad_batch, plan_chunks, store_identity
-from probekit.models.loading import LoadedModel, ModelUnavailableError, UnsupportedArchitectureError, _torch_dtype
-from probekit.models.registry import cache_dir
+from probekit.extraction.batching import encode, pad_batch, plan_chunks
+from probekit.extraction.hooks import Hooks, check_finite
+from probekit.extraction.keys import store_identity
 from probekit.extraction.store import ActivationStore
+from probekit.models.adapters import adapter_for, blocks
+from probekit.models.registry import cache_dir
+from probekit.models.streamed import (STREAMABLE, StreamedModel, StreamingError, WeightIndex,  # noqa: F401 (re-exported)
+                                      assign, load_streamed)
 
-
-class StreamingError(RuntimeError):
-    """Streamed extraction cannot run (missing shard, no weights, not enough disk); the message names it."""
-
-
-#: families whose blocks can be streamed (every entry of probekit.models.adapters.ADAPTERS; the oracle test covers each)
-STREAMABLE = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "gpt2")
-
-
-# ----------------------------------------------------------------------------- weights on disk
-
-class WeightIndex:
-    """Which safetensors file holds each tensor of a checkpoint directory (checked up front)."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        index = self.path / "model.safetensors.index.json"
-        if index.exists():
-            try:
-                wmap = json.loads(index.read_text())["weight_map"]
-            except (ValueError, KeyError) as exc:
-                raise StreamingError(f"{index}: unreadable safetensors index ({exc})") from None
-            missing = sorted({f for f in wmap.values() if not (self.path / f).exists()})
-            if missing:
-                n = sum(1 for f in wmap.values() if f in missing)
-                raise StreamingError(f"checkpoint {self.path}: shard(s) {', '.join(missing)} listed in "
-                                     f"model.safetensors.index.json are missing ({n} tensors); download or copy "
-                                     f"them again")
-            self.files = dict(wmap)
-        else:
-            shards = sorted(self.path.glob("*.safetensors"))
-            if not shards:
-                other = sorted(p.name for p in self.path.iterdir() if p.suffix in {".bin", ".pt", ".gguf", ".pth"})
-                raise StreamingError(
-                    f"checkpoint {self.path} has no *.safetensors weights"
-                    + (f" (found {', '.join(other)}: streaming reads safetensors only; re-save the model with "
-                       f"save_pretrained(..., safe_serialization=True))" if other else "")
-                    + "; layer streaming needs the weights as safetensors shards")
-            from safetensors import safe_open
-            self.files = {}
-            for p in shards:
-                with safe_open(str(p), "pt") as f:
-                    self.files.update({k: p.name for k in f.keys()})
-        self.bytes_read = 0
-
-    def resolve(self, names: list[str], prefix_alternatives: tuple[str, ...]) -> dict[str, str]:
-        """Model parameter name -> checkpoint tensor name (tries the name without each prefix too)."""
-        out = {}
-        for n in names:
-            for cand in (n,) + tuple(n[len(p):] for p in prefix_alternatives if n.startswith(p)):
-                if cand in self.files:
-                    out[n] = cand
-                    break
-            else:
-                raise StreamingError(f"checkpoint {self.path}: tensor {n!r} is in no shard (the index lists "
-                                     f"{len(self.files)} tensors); the checkpoint is incomplete or of another "
-                                     f"architecture")
-        return out
-
-    def read(self, names: dict[str, str], dtype, device) -> dict:
-        """Read tensors (model name -> checkpoint name) from their shards, cast to ``dtype`` on ``device``."""
-        from safetensors import safe_open
-        by_file: dict[str, list[tuple[str, str]]] = {}
-        for n, c in names.items():
-            by_file.setdefault(self.files[c], []).append((n, c))
-        out = {}
-        for fname, items in by_file.items():
-            with safe_open(str(self.path / fname), "pt", device="cpu") as f:
-                for n, c in items:
-                    t = f.get_tensor(c)
-                    self.bytes_read += t.numel() * t.element_size()
-                    out[n] = t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
-        return out
-
-
-# ----------------------------------------------------------------------------- the model
-
-class StreamedModel(LoadedModel):
-    """A :class:`LoadedModel` whose blocks stay on disk until extraction streams them."""
-    streamed = True
-
-    def __init__(self, *, weights: "WeightIndex | None" = None, torch_device: str = "cpu", hidden: str = "auto",
-                 hidden_dir: str | None = None, placement=None, **kw):
-        super().__init__(**kw)
-        self.weights = weights
-        self.torch_device = torch_device
-        self.hidden = hidden                # where hidden states live between layers: "memory" | "disk" | "auto"
-        self.hidden_dir = hidden_dir        # directory for hidden="disk" (default: <cache>/stream-tmp)
-        self.placement = placement
-        self.timings: dict = {}
-        self.pending: list = []             # stimulus sets announced by plan()
-        self.precomputed: dict = {}         # their vectors, computed in an earlier pass
-
-    def plan(self, frames, batch_size: int = 32, store=None) -> None:
-        plan(self, frames, batch_size, store)
-
-    @property
-    def device(self):
-        import torch
-        return torch.device(self.torch_device)
-
-    @property
-    def bytes_read(self) -> int:
-        return self.weights.bytes_read if self.weights else 0
-
-
-def _has_tokenizer(path: Path) -> bool:
-    return any((path / f).exists() for f in ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json"))
-
-
-def load_streamed(name: str, kw: dict, placement, hidden: str = "auto") -> StreamedModel:
-    """Build the meta skeleton of the checkpoint ``kw['path']`` and read the weights outside its blocks."""
-    from accelerate import init_empty_weights
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-    if "gguf_file" in kw and not (Path(kw["path"]) / "config.json").exists():
-        raise StreamingError(f"model {name}: layer streaming reads safetensors shards, not a GGUF file "
-                             f"({kw['gguf_file']}); GGUF models are small enough to load in memory")
-    path = Path(kw["path"])
-    if not (path / "config.json").exists():
-        raise ModelUnavailableError(f"{path} has no config.json: not a transformers checkpoint")
-    weights = WeightIndex(path)                    # missing shards / no weights: refused here
-    if not _has_tokenizer(path):
-        raise ModelUnavailableError(f"checkpoint {path} has no tokenizer (tokenizer.json, tokenizer.model or "
-                                    f"tokenizer_config.json); copy the tokenizer files next to config.json")
-    config = AutoConfig.from_pretrained(str(path))
-    if getattr(config, "model_type", None) not in STREAMABLE:
-        raise UnsupportedArchitectureError(f"model {name}: model_type {config.model_type!r} cannot be layer-streamed "
-                                           f"(streamable: {', '.join(STREAMABLE)})")
-    tdtype = _torch_dtype(placement.dtype)
-    device = placement.device if placement.device != "auto" else "cuda"
-    with init_empty_weights(include_buffers=False):
-        model = AutoModelForCausalLM.from_config(config, dtype=tdtype)
-    model.eval()
-    ad = adapters.adapter_for(model)
-    base = getattr(model, ad.base)
-    layers_prefix = f"{ad.layers}."
-    outside = [n for n, _ in base.named_parameters() if not n.startswith(layers_prefix)]
-    names = weights.resolve([f"{ad.base}.{n}" for n in outside], (f"{ad.base}.",))
-    _assign(model, weights.read(names, tdtype, device))
-    for mod in base.modules():                      # rotary tables etc. were computed on the CPU
-        for bname, buf in list(mod.named_buffers(recurse=False)):
-            if buf.device.type != "meta":
-                mod._buffers[bname] = buf.to(device)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
-        tok = AutoTokenizer.from_pretrained(str(path))
-    except Exception as exc:
-        raise ModelUnavailableError(f"checkpoint {path}: its tokenizer cannot be loaded ({type(exc).__name__}: "
-                                    f"{str(exc)[:200]})") from None
-    checkpoint.fix_pad_token(tok, f"checkpoint {path}")
-    tok.padding_side = "right"
-    dtype_name = placement.dtype
-    return StreamedModel(model=model, tokenizer=tok, name=name, fingerprint=f"{kw['fingerprint']}|{dtype_name}",
-                         source=kw.get("source", str(path)), dtype=dtype_name, markers=tuple(kw.get("markers", ())),
-                         weights=weights, torch_device=device, hidden=hidden, placement=placement)
-
-
-def _assign(model, tensors: dict) -> None:
-    """Put real tensors in place of meta parameters (``name`` relative to ``model``)."""
-    import torch
-    for n, t in tensors.items():
-        mod_name, _, pname = n.rpartition(".")
-        mod = model.get_submodule(mod_name)
-        mod._parameters[pname] = torch.nn.Parameter(t, requires_grad=False)
-
-
-def _block_tensors(model, layer: int) -> tuple[str, dict[str, str]]:
-    """(prefix of block ``layer``'s parameters, model name -> checkpoint name of each)."""
-    ad = adapter_for(model.model)
-    block = blocks(model.model)[layer]
-    prefix = f"{ad.base}.{ad.layers}.{layer}."
-    names = [prefix + n for n, _ in block.named_parameters()]
-    return prefix, model.weights.resolve(names, (f"{ad.base}.",))
+__all__ = ["StreamingError", "STREAMABLE", "WeightIndex", "StreamedModel", "load_streamed", "hidden_bytes",
+           "preflight", "plan", "run_streamed", "release_layer", "trim_heap"]
 
 
 # ----------------------------------------------------------------------------- running
@@ -265,7 +94,7 @@ def preflight(model, enc, chunks) -> None:
     """Refuse before any work (and before the store is touched): every block's tensors must be in a shard,
     and the streamed hidden states must fit where they will be kept."""
     for l in range(len(blocks(model.model))):
-        _block_tensors(model, l)
+        model.block_tensors(l)
     need = hidden_bytes(model, enc, chunks)
     if _hidden_mode(model, need) == "disk":
         root = _hidden_root(model)
@@ -338,6 +167,12 @@ class _Job:
     arrays: dict
     tmp: Path | None = None            # for a planned experiment: its temporary memory-mapped arrays
 
+    def discard(self) -> None:
+        """Drop the temporary vectors (their maps first, then the directory)."""
+        self.arrays = {}
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
 
 def _job_key(enc) -> str:
     import hashlib
@@ -348,17 +183,15 @@ def _job_key(enc) -> str:
     return h.hexdigest()
 
 
-def plan(model, frames, batch_size: int = 32, store=None) -> None:
-    """Announce the stimulus sets a run will extract (``probekit.pipeline.replicate`` does this), so the first
-    streamed extraction computes all of them in the same pass: each weight is read once per run, not once per
-    set. Sets whose store entry is already complete are skipped; the others' vectors wait in temporary
-    memory-mapped files until their own :func:`probekit.extraction.forward.extract` call copies them into the store."""
-    model.pending = [(f, batch_size, store) for f in frames]
+def plan(model: StreamedModel, frames, batch_size: int = 32, store=None) -> None:
+    """:meth:`StreamedModel.plan <probekit.models.streamed.StreamedModel.plan>`: announce the sets a run will
+    extract (end the session with ``model.close()``, or plan with ``with model.planned(frames):``)."""
+    model.plan(frames, batch_size, store)
 
 
 def _pending_jobs(model, exclude: set) -> list:
     jobs = []
-    for frame, batch_size, store in getattr(model, "pending", []):
+    for frame, batch_size, store in model.pending:
         pooling = frame.attrs.get("pooling") or "target_mean"
         stim = frame.reset_index(drop=True)
         max_len = getattr(model.config, "max_position_embeddings", None)
@@ -390,7 +223,8 @@ def _pending_jobs(model, exclude: set) -> list:
 
 
 def run_streamed(model, enc, chunks, stimuli, arrays, done: set, on_chunk, progress) -> None:
-    """Same contract as :func:`probekit.extraction.forward._run`, layer-major; chunks are marked done only at the end
+    """The runner of a :class:`StreamedModel` (the in-memory pass's contract: fill ``arrays[(layer,
+    component)]`` for the chunks not in ``done``, calling ``on_chunk(k)``), layer-major; chunks are marked done only at the end
     (a crash leaves the store entry incomplete, never half-marked). With :func:`plan`, the first call streams
     every planned stimulus set at once and later calls copy their vectors."""
     todo = [k for k in range(len(chunks)) if k not in done]
@@ -401,16 +235,14 @@ def run_streamed(model, enc, chunks, stimuli, arrays, done: set, on_chunk, progr
     if pre is not None:                            # computed in an earlier call's pass
         for lc, arr in pre.arrays.items():
             arrays[lc][:] = arr
-        pre.arrays = {}
-        shutil.rmtree(pre.tmp, ignore_errors=True)
+        pre.discard()
     else:
         others = _pending_jobs(model, {key})
         try:
             _stream(model, [_Job(enc, chunks, stimuli, arrays)] + [j for _, j in others], progress)
         except BaseException:
             for _, j in others:
-                j.arrays = {}
-                shutil.rmtree(j.tmp, ignore_errors=True)
+                j.discard()
             raise
         for k, j in others:
             for arr in j.arrays.values():
@@ -421,13 +253,82 @@ def run_streamed(model, enc, chunks, stimuli, arrays, done: set, on_chunk, progr
             on_chunk(k)
 
 
+class _BlockInputs:
+    """Step 1 of a streamed pass: each batch goes once through the base model with every block's ``forward``
+    replaced by a recorder (set on entry, removed on exit), which keeps the arguments the base model passes
+    to each block (masks, rotary cos/sin) and block 0's input (the embeddings) and returns its input
+    unchanged -- so no family's forward is rewritten here."""
+
+    def __init__(self, blist):
+        self.blist = blist
+        self.calls: list = [None] * len(blist)     # per block: (args, kwargs)
+        self.first = None                          # block 0's input
+
+    def _recorder(self, layer: int):
+        def record(hidden_states, *args, **kwargs):
+            self.calls[layer] = (args, kwargs)
+            if layer == 0:
+                self.first = hidden_states
+            return hidden_states
+        return record
+
+    def __enter__(self):
+        for l, blk in enumerate(self.blist):
+            blk.forward = self._recorder(l)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for blk in self.blist:
+            del blk.forward
+
+
+def _record_batch(model, base, blist, hooks, job, rows, device):
+    """One batch through the base model under :class:`_BlockInputs`: (per-block arguments, block 0's input,
+    the batch's pooling weights on the CPU)."""
+    import torch
+    enc = job.enc
+    input_ids, mask, W = pad_batch([enc.input_ids[i] for i in rows], model.tokenizer.pad_token_id,
+                                   [enc.weights[i] for i in rows])
+    with _BlockInputs(blist) as rec:
+        hooks.weights = W.to(device)
+        with torch.inference_mode():
+            base(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False)
+    return rec.calls, rec.first, W
+
+
+def _run_block(model, blk, layer: int, batches, calls, weights_t, states, hooks, mode: str) -> None:
+    """Step 2 for one layer: every batch through block ``layer`` (its weights already read), each batch's
+    pooled vectors into its job's arrays, its output the next layer's input."""
+    import torch
+    device = model.torch_device
+    for b, (job, rows) in enumerate(batches):
+        args, kwargs = calls[b][layer]
+        hooks.weights = weights_t[b].to(device)
+        hooks.out = {}
+        h = states.get(b).to(device)
+        with torch.inference_mode():       # (put's in-place copy into an inference tensor too)
+            h = blk(h, *args, **kwargs)
+            if isinstance(h, (tuple, list)):
+                h = h[0]
+            check_finite(hooks.out, rows, job.stimuli, model.name)
+            idx = np.asarray(rows)
+            for key, t in hooks.out.items():
+                job.arrays[key][idx] = t.cpu().numpy()
+            states.put(b, h if mode == "memory" else h.cpu())
+
+
+def _say(model, quiet: bool, line: str) -> None:
+    if not quiet:                    # visible in logs and under pytest -s
+        print(f"[stream {model.name}] {line}", file=sys.stderr, flush=True)
+
+
 def _stream(model, jobs: list, progress) -> None:
-    """The layer-major pass over every batch of every job."""
+    """The layer-major pass over every batch of every job: record every batch's block inputs, then for each
+    layer read its block, run every batch through it, free it."""
     import torch
     batches = [(j, rows) for j in jobs for chunk in j.chunks for rows in chunk]
     device = model.torch_device
-    pad_id = model.tokenizer.pad_token_id
-    base = getattr(model.model, _base_attr(model))
+    base = getattr(model.model, adapter_for(model.model).base)
     blist = blocks(model.model)
     L = len(blist)
     nbytes = sum(hidden_bytes(model, j.enc, j.chunks) for j in jobs)
@@ -436,7 +337,7 @@ def _stream(model, jobs: list, progress) -> None:
     shapes = [(len(rows), max(len(j.enc.input_ids[i]) for i in rows), model.d_model) for j, rows in batches]
     n_texts = sum(len(j.stimuli) for j in jobs)
     states = _DiskStates(_hidden_root(model), shapes, tdtype) if mode == "disk" else _MemStates()
-    hooks = _Hooks(model.model)
+    hooks = Hooks(model.model)
     calls: list[list] = []             # per batch: per layer (args, kwargs) the base model passes to the block
     weights_t = []
     n_tok = sum(s[0] * s[1] for s in shapes)
@@ -444,59 +345,23 @@ def _stream(model, jobs: list, progress) -> None:
     model.timings["layers"] = []
     t0 = time.perf_counter()
     try:
-        # 1. embeddings and the arguments of every block, per batch
-        for b, (job, rows) in enumerate(batches):
-            enc = job.enc
-            input_ids, mask, W = pad_batch([enc.input_ids[i] for i in rows], pad_id,
-                                           [enc.weights[i] for i in rows])
-            rec: list = [None] * L
-            first: list = []
-
-            def recorder(l, hidden_states, *args, **kwargs):
-                rec[l] = (args, kwargs)
-                if l == 0:
-                    first.append(hidden_states)
-                return hidden_states
-            for l, blk in enumerate(blist):
-                blk.forward = (lambda l: lambda *a, **k: recorder(l, *a, **k))(l)
-            try:
-                hooks.weights = W.to(device)
-                with torch.inference_mode():
-                    base(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False)
-            finally:
-                for blk in blist:
-                    del blk.forward
+        for b, (job, rows) in enumerate(batches):        # 1. embeddings and the arguments of every block
+            rec, h, W = _record_batch(model, base, blist, hooks, job, rows, device)
             calls.append(rec)
             weights_t.append(W)
-            h = first[0]
             states.put(b, h.cpu() if mode == "disk" else h)
         states.flip()
-        # 2. layer by layer
-        if not quiet:
-            print(f"[stream {model.name}] {n_texts} texts in {len(jobs)} set(s), {n_tok} tokens (padded), {L} layers; "
-                  f"hidden states in {mode} ({nbytes / 2**20:.0f} MiB); embeddings {time.perf_counter() - t0:.1f} s",
-                  file=sys.stderr, flush=True)
-        for l in range(L):
+        _say(model, quiet, f"{n_texts} texts in {len(jobs)} set(s), {n_tok} tokens (padded), {L} layers; "
+                           f"hidden states in {mode} ({nbytes / 2**20:.0f} MiB); embeddings "
+                           f"{time.perf_counter() - t0:.1f} s")
+        for l in range(L):                               # 2. layer by layer
             tl = time.perf_counter()
             blk = blist[l]
-            prefix, names = _block_tensors(model, l)
-            _assign(blk, {n[len(prefix):]: t for n, t in model.weights.read(names, tdtype, device).items()})
+            prefix, names = model.block_tensors(l)
+            assign(blk, {n[len(prefix):]: t for n, t in model.weights.read(names, tdtype, device).items()})
             t_read = time.perf_counter() - tl
             try:
-                for b, (job, rows) in enumerate(batches):
-                    args, kwargs = calls[b][l]
-                    hooks.weights = weights_t[b].to(device)
-                    hooks.out = {}
-                    h = states.get(b).to(device)
-                    with torch.inference_mode():       # (put's in-place copy into an inference tensor too)
-                        h = blk(h, *args, **kwargs)
-                        if isinstance(h, (tuple, list)):
-                            h = h[0]
-                        _check_finite(hooks.out, rows, job.stimuli, model.name)
-                        idx = np.asarray(rows)
-                        for key, t in hooks.out.items():
-                            job.arrays[key][idx] = t.cpu().numpy()
-                        states.put(b, h if mode == "memory" else h.cpu())
+                _run_block(model, blk, l, batches, calls, weights_t, states, hooks, mode)
             finally:
                 blk.to("meta")                   # free the block's weights
             states.flip()
@@ -505,10 +370,8 @@ def _stream(model, jobs: list, progress) -> None:
             trim_heap()
             dt = time.perf_counter() - tl
             model.timings["layers"].append({"layer": l, "read_s": round(t_read, 3), "total_s": round(dt, 3)})
-            if not quiet:                    # one line per layer: visible in logs and under pytest -s
-                print(f"[stream {model.name}] layer {l + 1}/{L}: {dt:.1f} s (read {t_read:.1f} s), "
-                      f"{n_texts / dt:.1f} texts/s, {n_tok / dt:.0f} tok/s",
-                      file=sys.stderr, flush=True)
+            _say(model, quiet, f"layer {l + 1}/{L}: {dt:.1f} s (read {t_read:.1f} s), {n_texts / dt:.1f} texts/s, "
+                               f"{n_tok / dt:.0f} tok/s")
     finally:
         hooks.remove()
         states.close()
@@ -550,6 +413,3 @@ def trim_heap() -> None:
     if trim is not None:
         trim(0)
 
-
-def _base_attr(model) -> str:
-    return adapter_for(model.model).base

@@ -1,5 +1,6 @@
-"""Stage 2: the model registry, loading (embedded GGUF, hub, local), placement, checkpoints, weights,
-architecture adapters, the Llama 3 tokenizer; :mod:`probekit.models.testing` builds tiny models.
+"""Stage 2: the model registry, loading (embedded GGUF, hub, local), the loaded model, the layer-streamed
+model's loading half, models already in memory, placement, checkpoints, weights, architecture adapters, the
+Llama 3 tokenizer; :mod:`probekit.models.testing` builds tiny models.
 """
 from __future__ import annotations
 
@@ -8,8 +9,23 @@ from .registry import (  # noqa: F401
     ModelSpec,
     MODELS,
 )
-from .loading import (  # noqa: F401
+from .loaded import (  # noqa: F401
     LoadedModel,
+    loaded_model,
+    torch_dtype,
+)
+from .streamed import (  # noqa: F401
+    StreamingError,
+    STREAMABLE,
+    WeightIndex,
+    StreamedModel,
+    load_streamed,
+)
+from .in_memory import (  # noqa: F401
+    as_loaded_model,
+    HookedTransformerRunner,
+)
+from .loading import (  # noqa: F401
     load_model,
     preflight,
     resolve,
@@ -46,6 +62,8 @@ from .checkpoint import (  # noqa: F401
     INDEX_FILES,
     TOKENIZER_FILES,
     GGUF_MAGIC,
+    NO_TOKENIZER,
+    has_tokenizer,
     read_config,
     check_dir,
     dir_fingerprint,
@@ -67,13 +85,22 @@ from .adapters import (  # noqa: F401
     sublayer,
     final_norm,
 )
-from . import registry, loading, placement, checkpoint, weights, adapters  # noqa: F401,E402  (the modules, as namespaces)
+from . import registry, loaded, streamed, in_memory, loading, placement, checkpoint, weights, adapters  # noqa: F401,E402  (the modules, as namespaces)
 
 __all__ = [
     'cache_dir',
     'ModelSpec',
     'MODELS',
     'LoadedModel',
+    'loaded_model',
+    'torch_dtype',
+    'StreamingError',
+    'STREAMABLE',
+    'WeightIndex',
+    'StreamedModel',
+    'load_streamed',
+    'as_loaded_model',
+    'HookedTransformerRunner',
     'load_model',
     'preflight',
     'resolve',
@@ -106,6 +133,8 @@ __all__ = [
     'INDEX_FILES',
     'TOKENIZER_FILES',
     'GGUF_MAGIC',
+    'NO_TOKENIZER',
+    'has_tokenizer',
     'read_config',
     'check_dir',
     'dir_fingerprint',

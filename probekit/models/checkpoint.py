@@ -59,6 +59,20 @@ def read_config(path: Path) -> dict:
     return data
 
 
+#: what is missing when :func:`has_tokenizer` is false, and how to supply it
+NO_TOKENIZER = (f"no tokenizer (one of {', '.join(TOKENIZER_FILES)}; save it with tokenizer.save_pretrained(dir) "
+                f"or copy the tokenizer files next to config.json)")
+
+
+def has_tokenizer(names) -> bool:
+    """Whether a checkpoint directory holds a tokenizer AutoTokenizer can load: ``names`` are its file names
+    (or the directory itself). The one test of it: :func:`check_dir`, the placement's and the streamed
+    loader's checks all call it."""
+    if isinstance(names, (str, Path)):
+        names = {p.name for p in Path(names).iterdir()}
+    return any(n in names for n in TOKENIZER_FILES) or any(n.endswith(".tiktoken") for n in names)
+
+
 def check_dir(path: Path) -> dict:
     """Validate a checkpoint directory (see the module docstring); returns its parsed config."""
     path = Path(path)
@@ -74,9 +88,8 @@ def check_dir(path: Path) -> dict:
         problems.append("no weights (model.safetensors, model-*-of-*.safetensors with "
                         "model.safetensors.index.json, or pytorch_model.bin)"
                         + (f"; for GGUF weights pass the file itself: {path / ggufs[0]}" if ggufs else ""))
-    if not any(n in names for n in TOKENIZER_FILES) and not any(n.endswith(".tiktoken") for n in names):
-        problems.append(f"no tokenizer (one of {', '.join(TOKENIZER_FILES)}; save it with "
-                        f"tokenizer.save_pretrained(dir))")
+    if not has_tokenizer(names):
+        problems.append(NO_TOKENIZER)
     if not config.get("model_type") and not (config.get("text_config") or {}).get("model_type"):
         problems.append('config.json has no "model_type" (transformers needs it to choose the architecture, '
                         'e.g. "model_type": "llama"; re-save the config with config.save_pretrained(dir))')

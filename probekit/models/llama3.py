@@ -28,8 +28,9 @@ import os
 from pathlib import Path
 
 from probekit.core.atomic import atomic_directory
+from probekit.core.checks import count_type, usable_dir
 from probekit.core.hashing import file_sha256
-from probekit.models.loading import _torch_dtype
+from probekit.models.loaded import torch_dtype
 from probekit.models.registry import cache_dir
 
 BOS_ID = 128000
@@ -192,7 +193,7 @@ def build_checkpoint(shape: str, out_dir: str | os.PathLike, *, seed: int = 0, d
     from safetensors.torch import save_file
     from transformers import LlamaForCausalLM
     cfg = llama_config(shape, n_layers)
-    tdtype = _torch_dtype(dtype)
+    tdtype = torch_dtype(dtype)
     if tdtype is None:
         raise ValueError("build_checkpoint needs an explicit dtype (float32, bfloat16 or float16)")
     out = Path(out_dir)
@@ -253,7 +254,6 @@ def ensure_checkpoint(shape: str, *, seed: int = 0, dtype: str = "bfloat16", n_l
 
 def add_build_args(p) -> None:
     """The options of ``probekit build-llama3`` (shared by :func:`main` and :mod:`probekit.cli`)."""
-    from probekit.core.checks import count_type
     p.add_argument("--shape", choices=sorted(SHAPES), default="llama-3.2-3b", help="the shape to build")
     p.add_argument("--out", default=None, help="directory to write (default: the probekit cache)")
     p.add_argument("--seed", type=count_type("--seed", 0), default=0, help="torch seed of the weights (>= 0)")
@@ -265,7 +265,6 @@ def add_build_args(p) -> None:
 def run_build(a) -> int:
     say = lambda m: print(m, flush=True)     # noqa: E731
     if a.out:
-        from probekit.core.checks import usable_dir
         usable_dir(a.out, "--out")           # before the tokenizer build (~40 s): PathError, exit 2
         path = build_checkpoint(a.shape, a.out, seed=a.seed, dtype=a.dtype, n_layers=a.layers, log=say)
     else:

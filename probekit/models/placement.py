@@ -27,7 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from probekit.core.errors import ModelUnavailableError
+from probekit.core.errors import DeviceError, ModelUnavailableError
+from probekit.models import checkpoint
 
 GiB = 1 << 30
 DTYPES = ("float32", "bfloat16", "float16")
@@ -35,8 +36,9 @@ _BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 _ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "float": "float32", "half": "float16"}
 
 
-class PlacementError(ValueError):
-    """An explicit device or dtype cannot be used here; the message says which and what to use."""
+class PlacementError(DeviceError):
+    """An explicit device or dtype cannot be used here; the message says which and what to use (a
+    :class:`~probekit.core.errors.DeviceError`, so a ``ModelInputError``: what the user gave is wrong)."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,8 @@ def normalize_dtype(dtype) -> str:
     name = str(dtype).replace("torch.", "")
     name = _ALIASES.get(name, name)
     if name != "auto" and name not in DTYPES:
-        raise PlacementError(f"unknown dtype {dtype!r}; use auto, {', '.join(DTYPES)} (or fp32/bf16/fp16)")
+        raise PlacementError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)} (or fp32/bf16/fp16, "
+                             f"or auto)")
     return name
 
 
@@ -106,18 +109,52 @@ def available_memory(device: str) -> int:
     return int(psutil.virtual_memory().available)
 
 
-def check_dtype_runs(device: str, dtype: str) -> None:
-    """Raise :class:`PlacementError` when ``dtype`` cannot run on ``device`` (checked with one tiny matmul)."""
+def check_device(device, dtype=None) -> None:
+    """Refuse, before any weight is read, a device this torch cannot use or (``dtype`` given) a dtype it
+    cannot compute in there: the one device check of :func:`plan_placement`, ``load_model`` and ``preflight``.
+    ``None`` / ``"auto"`` is left to :func:`plan_placement`'s rule."""
     import torch
-    if device.startswith("cuda") and dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
-        raise PlacementError(f"dtype bfloat16 cannot run on {device} ({torch.cuda.get_device_name(0)}: no bf16 "
+    if device in (None, "auto"):
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise PlacementError(f"unknown device {device!r} ({exc}); use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
+            raise PlacementError(f"device {device!r}: no CUDA GPU: this torch ({torch.__version__}) was built "
+                                 f"without CUDA; use --device cpu (device='cpu'), or install a CUDA build of torch")
+        n_gpu = cuda_count()
+        if not n_gpu:
+            raise PlacementError(f"device {device!r} requested but torch sees no CUDA GPU (it has CUDA "
+                                 f"{torch.version.cuda}: driver or CUDA_VISIBLE_DEVICES?); use --device cpu or auto")
+        if dev.index is not None and dev.index >= n_gpu:
+            raise PlacementError(f"device {device!r} requested but only {n_gpu} GPU(s) are visible "
+                                 f"(cuda:0..cuda:{n_gpu - 1})")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise PlacementError(f"device {device!r}: MPS is not available in this torch; use --device cpu")
+    if dtype is not None:
+        check_dtype_runs(dev, dtype)
+
+
+def check_dtype_runs(device, dtype) -> None:
+    """Run a matmul, a softmax and an rsqrt in ``dtype`` on ``device`` (names or torch objects): what a
+    transformer block needs. A device that cannot (bf16 on a pre-Ampere GPU, fp8 on a CPU) raises
+    :class:`PlacementError` here."""
+    import torch
+    dev = torch.device("cpu" if str(device) == "auto" else device)
+    tdtype = dtype if isinstance(dtype, torch.dtype) else getattr(torch, normalize_dtype(dtype))
+    name = str(tdtype).replace("torch.", "")
+    if dev.type == "cuda" and tdtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise PlacementError(f"dtype bfloat16 cannot run on {device} ({torch.cuda.get_device_name(dev)}: no bf16 "
                              f"support, compute capability < 8.0); use --dtype float16 or float32")
     try:
-        a = torch.ones(2, 2, dtype=getattr(torch, dtype), device="cpu" if device == "auto" else device)
-        (a @ a).sum().item()
-    except (RuntimeError, TypeError) as exc:
-        raise PlacementError(f"dtype {dtype} cannot run on {device} with this torch build "
-                             f"({type(exc).__name__}: {str(exc)[:120]}); use float32") from None
+        x = torch.ones(4, 4, device=dev).to(tdtype)
+        torch.softmax(x @ x, dim=-1).float().sum().item()
+        torch.rsqrt(x.float().pow(2).mean(-1)).to(tdtype)
+    except (RuntimeError, TypeError, NotImplementedError) as exc:
+        raise PlacementError(f"dtype {name} cannot run on {dev} with this torch build ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:120]}); use --dtype float32") from None
 
 
 def plan_placement(config, device: str | None = "auto", dtype="auto", stream_layers=None,
@@ -136,15 +173,8 @@ def plan_placement(config, device: str | None = "auto", dtype="auto", stream_lay
         else:
             device = "cpu"
             why.append("no GPU visible")
-    elif device.startswith("cuda"):
-        if not n_gpu:
-            raise PlacementError(f"device {device!r} requested but torch sees no CUDA GPU "
-                                 f"(torch.cuda.is_available() is False); use --device cpu or auto")
-        idx = int(device.split(":")[1]) if ":" in device else 0
-        if idx >= n_gpu:
-            raise PlacementError(f"device {device!r} requested but only {n_gpu} GPU(s) are visible")
-    elif device not in ("cpu", "mps"):
-        raise PlacementError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+    else:
+        check_device(device)
     mem = int(memory_bytes) if memory_bytes is not None else available_memory(device)
     gib = lambda b: f"{b / GiB:.1f} GiB"   # noqa: E731
     if dtype == "auto":
@@ -199,9 +229,8 @@ def check_checkpoint_dir(path) -> None:
     if not path.is_dir():
         return
     names = [p.name for p in path.iterdir()]
-    if not any(n.endswith((".safetensors", ".bin", ".pt", ".pth")) for n in names):
+    if not any(n.endswith(checkpoint.WEIGHT_SUFFIXES) for n in names):
         raise ModelUnavailableError(f"checkpoint {path} has no weights (no *.safetensors or *.bin file next to "
                                     f"config.json); copy or download the weight shards")
-    if not any(n in ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json") for n in names):
-        raise ModelUnavailableError(f"checkpoint {path} has no tokenizer (tokenizer.json, tokenizer.model or "
-                                    f"tokenizer_config.json); copy the tokenizer files next to config.json")
+    if not checkpoint.has_tokenizer(names):
+        raise ModelUnavailableError(f"checkpoint {path} has {checkpoint.NO_TOKENIZER}")

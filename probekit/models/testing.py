@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 
 from probekit.core.activations import COMPONENTS, ActivationSet
-from probekit.models.adapters import adapter_for
-from probekit.models.loading import LoadedModel
+from probekit.models.adapters import ADAPTERS, adapter_for
+from probekit.models.loaded import LoadedModel
 
-FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "gpt2")
+#: one tiny model per family of the adapter table
+FAMILIES = tuple(ADAPTERS)
 
 
 @functools.lru_cache(maxsize=None)
