@@ -609,14 +609,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _input_errors() -> tuple:
     """What the user gave is wrong (exit 2): a model, checkpoint, device or dtype, a study or its stimuli,
     an expected table, an argument or a path, a run already in progress."""
-    from probekit.core.checks import ArgumentError
+    from probekit.core.checks import ActivationRangeError, ArgumentError
     from probekit.core.expected import ExpectedTableError
     from probekit.extraction.forward import ExtractionError
     from probekit.probes.grid import ProbeInputError
     from probekit.stimuli.sets import StimulusError
     return (ModelInputError, ModelUnavailableError, UnsupportedArchitectureError, StudyError, StimulusError,
             ExpectedTableError, ArgumentError, PathError, PlacementError, StreamingError, ExtractionError,
-            ProbeInputError, RunInProgressError)
+            ProbeInputError, RunInProgressError, ActivationRangeError)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -27,7 +27,7 @@ import pandas as pd
 from probekit import __version__
 from probekit.core.activations import COMPONENTS, POOLINGS, ActivationSet, carry_metadata
 from probekit.models.adapters import adapter_for, base_model, blocks, sublayer
-from probekit.core.checks import PROGRESS_AFTER_S, PROGRESS_EVERY_S, count, usable_dir
+from probekit.core.checks import PROGRESS_AFTER_S, PROGRESS_EVERY_S, check_activation_range, count, usable_dir
 from probekit.core.hashing import frame_hash
 from probekit.extraction.interop import as_loaded_model, pad_token_id
 from probekit.extraction.store import ActivationStore, StoreCorruptError, StoreMismatchError, is_read_only_error
@@ -277,6 +277,7 @@ def _check_finite(out: dict, rows: list[int], stimuli: pd.DataFrame, model_name:
                                   f"{_describe(i, stimuli)}in a float16 model usually overflow (load it with "
                                   f"dtype='bfloat16' or 'float32'); in bfloat16 or float32 the weights themselves "
                                   f"hold NaN/inf or overflow (check them: torch.isfinite on each parameter)")
+    check_activation_range(out, rows, model_name, lambda i: _describe(i, stimuli))   # finite but absurd: now too
 
 
 def extract(model, stimuli: pd.DataFrame, pooling: str | None = None, *, batch_size: int = 32,
