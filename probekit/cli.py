@@ -266,6 +266,10 @@ def cmd_run(args) -> int:
         return EXIT_USAGE
     _check_study_inputs(args, study)
     folders = _preflight(args, models)
+    from .pipeline import check_stimulus_lengths, stimulus_frames   # sklearn/scipy: the run needs them anyway
+    frames = stimulus_frames(study, args.experiments or list(study.experiments))
+    for m in models:                       # a text longer than a model's context: before any model loads
+        check_stimulus_lengths(m, frames)
     status = 0
     with _run_locks(Path(args.out), folders.values()):
         for model in models:
