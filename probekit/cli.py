@@ -180,6 +180,7 @@ def _check_study_inputs(args, study) -> None:
     files (validated as the shipped sets are) and the expected tables (readable, valid, no unknown claim)."""
     from probekit.stimuli.sets import load as load_set
     names = args.experiments or list(study.experiments)
+    _check_shipped_sets(study, names)
     for name in names:
         exp = study.experiments[name]
         if str(exp.stimulus_set).endswith((".csv", ".parquet")):
@@ -188,6 +189,24 @@ def _check_study_inputs(args, study) -> None:
         if train in names and str(test_set).endswith((".csv", ".parquet")):
             load_set(test_set)
     study.expected()
+
+
+def _check_shipped_sets(study, names) -> None:
+    """The shipped sets the run reads are where probekit looks (PROBEKIT_STIMULI_DIR can point elsewhere: a
+    missing, empty or unrelated folder was a raw KeyError after the checks, ``known:`` listing nothing)."""
+    from probekit.stimuli import sets as S
+    wanted = [e.stimulus_set for e in (study.experiments[n] for n in names)] + \
+        [test for train, test in study.transfers if train in names]
+    missing = sorted({s for s in wanted if not str(s).endswith((".csv", ".parquet")) and s not in S.names()})
+    if missing:
+        d = S.STIMULI_DIR
+        state = ("does not exist" if not d.exists() else "is not a folder" if not d.is_dir() else
+                 f"holds {', '.join(S.names()) or 'no set'} (a set is <name>.csv with its <name>.json)")
+        env = os.environ.get("PROBEKIT_STIMULI_DIR")
+        fix = ("unset PROBEKIT_STIMULI_DIR to use the shipped sets, or point it at a folder holding them" if env
+               else "reinstall probekit (its stimulus sets are package data)")
+        raise SystemExit(_usage(f"stimulus set(s) {', '.join(missing)} of study {study.id} not found: "
+                                f"{'PROBEKIT_STIMULI_DIR=' if env else ''}{d} {state}; {fix}"))
 
 
 def _replicate(args, model: str):
