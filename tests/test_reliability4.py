@@ -174,3 +174,238 @@ def test_streaming_temporaries_on_a_full_disk_are_a_clean_error(what, streamable
     for l in range(2):
         for c in ("resid_pre", "attn_out", "mlp_out"):
             np.testing.assert_allclose(got.get(l, c), ref.get(l, c), atol=1e-5, rtol=0)
+
+
+# ============================================================================ round 4: faults of our own design
+
+# ----------------------------------------------------------------------------- the house move
+
+def test_f31_an_old_import_path_is_the_moved_module_with_a_warning():
+    import importlib
+    import sys
+    sys.modules.pop("probekit.solver", None)
+    with pytest.warns(DeprecationWarning, match="probekit.solver moved to probekit.probes.solver"):
+        old = importlib.import_module("probekit.solver")
+    import probekit.probes.solver as new
+    assert old is new and old.__spec__.name == "probekit.probes.solver"
+
+
+def test_f32_a_class_through_the_old_path_is_the_same_class():
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from probekit.checks import DiskFullError as Old
+        from probekit.store import ActivationStore as OldStore
+    from probekit.extraction.store import ActivationStore
+    assert Old is DiskFullError and OldStore is ActivationStore    # `except probekit.checks.X` still catches
+
+
+def test_f33_a_name_that_never_existed_is_not_aliased():
+    with pytest.raises(ModuleNotFoundError, match="probekit.nosuch"):
+        import probekit.nosuch  # noqa: F401
+
+
+def _stimuli_dir(monkeypatch, d: Path):
+    """PROBEKIT_STIMULI_DIR=d as the package would read it at import (STIMULI_DIR and the sets found there)."""
+    import probekit.stimuli.sets as S
+    monkeypatch.setenv("PROBEKIT_STIMULI_DIR", str(d))
+    monkeypatch.setattr(S, "STIMULI_DIR", d)
+    monkeypatch.setattr(S, "SET_NAMES", S._shipped_names(d) if d.is_dir() else ())
+
+
+@pytest.mark.parametrize("kind,match", [("missing", "does not exist"), ("empty", "holds no set"),
+                                        ("file", "is not a folder"), ("other", "holds colours")])
+def test_f34_f37_a_stimuli_dir_without_the_sets(kind, match, tmp_path, ckpt, cache, monkeypatch, capsys):
+    """Was: a raw KeyError ('unknown stimulus set 'items'; known: ' -- nothing) after the checks."""
+    d = tmp_path / "sets"
+    if kind == "empty":
+        d.mkdir()
+    elif kind == "file":
+        d.write_text("x")
+    elif kind == "other":
+        d.mkdir()
+        for ext in (".csv", ".json"):
+            shutil.copy(TOY / f"colours{ext}", d / f"colours{ext}")
+    _stimuli_dir(monkeypatch, d)
+    _no_model_load(monkeypatch)
+    assert _code(["run", "--model", str(ckpt), "--experiments", "items", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "stimulus set(s) items, items_heldout" in err and match in err
+    assert "unset PROBEKIT_STIMULI_DIR" in err
+
+
+def test_f38_a_stimuli_dir_with_a_damaged_set(tmp_path, ckpt, cache, monkeypatch, capsys):
+    import probekit.studies as St
+    d = tmp_path / "sets"
+    shutil.copytree(St.data_dir("stimuli"), d, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    (d / "items.csv").write_text("text,target\n")
+    _stimuli_dir(monkeypatch, d)
+    _no_model_load(monkeypatch)
+    assert _code(["run", "--model", str(ckpt), "--experiments", "items", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "items.csv has a header but no rows" in err
+
+
+def test_f39_the_real_environment_variable_in_a_fresh_process(tmp_path, ckpt):
+    import subprocess
+    import sys
+    env = dict(os.environ, PROBEKIT_STIMULI_DIR=str(tmp_path / "nowhere"), PROBEKIT_CACHE=str(tmp_path / "c"),
+               PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    r = subprocess.run([sys.executable, "-m", "probekit", "run", "--model", str(ckpt), "--experiments", "items",
+                        "--out", str(tmp_path / "o")], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "nowhere does not exist" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_f40_f41_an_expected_dir_that_is_not_a_folder(kind, tmp_path, ckpt, cache, monkeypatch, capsys):
+    """Was: silently "no tables written yet" -- the measured regression rows dropped, every verdict judged
+    against the paper rows, exit 0."""
+    d = tmp_path / "expected"
+    if kind == "file":
+        d.write_text("x")
+    monkeypatch.setenv("PROBEKIT_EXPECTED_DIR", str(d))
+    _no_model_load(monkeypatch)
+    assert _code(["run", "--model", str(ckpt), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"PROBEKIT_EXPECTED_DIR={d}" in err
+    assert ("is a file" if kind == "file" else "does not exist") in err
+
+
+def test_f42_an_empty_expected_dir_is_the_paper_rows(tmp_path, monkeypatch):
+    """An existing, empty folder means "no tables written yet" (documented): the paper rows from code."""
+    from probekit.studies import load_study
+    (tmp_path / "e").mkdir()
+    monkeypatch.setenv("PROBEKIT_EXPECTED_DIR", str(tmp_path / "e"))
+    rows = load_study().expected()
+    assert len(rows) and set(rows.provenance) == {"paper"}
+
+
+# ----------------------------------------------------------------------------- the solver's options
+
+@pytest.mark.parametrize("kw,match", [({"penalty_selection": "LOO"}, "must be 'loo' or 'gcv', got 'LOO'"),
+                                      ({"penalty_selection": None}, "must be 'loo' or 'gcv', got None"),
+                                      ({"backend": "cuda"}, "must be one of numpy, torch, torch:cpu"),
+                                      ({"backend": "torch:cuda"}, "needs a visible CUDA GPU")])
+def test_f43_f45_bad_solver_options_are_named(kw, match):
+    import torch
+    from probekit.probes.solver import ridge_oof
+    if kw.get("backend") == "torch:cuda" and torch.cuda.is_available():
+        pytest.skip("a GPU is visible here")
+    with pytest.raises(ValueError, match=match):
+        ridge_oof(None, None, np.zeros((4, 1)), **kw)
+
+
+# ----------------------------------------------------------------------------- calibrate and the measured noise
+
+@pytest.mark.parametrize("kind,match", [("missing", "is missing"), ("corrupt", "is unreadable (BadZipFile")])
+def test_f46_f47_the_measured_noise_file_missing_or_damaged(kind, match, tmp_path, monkeypatch, capsys):
+    """Was: missing -- every measured-noise cell 'skipped', exit 0 and "0 null rows above 5%" (a CI gate on it
+    passed without the study's most realistic nulls); damaged -- a raw BadZipFile."""
+    import probekit.profiles.simulate as sim
+    import probekit.studies.bogdan2025.claims as C
+    p = tmp_path / "noise_measured.npz"
+    if kind == "corrupt":
+        p.write_bytes(b"PK\x03\x04 not a zip")
+    monkeypatch.setattr(C, "MEASURED_FILE", p)
+    monkeypatch.setattr(sim, "_MEASURED", {})
+    code = _code(["calibrate", "--claims", "item_peak_early", "--draws", "20", "--layers", "18", "--workers", "1",
+                  "--out", str(tmp_path / "cal")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and match in err and "measure_noise.py" in err, err
+    assert not (tmp_path / "cal" / "calibration.md").exists()
+
+
+@pytest.mark.parametrize("argv,match", [(["--draws", "abc"], "--draws must be an integer >= 20"),
+                                        (["--study", "/nonexistent/study"], "not a shipped study"),
+                                        (["--claims", ","], "--claims names no claim")])
+def test_f48_f50_calibrate_options(argv, match, tmp_path, capsys):
+    assert _code(["calibrate", "--out", str(tmp_path / "cal"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert match in err and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- report --out and the summary
+
+def _run_dir(tmp_path, rep) -> Path:
+    from test_reliability3 import _save_run
+    return _save_run(tmp_path / "results" / rep.model, rep)
+
+
+@pytest.mark.parametrize("kind", ["file", "parent_file"])
+def test_f51_f52_report_out_that_cannot_be_a_folder(kind, tmp_path, synthetic_replication, capsys):
+    src = _run_dir(tmp_path, synthetic_replication)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    out = blocker if kind == "file" else blocker / "sub"
+    assert _code(["report", "--from", str(src), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a file, not a directory" in err and blocker.read_text() == "x"
+
+
+def test_f53_report_in_place_while_a_run_writes_the_folder(tmp_path, synthetic_replication, capsys):
+    """`report --from R` (written next to the run) while a `run` holds R's lock: refused, nothing written."""
+    src = _run_dir(tmp_path, synthetic_replication)
+    with cli._run_locks(src.parent, [src.name], "probekit run"):
+        assert _code(["report", "--from", str(src)]) == 2
+    err = capsys.readouterr().err
+    assert "probekit run, pid" in err and not (src / "report.md").exists()
+
+
+def test_f54_the_summary_with_missing_answers_and_reasons(synthetic_replication):
+    """The three-answer summary: rows whose answer or reason is missing (NaN/None) or not one of the three
+    answers fall back to PASS/FAIL, never a crash or a 'NAN' label."""
+    from probekit.report.render import measure_run, all_verdicts
+    from probekit.studies import load_study
+    v = all_verdicts(measure_run(synthetic_replication), load_study())
+    assert "answer" in v.columns
+    v = v.copy()
+    v["answer"] = [None, float("nan"), "maybe"] * (len(v) // 3) + [None] * (len(v) % 3)
+    if "answer_reason" in v.columns:
+        v["answer_reason"] = float("nan")
+    lines = cli._summary_lines(v)
+    text = "\n".join(lines)
+    assert lines and "NAN" not in text and "MAYBE" not in text and ("PASS" in text or "FAIL" in text)
+
+
+# ----------------------------------------------------------------------------- stimuli with odd unicode
+
+def _one_row(tmp_path, text, target) -> Path:
+    d = tmp_path / "s"
+    d.mkdir(parents=True, exist_ok=True)
+    src = (TOY / "colours.csv").read_text()
+    (d / "colours.csv").write_text(src.replace("A red wall,red", f"{text},{target}", 1), encoding="utf-8")
+    shutil.copy(TOY / "colours.json", d / "colours.json")
+    return d / "colours.csv"
+
+
+def test_f55_a_zero_width_joiner_inside_the_word_is_named(tmp_path):
+    from probekit.stimuli.sets import StimulusError, load_file
+    with pytest.raises(StimulusError, match=r"row 0 text='A re\\u200dd wall' word='red': target word does not "
+                                            r"occur"):
+        load_file(_one_row(tmp_path, "A re\u200dd wall", "red"))
+
+
+def test_f56_a_byte_order_mark_and_crlf_lines_read_as_plain_utf8(tmp_path):
+    from probekit.stimuli.sets import load_file
+    p = _one_row(tmp_path, "A red wall", "red")
+    p.write_bytes(b"\xef\xbb\xbf" + p.read_bytes().replace(b"\n", b"\r\n"))
+    df = load_file(p)
+    assert list(df.columns[:2]) == ["text", "target"] and df.text[0] == "A red wall" and df.target[0] == "red"
+
+
+def test_f57_an_emoji_target_pools_its_own_tokens(tmp_path):
+    """A 4-byte emoji target (split into byte tokens): pooled over exactly its tokens, not its neighbours."""
+    from probekit.stimuli.sets import load_file
+    df = load_file(_one_row(tmp_path, "A \U0001F534 wall", "\U0001F534")).iloc[:2].reset_index(drop=True)
+    m = tiny_model("llama", n_layers=2)
+    acts = probekit.extract(m, df)
+    n = len(m.tokenizer("\U0001F534", add_special_tokens=False)["input_ids"])
+    assert acts.stimuli.n_target_tokens[0] == n >= 2
+
+
+def test_f58_a_tab_before_the_target_pools_the_same_tokens(tmp_path):
+    from probekit.stimuli.sets import load_file
+    a = load_file(_one_row(tmp_path / "a", "A red wall", "\tred")).iloc[:2].reset_index(drop=True)
+    b = load_file(_one_row(tmp_path / "b", "A red wall", "red")).iloc[:2].reset_index(drop=True)
+    m = tiny_model("llama", n_layers=2)
+    assert _same(probekit.extract(m, a), probekit.extract(m, b))
