@@ -16,33 +16,10 @@ import probekit
 from probekit import cli
 from probekit.core.checks import ActivationRangeError, DiskFullError
 from probekit.models.testing import mixed_stimuli, tiny_model
-from test_reliability3 import TOY, _code, _no_model_load, _same
+from test_reliability3 import TOY, _code, _no_model_load, _same, _toy_copy
+from test_reliability3_faults import cache, ckpt  # noqa: F401 (fixtures)
 
 STIMULI = mixed_stimuli(12)
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    d = tmp_path / "cache"
-    monkeypatch.setenv("PROBEKIT_CACHE", str(d))
-    return d
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "model"
-    src = tiny_model("llama", n_layers=2)
-    src.model.save_pretrained(path)
-    src.tokenizer.save_pretrained(path)
-    return path
-
-
-def _toy(tmp_path: Path, edit) -> Path:
-    d = tmp_path / "study"
-    shutil.copytree(TOY, d, ignore=shutil.ignore_patterns("__pycache__"))
-    csv = d / "colours.csv"
-    csv.write_text(edit(csv.read_text()))
-    return d
 
 
 # ============================================================================ 1. a too-long text
@@ -52,7 +29,7 @@ def test_a_text_longer_than_the_context_is_refused_before_the_model_loads(tmp_pa
     """Was: found at tokenisation, after the model had loaded (one line since round 3, but late)."""
     _no_model_load(monkeypatch)
     long = "A red wall " + " ".join(["and more"] * 10_000)          # 20,000 words; the tiny model's context: 256
-    study = _toy(tmp_path, lambda t: t.replace("A red wall,", f"{long},", 1))
+    study = _toy_copy(tmp_path, lambda t: t.replace("A red wall,", f"{long},", 1))
     assert cli.main(["run", "--study", str(study), "--model", str(ckpt), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
