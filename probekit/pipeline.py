@@ -261,7 +261,7 @@ def check_stimulus_lengths(model: str, frames, max_tokens: int | None = None) ->
     from probekit.models.checkpoint import context_length, load_tokenizer
     from probekit.models.loading import resolve
     try:
-        name, kw = resolve(str(model))
+        name, kw = _gguf_location(str(model)) or resolve(str(model))
         ctx, where = context_length(kw)
     except ModelUnavailableError:
         return
@@ -283,6 +283,20 @@ def check_stimulus_lengths(model: str, frames, max_tokens: int | None = None) ->
         more = f" (and {len(over) - 5} more)" if len(over) > 5 else ""
         raise ExtractionError(f"{len(over)} stimulus text(s) longer than {limit}: {shown}{more}; shorten or split "
                               f"these texts, or remove their rows")
+
+
+def _gguf_location(model: str) -> tuple[str, dict] | None:
+    """``(name, {"path", "gguf_file"})`` of a GGUF file given by path (or a folder holding one and no
+    config.json), for the length check: what ``resolve`` says of it without hashing the whole file again."""
+    from probekit.models.checkpoint import check_gguf
+    from probekit.models.loading import parse_random
+    base = Path(parse_random(model)[0]).expanduser()
+    found = [base] if base.is_file() and base.suffix == ".gguf" else \
+        sorted(base.glob("*.gguf")) if base.is_dir() and not (base / "config.json").exists() else []
+    if len(found) != 1:
+        return None
+    check_gguf(found[0])
+    return found[0].stem, {"path": str(found[0].parent), "gguf_file": found[0].name}
 
 
 def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict | None = None, batch_size: int = 32,

@@ -386,3 +386,20 @@ def test_f58_a_tab_before_the_target_pools_the_same_tokens(tmp_path):
     b = load_file(_one_row(tmp_path / "b", "A red wall", "red")).iloc[:2].reset_index(drop=True)
     m = tiny_model("llama", n_layers=2)
     assert _same(probekit.extract(m, a), probekit.extract(m, b))
+
+
+def test_the_length_check_of_a_gguf_file_does_not_hash_it(tmp_path, monkeypatch):
+    """A user's .gguf: its context comes from the header; the file is not hashed again (resolve hashes it)."""
+    import probekit.models.loading as L
+    from probekit.extraction.forward import ExtractionError
+    from probekit.pipeline import check_stimulus_lengths
+    try:
+        _, kw = L.resolve("smollm2-135m")
+    except L.ModelUnavailableError as exc:
+        pytest.skip(str(exc))
+    link = tmp_path / "mine.gguf"
+    link.symlink_to(Path(kw["path"]) / kw["gguf_file"])
+    monkeypatch.setattr(L, "resolve", lambda *a: (_ for _ in ()).throw(AssertionError("resolved (hashed)")))
+    check_stimulus_lengths(str(link), [STIMULI])
+    with pytest.raises(ExtractionError, match=r"stated limit of 2 tokens"):
+        check_stimulus_lengths(str(link), [STIMULI.iloc[:1]], max_tokens=2)
