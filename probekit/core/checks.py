@@ -173,8 +173,12 @@ def check_activation_range(out: dict, rows, model_name: str, describe=lambda i: 
     forward pass made them) whose magnitude exceeds ``limit``, naming the first layer and component, the
     stimulus (``describe(row)``) and the value. Finite values only are judged (NaN/inf have their own check)."""
     import torch
-    for (layer, comp), t in out.items():
-        big = torch.nan_to_num(t.detach().float().abs(), nan=0.0, posinf=0.0).amax(dim=1)
+    if not out:
+        return
+    peaks = [torch.nan_to_num(t.detach().float().abs(), nan=0.0, posinf=0.0).amax(dim=1) for t in out.values()]
+    if not bool(torch.stack([p.max() for p in peaks]).max() > limit):     # one device sync per batch
+        return
+    for ((layer, comp), t), big in zip(out.items(), peaks):
         if bool((big > limit).any()):
             b = int((big > limit).nonzero()[0, 0])
             part = {"attn_out": f"layer {layer}'s attention (e.g. its o_proj)", "mlp_out": f"layer {layer}'s MLP",
