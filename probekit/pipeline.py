@@ -241,7 +241,7 @@ def stimulus_frames(study: Study, names) -> list[pd.DataFrame]:
 
 
 def token_bound(text: str, specials: int = 16) -> int:
-    """At least the tokens any tokenizer gives ``text``: byte-level BPE and byte fallback make at most one
+    """An upper bound on the tokens any tokenizer gives ``text``: byte-level BPE and byte fallback make at most one
     token per UTF-8 byte, character vocabularies one per character; the bytes are counted after NFKC (the
     normaliser that expands most) and doubled for other normalisers, plus ``specials`` special tokens. A
     text under it needs no tokenizer to be known to fit (a text this misjudged is still refused at
@@ -319,7 +319,8 @@ def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict
         raise KeyError(f"unknown experiment(s) {unknown} in study {study.id}; known: {sorted(study.experiments)}")
     t0 = time.perf_counter()
     if not isinstance(model, LoadedModel):
-        check_stimulus_lengths(model, stimulus_frames(study, names))     # a too-long text: before the weights load
+        if isinstance(model, (str, os.PathLike)):           # a too-long text: found before the weights load
+            check_stimulus_lengths(model, stimulus_frames(study, names))
         model = load_model(model, dtype=dtype, device=device, stream_layers=stream_layers)
         if log and getattr(model, "placement", None) is not None:
             log(f"[{model.name}] placement: {model.placement}")
