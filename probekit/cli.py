@@ -115,6 +115,8 @@ def _check_paths(args) -> str | None:
             check_name_length(Path(args.out).absolute(), "--out")
             usable_dir(args.out, "--out")
             check_free_space(args.out, OUT_BYTES, "--out", " or choose another --out")
+        if os.environ.get("PROBEKIT_STREAM_DIR"):      # layer streaming's temporaries (pooled-*, hidden-*)
+            usable_dir(os.environ["PROBEKIT_STREAM_DIR"], "PROBEKIT_STREAM_DIR")
         if not getattr(args, "no_store", False):
             root = cache_dir()
             usable_dir(root, "the cache (PROBEKIT_CACHE)", write=False)      # read-only is fine (shared cache)

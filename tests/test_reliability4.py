@@ -403,3 +403,24 @@ def test_the_length_check_of_a_gguf_file_does_not_hash_it(tmp_path, monkeypatch)
     check_stimulus_lengths(str(link), [STIMULI])
     with pytest.raises(ExtractionError, match=r"stated limit of 2 tokens"):
         check_stimulus_lengths(str(link), [STIMULI.iloc[:1]], max_tokens=2)
+
+
+def test_replicate_refuses_a_too_long_text_before_loading(tmp_path, ckpt, cache, monkeypatch):
+    """The library path too: replicate() checks the lengths before load_model."""
+    import probekit.pipeline as P
+    from probekit.extraction.forward import ExtractionError
+    monkeypatch.setattr(P, "load_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
+    study = _toy_copy(tmp_path, lambda t: t.replace("A red wall,", "A red wall" + " x" * 300 + ",", 1))
+    with pytest.raises(ExtractionError, match=r"set 'colours' stimulus 0 .* 610 characters\): 610 tokens"):
+        P.replicate(str(ckpt), study=str(study))
+
+
+def test_f59_a_stream_dir_that_is_a_file_is_refused_before_the_work(tmp_path, ckpt, cache, monkeypatch, capsys):
+    """Was: `/x: File exists` (exit 1) after the model had loaded, at the first streamed set, not naming the
+    variable."""
+    (tmp_path / "f").write_text("x")
+    monkeypatch.setenv("PROBEKIT_STREAM_DIR", str(tmp_path / "f"))
+    _no_model_load(monkeypatch)
+    assert _code(["run", "--model", str(ckpt), "--stream-layers", "1", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "PROBEKIT_STREAM_DIR" in err and "is a file, not a directory" in err
