@@ -38,7 +38,7 @@ from probekit.extraction.streaming import StreamingError
 from .studies import StudyError, load_study
 from . import pipeline
 from .pipeline import Replication, ResultsCorruptError, SavedRunError
-from probekit.core.checks import ArgumentError
+from probekit.core.checks import ActivationRangeError, ArgumentError
 from probekit.extraction.batching import ExtractionError
 from probekit.extraction.store import StoreCorruptError
 from probekit.probes.grid import ProbeInputError
@@ -123,6 +123,8 @@ def _check_paths(args) -> str | None:
             check_name_length(Path(args.out).absolute(), "--out")
             usable_dir(args.out, "--out")
             check_free_space(args.out, OUT_BYTES, "--out", " or choose another --out")
+        if os.environ.get("PROBEKIT_STREAM_DIR"):      # layer streaming's temporaries (pooled-*, hidden-*)
+            usable_dir(os.environ["PROBEKIT_STREAM_DIR"], "PROBEKIT_STREAM_DIR")
         if not getattr(args, "no_store", False):
             root = cache_dir()
             usable_dir(root, "the cache (PROBEKIT_CACHE)", write=False)      # read-only is fine (shared cache)
@@ -187,6 +189,7 @@ def _check_study_inputs(args, study) -> None:
     """What the run will read besides the model, checked before it loads: a study folder's own stimulus
     files (validated as the shipped sets are) and the expected tables (readable, valid, no unknown claim)."""
     names = args.experiments or list(study.experiments)
+    _check_shipped_sets(study, names)
     for name in names:
         exp = study.experiments[name]
         if str(exp.stimulus_set).endswith((".csv", ".parquet")):
@@ -195,6 +198,24 @@ def _check_study_inputs(args, study) -> None:
         if train in names and str(test_set).endswith((".csv", ".parquet")):
             stimulus_sets.load(test_set)
     study.expected()
+
+
+def _check_shipped_sets(study, names) -> None:
+    """The shipped sets the run reads are where probekit looks (PROBEKIT_STIMULI_DIR can point elsewhere: a
+    missing, empty or unrelated folder was a raw KeyError after the checks, ``known:`` listing nothing)."""
+    from probekit.stimuli import sets as S
+    wanted = [e.stimulus_set for e in (study.experiments[n] for n in names)] + \
+        [test for train, test in study.transfers if train in names]
+    missing = sorted({s for s in wanted if not str(s).endswith((".csv", ".parquet")) and s not in S.names()})
+    if missing:
+        d = S.STIMULI_DIR
+        state = ("does not exist" if not d.exists() else "is not a folder" if not d.is_dir() else
+                 f"holds {', '.join(S.names()) or 'no set'} (a set is <name>.csv with its <name>.json)")
+        env = os.environ.get("PROBEKIT_STIMULI_DIR")
+        fix = ("unset PROBEKIT_STIMULI_DIR to use the shipped sets, or point it at a folder holding them" if env
+               else "reinstall probekit (its stimulus sets are package data)")
+        raise SystemExit(_usage(f"stimulus set(s) {', '.join(missing)} of study {study.id} not found: "
+                                f"{'PROBEKIT_STIMULI_DIR=' if env else ''}{d} {state}; {fix}"))
 
 
 def _replicate(args, model: str):
@@ -278,6 +299,10 @@ def cmd_run(args) -> int:
         return EXIT_USAGE
     _check_study_inputs(args, study)
     folders = _preflight(args, models)
+    from .pipeline import check_stimulus_lengths, stimulus_frames   # sklearn/scipy: the run needs them anyway
+    frames = stimulus_frames(study, args.experiments or list(study.experiments))
+    for m in models:                       # a text longer than a model's context: before any model loads
+        check_stimulus_lengths(m, frames)
     status = 0
     with _run_locks(Path(args.out), folders.values()):
         for model in models:
@@ -623,7 +648,7 @@ def _input_errors() -> tuple:
     an expected table, an argument or a path, a run already in progress."""
     return (ModelInputError, ModelUnavailableError, UnsupportedArchitectureError, StudyError,
             stimulus_sets.StimulusError, E.ExpectedTableError, ArgumentError, PathError, PlacementError,
-            StreamingError, ExtractionError, ProbeInputError, RunInProgressError)
+            StreamingError, ExtractionError, ProbeInputError, RunInProgressError, ActivationRangeError)
 
 
 def _one_line(exc: BaseException) -> str:

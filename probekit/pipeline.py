@@ -249,6 +249,73 @@ def probe_experiment(acts, exp: Experiment, probe_kw: dict | None = None, cache:
     return res
 
 
+def stimulus_frames(study: Study, names) -> list[pd.DataFrame]:
+    """Every stimulus set a run of ``names`` (experiments of ``study``) extracts: each experiment's whole set
+    once, then the held-out sets of its transfers."""
+    exps = [study.experiments[n] for n in names]
+    frames = {e.stimulus_set: e.stimulus_frame() for e in exps}
+    return list(frames.values()) + [load_stimulus_set(test) for train, test in study.transfers if train in names]
+
+
+def token_bound(text: str, specials: int = 16) -> int:
+    """An upper bound on the tokens any tokenizer gives ``text``: byte-level BPE and byte fallback make at most one
+    token per UTF-8 byte, character vocabularies one per character; the bytes are counted after NFKC (the
+    normaliser that expands most) and doubled for other normalisers, plus ``specials`` special tokens. A
+    text under it needs no tokenizer to be known to fit (a text this misjudged is still refused at
+    tokenisation, after the model loads)."""
+    import unicodedata
+    return 2 * max(len(text.encode()), len(unicodedata.normalize("NFKC", text).encode())) + specials
+
+
+def check_stimulus_lengths(model: str, frames, max_tokens: int | None = None) -> None:
+    """Before the model loads: refuse a stimulus with more tokens than ``model``'s context
+    (``max_position_embeddings`` or its family's key in ``config.json``, the GGUF header's context length) or
+    than ``max_tokens``, naming the set, the row (and ``id``), its length and what to do (was: found at
+    tokenisation, after the weights had loaded). Only texts that :func:`token_bound` cannot clear are
+    tokenized, with the tokenizer alone; a model that cannot be resolved here is left to its load."""
+    from probekit.core.errors import ModelUnavailableError
+    from probekit.extraction.forward import ExtractionError, _describe
+    from probekit.models.checkpoint import context_length, load_tokenizer
+    from probekit.models.loading import resolve
+    try:
+        name, kw = _gguf_location(str(model)) or resolve(str(model))
+        ctx, where = context_length(kw)
+    except ModelUnavailableError:
+        return
+    limit = f"model {name}'s context of {ctx} tokens ({where})"
+    if max_tokens is not None and (ctx is None or max_tokens < ctx):
+        ctx = count(max_tokens, "max_tokens", 1)
+        limit = f"the stated limit of {ctx} tokens (max_tokens)"
+    if ctx is None:
+        return
+    suspects = [(f, i) for f in frames for i, t in enumerate(f["text"]) if isinstance(t, str) and token_bound(t) > ctx]
+    if not suspects:
+        return
+    tok = load_tokenizer(kw)
+    lengths = tok([f["text"].iloc[i] for f, i in suspects], add_special_tokens=True)["input_ids"]
+    over = [(f, i, len(ids)) for (f, i), ids in zip(suspects, lengths) if len(ids) > ctx]
+    if over:
+        shown = "; ".join((f"set {f.attrs['name']!r} " if f.attrs.get("name") else "") + f"{_describe(i, f)}{n} "
+                          f"tokens" for f, i, n in over[:5])
+        more = f" (and {len(over) - 5} more)" if len(over) > 5 else ""
+        raise ExtractionError(f"{len(over)} stimulus text(s) longer than {limit}: {shown}{more}; shorten or split "
+                              f"these texts, or remove their rows")
+
+
+def _gguf_location(model: str) -> tuple[str, dict] | None:
+    """``(name, {"path", "gguf_file"})`` of a GGUF file given by path (or a folder holding one and no
+    config.json), for the length check: what ``resolve`` says of it without hashing the whole file again."""
+    from probekit.models.checkpoint import check_gguf
+    from probekit.models.loading import parse_random
+    base = Path(parse_random(model)[0]).expanduser()
+    found = [base] if base.is_file() and base.suffix == ".gguf" else \
+        sorted(base.glob("*.gguf")) if base.is_dir() and not (base / "config.json").exists() else []
+    if len(found) != 1:
+        return None
+    check_gguf(found[0])
+    return found[0].stem, {"path": str(found[0].parent), "gguf_file": found[0].name}
+
+
 def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict | None = None, batch_size: int = 32,
               dtype="auto", device="auto", stream_layers="auto", progress: bool | None = None, log=print,
               max_batch_tokens: int | None = None) -> Replication:
@@ -269,6 +336,8 @@ def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict
         raise KeyError(f"unknown experiment(s) {unknown} in study {study.id}; known: {sorted(study.experiments)}")
     t0 = time.perf_counter()
     if not isinstance(model, LoadedModel):
+        if isinstance(model, (str, os.PathLike)):           # a too-long text: found before the weights load
+            check_stimulus_lengths(model, stimulus_frames(study, names))
         model = load_model(model, dtype=dtype, device=device, stream_layers=stream_layers)
         if log and getattr(model, "placement", None) is not None:
             log(f"[{model.name}] placement: {model.placement}")

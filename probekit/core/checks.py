@@ -155,3 +155,36 @@ def check_probe_kw(probe_kw: dict | None) -> dict:
         if name in kw:
             kw[name] = count(kw[name], name, minimum)
     return kw
+
+
+#: Pooled activations above this magnitude (float32 terms) are refused at the first batch: no working model
+#: comes near it (the largest "massive activations" of real LMs are ~1e4), while a weight scaled by mistake
+#: (e.g. an ``o_proj`` x 1e30) gives ~1e29 -- finite, so only the probes refused it, after the whole extraction.
+MAX_ACTIVATION = 1e15
+
+
+class ActivationRangeError(ValueError):
+    """Activations no working model produces (beyond :data:`MAX_ACTIVATION`): names where and what to do."""
+
+
+def check_activation_range(out: dict, rows, model_name: str, describe=lambda i: f"row {i}: ",
+                           limit: float = MAX_ACTIVATION) -> None:
+    """Refuse a batch's pooled activations (``{(layer, component): tensor [batch, d_model]}``, in the order the
+    forward pass made them) whose magnitude exceeds ``limit``, naming the first layer and component, the
+    stimulus (``describe(row)``) and the value. Finite values only are judged (NaN/inf have their own check)."""
+    import torch
+    if not out:
+        return
+    peaks = [torch.nan_to_num(t.detach().float().abs(), nan=0.0, posinf=0.0).amax(dim=1) for t in out.values()]
+    if not bool(torch.stack([p.max() for p in peaks]).max() > limit):     # one device sync per batch
+        return
+    for ((layer, comp), t), big in zip(out.items(), peaks):
+        if bool((big > limit).any()):
+            b = int((big > limit).nonzero()[0, 0])
+            part = {"attn_out": f"layer {layer}'s attention (e.g. its o_proj)", "mlp_out": f"layer {layer}'s MLP",
+                    "resid_pre": f"the layers before {layer} or the embeddings"}.get(comp, f"layer {layer}")
+            raise ActivationRangeError(
+                f"model {model_name}: activations of magnitude {float(big[b]):.3g} at layer {layer} {comp} for "
+                f"{describe(rows[b])}more than {limit:.0e}, which no working model produces: the weights of "
+                f"{part} are scaled or corrupt (check torch.abs(p).max() of each parameter); fix or re-download "
+                f"the checkpoint")

@@ -58,6 +58,17 @@ def expected_dir(default: str | os.PathLike | None = None) -> Path:
     return Path(default)
 
 
+def check_env_dir() -> None:
+    """A set PROBEKIT_EXPECTED_DIR must be a folder: one that is missing (a typo) or a file used to be read as
+    "no tables written yet", so the measured regression rows were dropped and every verdict switched to the
+    paper rows without a word."""
+    env = os.environ.get("PROBEKIT_EXPECTED_DIR")
+    if env and not Path(env).expanduser().is_dir():
+        state = "is a file, not a folder" if Path(env).expanduser().exists() else "does not exist"
+        raise ExpectedTableError(f"PROBEKIT_EXPECTED_DIR={env} {state}; point it at the folder holding the expected "
+                                 f"tables (*.parquet), or unset it to use the study's own")
+
+
 def expected_row(model, n_layers, claim, metric, unit, direction, *, low=np.nan, high=np.nan, expected=np.nan,
                  tolerance=np.nan, judge_on="value", source="", note="", provenance="paper", version=None,
                  date=None) -> dict:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from probekit.core.checks import check_activation_range
 from probekit.extraction.batching import ExtractionError, describe_stimulus
 from probekit.models.adapters import adapter_for, blocks, sublayer
 
@@ -90,3 +91,4 @@ def check_finite(out: dict, rows: list[int], stimuli: pd.DataFrame, model_name: 
                                   f"{describe_stimulus(i, stimuli)}in a float16 model usually overflow (load it with "
                                   f"dtype='bfloat16' or 'float32'); in bfloat16 or float32 the weights themselves "
                                   f"hold NaN/inf or overflow (check them: torch.isfinite on each parameter)")
+    check_activation_range(out, rows, model_name, lambda i: describe_stimulus(i, stimuli))   # finite but absurd too

@@ -143,20 +143,15 @@ class StoreEntry:
         hint = (f" (or point PROBEKIT_CACHE at a larger disk, or run with --no-store); the entry at {self.path} "
                 f"is begun again on the next run")
         check_free_space(self.path, self.planned_bytes() + (1 << 20), "activation store", hint)
-        try:
+        with disk_full_error(f"activation store: the disk filled up while reserving {self.planned_bytes() >> 20} "
+                             f"MB at {self.path}", hint, cleanup=self.wipe):   # the rerun begins the entry again
             atomic_write_json(self.path / "manifest.json", self.identity, fsync=True)
             shape = (self.n, self.d_model)
             for l in range(self.n_layers):
                 for c in COMPONENTS:
-                    _preallocated(self.path / array_name(l, c), np.float32, shape)
-            _preallocated(self.path / "n_target_tokens.npy", np.int32, (self.n,))
+                    preallocated_npy(self.path / array_name(l, c), np.float32, shape)
+            preallocated_npy(self.path / "n_target_tokens.npy", np.int32, (self.n,))
             atomic_write_json(self.path / "progress.json", {"chunks": chunks, "done": []}, fsync=True)
-        except OSError as exc:
-            if not is_disk_full(exc):
-                raise
-            self.wipe()                   # free what was reserved: the rerun begins the entry again
-            raise DiskFullError(f"activation store: the disk filled up while reserving {self.planned_bytes() >> 20} "
-                                f"MB at {self.path} ({exc.strerror}); free some space{hint}") from None
         return set()
 
     def planned_bytes(self) -> int:
@@ -170,17 +165,13 @@ class StoreEntry:
         return w
 
     def mark_done(self, writers: dict, chunk_id: int) -> None:
-        try:
+        with disk_full_error(f"activation store: cannot record chunk {chunk_id} at {self.path}",
+                             " and rerun: it resumes after the last chunk recorded"):
             for arr in writers.values():
                 arr.flush()
             prog = self.progress() or {"chunks": [], "done": []}
             prog["done"] = sorted(set(prog["done"]) | {chunk_id})
             atomic_write_json(self.path / "progress.json", prog, fsync=True)
-        except OSError as exc:
-            if not is_disk_full(exc):
-                raise
-            raise DiskFullError(f"activation store: cannot record chunk {chunk_id} at {self.path} ({exc.strerror}); "
-                                f"free some space and rerun: it resumes after the last chunk recorded") from None
 
     def finish(self) -> None:
         """Checksum the arrays and mark the entry complete -- only once every chunk of the plan was
@@ -194,13 +185,9 @@ class StoreEntry:
             raise StoreCorruptError(f"{self.path}: refusing to complete the entry: chunks {missing} not written, "
                                     f"{len(rows)} of {self.n} rows planned")
         sums = {p.name: file_sha256(p) for p in sorted(self.path.glob("*.npy"))}
-        try:
+        with disk_full_error(f"activation store: cannot mark {self.path} complete",
+                             " and rerun: every chunk is written, only the checksums are left"):
             atomic_write_json(self.path / "complete.json", {"sha256": sums}, fsync=True)
-        except OSError as exc:
-            if not is_disk_full(exc):
-                raise
-            raise DiskFullError(f"activation store: cannot mark {self.path} complete ({exc.strerror}); free some "
-                                f"space and rerun: every chunk is written, only the checksums are left") from None
         (self.path / "progress.json").unlink(missing_ok=True)
 
     def wipe(self) -> None:
@@ -239,22 +226,46 @@ class StoreEntry:
         return np.asarray(np.load(self.path / "n_target_tokens.npy"))
 
 
-def _preallocated(path: Path, dtype, shape) -> None:
-    """An .npy file of ``shape`` whose data blocks are reserved on disk (``posix_fallocate``), so the
-    memory-mapped writes that fill it can never hit a full file system (SIGBUS); zeros, like
-    ``open_memmap`` (which leaves the file sparse)."""
-    np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape).flush()
-    if hasattr(os, "posix_fallocate"):
-        fd = os.open(path, os.O_RDWR)
-        try:
-            size = os.fstat(fd).st_size
+def reserve_blocks(path, size: int) -> None:
+    """Create ``path`` (or keep it) with its first ``size`` bytes' blocks reserved on disk (``posix_fallocate``),
+    so memory-mapped writes into it can never hit a full file system (SIGBUS, no message). Where the file
+    system cannot reserve (no ``posix_fallocate``), the file is extended sparse, as before."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        if os.fstat(fd).st_size < size:
+            os.ftruncate(fd, size)
+        if hasattr(os, "posix_fallocate") and size > 0:
             try:
                 os.posix_fallocate(fd, 0, size)
             except OSError as exc:
                 if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):   # not supported here: sparse
                     raise
-        finally:
-            os.close(fd)
+    finally:
+        os.close(fd)
+
+
+def preallocated_npy(path: Path, dtype, shape) -> np.memmap:
+    """An .npy file of ``shape`` (zeros, like ``open_memmap``, which leaves the file sparse) whose data blocks
+    are reserved (:func:`reserve_blocks`); returns it memory-mapped for writing."""
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    arr.flush()
+    reserve_blocks(path, os.stat(path).st_size)
+    return arr
+
+
+@contextlib.contextmanager
+def disk_full_error(what: str, hint: str = "", cleanup=None):
+    """Turn a full disk (ENOSPC, EDQUOT, EIO, EFBIG) inside the block into a :class:`DiskFullError`:
+    ``"<what> (<strerror>); free some space<hint>"``, after ``cleanup()`` freed what was reserved. Other
+    errors pass unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, DiskFullError) or not is_disk_full(exc):
+            raise
+        if cleanup is not None:
+            cleanup()
+        raise DiskFullError(f"{what} ({exc.strerror}); free some space{hint}") from None
 
 
 def is_read_only_error(exc: BaseException) -> bool:

@@ -64,6 +64,10 @@ from probekit.models.adapters import adapter_for, blocks
 from probekit.models.registry import cache_dir
 from probekit.models.streamed import (STREAMABLE, StreamedModel, StreamingError, WeightIndex,  # noqa: F401 (re-exported)
                                       assign, load_streamed)
+from probekit.extraction.store import disk_full_error, preallocated_npy, reserve_blocks
+
+
+_STREAM_HINT = " or set PROBEKIT_STREAM_DIR to a larger disk, and rerun"
 
 __all__ = ["StreamingError", "STREAMABLE", "WeightIndex", "StreamedModel", "load_streamed", "hidden_bytes",
            "preflight", "plan", "run_streamed", "release_layer", "trim_heap"]
@@ -116,6 +120,11 @@ class _DiskStates:
         self.shapes = shapes
         self.offsets = np.cumsum([0] + [int(np.prod(s)) for s in shapes])
         n = int(self.offsets[-1])
+        with disk_full_error(f"layer streaming: the disk filled up reserving {2 * n * dtype.itemsize >> 20} MB for "
+                             f"the hidden states in {self.dir}", _STREAM_HINT,
+                             cleanup=lambda: shutil.rmtree(self.dir, ignore_errors=True)):
+            for k in (0, 1):
+                reserve_blocks(self.dir / f"h{k}.bin", n * dtype.itemsize)
         self.files = [torch.from_file(str(self.dir / f"h{k}.bin"), shared=True, size=n, dtype=dtype)
                       for k in (0, 1)]
         self.cur = 0
@@ -214,11 +223,14 @@ def _pending_jobs(model, exclude: set) -> list:
             raise StreamingError(f"not enough disk for the pooled vectors of the {len(jobs)} other planned stimulus "
                                  f"sets: {need / 2**30:.2f} GiB needed in {root}, {free / 2**30:.2f} GiB free; free "
                                  f"space or set PROBEKIT_STREAM_DIR")
-        for _, j in jobs:
-            j.tmp = Path(tempfile.mkdtemp(prefix="pooled-", dir=root))
-            j.arrays = {(l, c): np.lib.format.open_memmap(j.tmp / f"L{l:03d}_{c}.npy", mode="w+", dtype=np.float32,
-                                                          shape=(len(j.stimuli), model.d_model))
-                        for l in range(model.n_layers) for c in COMPONENTS}
+        with disk_full_error(f"layer streaming: the disk filled up reserving {need >> 20} MB for the pooled vectors "
+                             f"of {len(jobs)} planned stimulus set(s) in {root}", _STREAM_HINT,
+                             cleanup=lambda: [shutil.rmtree(j.tmp, ignore_errors=True) for _, j in jobs if j.tmp]):
+            for _, j in jobs:                      # blocks reserved: a full disk is this error, never SIGBUS
+                j.tmp = Path(tempfile.mkdtemp(prefix="pooled-", dir=root))
+                j.arrays = {(l, c): preallocated_npy(j.tmp / f"L{l:03d}_{c}.npy", np.float32,
+                                                     (len(j.stimuli), model.d_model))
+                            for l in range(model.n_layers) for c in COMPONENTS}
     return jobs
 
 

@@ -205,11 +205,23 @@ def check_gguf(path: Path) -> None:
 
 
 _GGUF_SCALAR = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}   # value type -> bytes
+_GGUF_INT = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 10: "Q", 11: "q"}        # integer types -> struct
 
 
 def _gguf_data_end(path: Path) -> tuple[int, int]:
     """(bytes the tensors need, tensor count) of a GGUF file, from its header alone: the key/value
     metadata is skipped, the tensor table read (a full GGUFReader takes seconds on a 100 MB file)."""
+    need, n_tensors, _ = _gguf_header(path)
+    return need, n_tensors
+
+
+def gguf_values(path: Path, keys) -> dict:
+    """The integer and string metadata values of ``keys`` in a GGUF file's header (those it has), read as
+    :func:`_gguf_data_end` reads the header (no GGUFReader, no tensor)."""
+    return _gguf_header(path, frozenset(keys))[2]
+
+
+def _gguf_header(path: Path, want: frozenset = frozenset()) -> tuple[int, int, dict]:
     import numpy as np
     from gguf.constants import GGML_QUANT_SIZES
     import mmap
@@ -244,12 +256,18 @@ def _gguf_data_end(path: Path) -> tuple[int, int]:
             raise ValueError(f"GGUF version {version} (probekit reads versions 2 and 3)")
         n_tensors, n_kv = take("Q"), take("Q")
         alignment = 32
+        values: dict = {}
         for _ in range(n_kv):
             key = bytes(buf[pos + 8:pos + 8 + take("Q")]).decode("utf-8", "replace")
             pos += len(key.encode())
             t = take("I")
             if key == "general.alignment" and t in (4, 5):
                 alignment = struct.unpack_from("<I", buf, pos)[0]
+            if key in want and t in _GGUF_INT:
+                values[key] = struct.unpack_from("<" + _GGUF_INT[t], buf, pos)[0]
+            elif key in want and t == 8:
+                n = struct.unpack_from("<Q", buf, pos)[0]
+                values[key] = bytes(buf[pos + 8:pos + 8 + n]).decode("utf-8", "replace")
             skip_value(t)
         end = 0
         for _ in range(n_tensors):
@@ -259,7 +277,7 @@ def _gguf_data_end(path: Path) -> tuple[int, int]:
             block, size = GGML_QUANT_SIZES[ttype]
             end = max(end, offset + int(np.prod(dims, dtype=np.int64)) // block * size)
         start = -(-pos // alignment) * alignment
-        return start + end, n_tensors
+        return start + end, n_tensors, values
 
 
 def _gguf_reader(path: Path):
@@ -323,3 +341,33 @@ def config_shape(config) -> dict:
     out["d_model"] = first("hidden_size", "n_embd")
     out["vocab_size"] = first("vocab_size")
     return out
+
+
+#: config keys that state a model's context (positions it has embeddings or rotary tables for), by family
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length")
+
+
+def context_length(kw: dict) -> tuple[int | None, str]:
+    """``(tokens, where it is stated)`` of the model :func:`probekit.models.loading.resolve` found (``kw``),
+    from ``config.json`` (its ``text_config`` first) or the GGUF header's ``<arch>.context_length`` -- the
+    value transformers gives ``max_position_embeddings`` -- without loading the model; ``(None, "")`` when
+    neither states one."""
+    if "gguf_file" in kw:
+        path = Path(kw["path"]) / kw["gguf_file"]
+        arch = gguf_values(path, ["general.architecture"]).get("general.architecture")
+        key = f"{arch}.context_length"
+        value = gguf_values(path, [key]).get(key) if arch else None
+        return (int(value), f"{key} in {path.name}") if value else (None, "")
+    cfg = read_config(Path(kw["path"]))
+    for part in (cfg.get("text_config") or {}, cfg):
+        for key in CONTEXT_KEYS:
+            if isinstance(part.get(key), int) and part[key] > 0:
+                return part[key], f"{key} in {Path(kw['path']).name}/config.json"
+    return None, ""
+
+
+def load_tokenizer(kw: dict):
+    """The tokenizer of the model ``kw`` describes, without its weights (a checkpoint's tokenizer files, or
+    the one a GGUF file embeds)."""
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(kw["path"], **({"gguf_file": kw["gguf_file"]} if "gguf_file" in kw else {}))

@@ -77,6 +77,7 @@ class Study:
     def expected(self) -> pd.DataFrame:
         """This study's rows of ``expected_dir/*.parquet`` (validated); the paper rows from code when
         none are written yet."""
+        E.check_env_dir()                                           # a typo'd folder is refused, not "no tables"
         table = E.load(self.expected_dir) if Path(self.expected_dir).is_dir() else pd.DataFrame(columns=E.COLUMNS)
         E.check_claim_ids(table, self, str(self.expected_dir))      # a typo'd claim id is refused, not dropped
         mine = table[table.claim.map(self.owns)] if len(table) else table

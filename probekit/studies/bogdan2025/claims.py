@@ -21,6 +21,7 @@ from probekit.profiles import simulate as sim
 from probekit.claims.claim import Z, Claim, Effect, Scenario, SyntheticEvidence, row
 from probekit.pipeline import SHUFFLED_PREFIX
 from probekit.probes.stats import binomial_lower, binomial_upper
+from probekit.studies import StudyError
 
 from .paper import PAPER_RANGES
 
@@ -108,9 +109,15 @@ _NOISE_SET = {"analogies_ab_only": "analogies", "analogies_cd_only": "analogies"
 
 def _measured(exp: str, comp: str, model: str = MEASURED_MODEL):
     """The measured (refit, reweight) deviations of ``exp``'s set (:func:`probekit.simulate.measured_noise`)."""
-    if not MEASURED_FILE.exists():
-        raise LookupError(f"no measured noise ({MEASURED_FILE} missing)")
-    m = sim.measured_noise(MEASURED_FILE)
+    redo = ("restore it (git checkout, or reinstall probekit) or rebuild it with "
+            "benchmarks/calibration/measure_noise.py")
+    if not MEASURED_FILE.is_file():      # the study's own data: a calibration without its measured nulls misleads
+        raise StudyError(f"study bogdan2025: its measured noise {MEASURED_FILE} is missing; {redo}")
+    try:
+        m = sim.measured_noise(MEASURED_FILE)
+    except Exception as exc:             # a damaged .npz: BadZipFile, ValueError, KeyError, EOFError, OSError
+        raise StudyError(f"study bogdan2025: its measured noise {MEASURED_FILE} is unreadable "
+                         f"({type(exc).__name__}: {str(exc)[:120]}); {redo}") from None
     key = (model, _NOISE_SET.get(exp, exp), comp)
     if key not in m:
         raise LookupError(f"no measured refit noise for {key}")
