@@ -203,14 +203,13 @@ def _check_study_inputs(args, study) -> None:
 def _check_shipped_sets(study, names) -> None:
     """The shipped sets the run reads are where probekit looks (PROBEKIT_STIMULI_DIR can point elsewhere: a
     missing, empty or unrelated folder was a raw KeyError after the checks, ``known:`` listing nothing)."""
-    from probekit.stimuli import sets as S
     wanted = [e.stimulus_set for e in (study.experiments[n] for n in names)] + \
         [test for train, test in study.transfers if train in names]
-    missing = sorted({s for s in wanted if not str(s).endswith((".csv", ".parquet")) and s not in S.names()})
+    missing = sorted({s for s in wanted if not str(s).endswith((".csv", ".parquet")) and s not in stimulus_sets.names()})
     if missing:
-        d = S.STIMULI_DIR
+        d = stimulus_sets.STIMULI_DIR
         state = ("does not exist" if not d.exists() else "is not a folder" if not d.is_dir() else
-                 f"holds {', '.join(S.names()) or 'no set'} (a set is <name>.csv with its <name>.json)")
+                 f"holds {', '.join(stimulus_sets.names()) or 'no set'} (a set is <name>.csv with its <name>.json)")
         env = os.environ.get("PROBEKIT_STIMULI_DIR")
         fix = ("unset PROBEKIT_STIMULI_DIR to use the shipped sets, or point it at a folder holding them" if env
                else "reinstall probekit (its stimulus sets are package data)")
@@ -299,10 +298,9 @@ def cmd_run(args) -> int:
         return EXIT_USAGE
     _check_study_inputs(args, study)
     folders = _preflight(args, models)
-    from .pipeline import check_stimulus_lengths, stimulus_frames   # sklearn/scipy: the run needs them anyway
-    frames = stimulus_frames(study, args.experiments or list(study.experiments))
+    frames = pipeline.stimulus_frames(study, args.experiments or list(study.experiments))
     for m in models:                       # a text longer than a model's context: before any model loads
-        check_stimulus_lengths(m, frames)
+        pipeline.check_stimulus_lengths(m, frames)
     status = 0
     with _run_locks(Path(args.out), folders.values()):
         for model in models:

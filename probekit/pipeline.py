@@ -31,7 +31,11 @@ from probekit.core.cost import announce as announce_cost
 from probekit.stimuli.experiments import Experiment
 from probekit.extraction.forward import DEFAULT_MAX_BATCH_TOKENS, extract
 from probekit.core.hashing import file_sha256, frame_hash
-from probekit.models.loading import LoadedModel, load_model
+from probekit.core.errors import ModelUnavailableError
+from probekit.extraction.batching import ExtractionError, describe_stimulus
+from probekit.models import checkpoint
+from probekit.models.checkpoint import check_gguf, context_length
+from probekit.models.loading import LoadedModel, load_model, parse_random, resolve
 from probekit.models.streamed import StreamedModel
 from probekit.probes.grid import SOLVER_VERSION, ProbeResults, probe_grid
 from probekit.probes.solver import resolve_backend
@@ -273,10 +277,6 @@ def check_stimulus_lengths(model: str, frames, max_tokens: int | None = None) ->
     than ``max_tokens``, naming the set, the row (and ``id``), its length and what to do (was: found at
     tokenisation, after the weights had loaded). Only texts that :func:`token_bound` cannot clear are
     tokenized, with the tokenizer alone; a model that cannot be resolved here is left to its load."""
-    from probekit.core.errors import ModelUnavailableError
-    from probekit.extraction.forward import ExtractionError, _describe
-    from probekit.models.checkpoint import context_length, load_tokenizer
-    from probekit.models.loading import resolve
     try:
         name, kw = _gguf_location(str(model)) or resolve(str(model))
         ctx, where = context_length(kw)
@@ -291,11 +291,11 @@ def check_stimulus_lengths(model: str, frames, max_tokens: int | None = None) ->
     suspects = [(f, i) for f in frames for i, t in enumerate(f["text"]) if isinstance(t, str) and token_bound(t) > ctx]
     if not suspects:
         return
-    tok = load_tokenizer(kw)
+    tok = checkpoint.load_tokenizer(kw)   # by attribute: tests count its calls
     lengths = tok([f["text"].iloc[i] for f, i in suspects], add_special_tokens=True)["input_ids"]
     over = [(f, i, len(ids)) for (f, i), ids in zip(suspects, lengths) if len(ids) > ctx]
     if over:
-        shown = "; ".join((f"set {f.attrs['name']!r} " if f.attrs.get("name") else "") + f"{_describe(i, f)}{n} "
+        shown = "; ".join((f"set {f.attrs['name']!r} " if f.attrs.get("name") else "") + f"{describe_stimulus(i, f)}{n} "
                           f"tokens" for f, i, n in over[:5])
         more = f" (and {len(over) - 5} more)" if len(over) > 5 else ""
         raise ExtractionError(f"{len(over)} stimulus text(s) longer than {limit}: {shown}{more}; shorten or split "
@@ -305,8 +305,6 @@ def check_stimulus_lengths(model: str, frames, max_tokens: int | None = None) ->
 def _gguf_location(model: str) -> tuple[str, dict] | None:
     """``(name, {"path", "gguf_file"})`` of a GGUF file given by path (or a folder holding one and no
     config.json), for the length check: what ``resolve`` says of it without hashing the whole file again."""
-    from probekit.models.checkpoint import check_gguf
-    from probekit.models.loading import parse_random
     base = Path(parse_random(model)[0]).expanduser()
     found = [base] if base.is_file() and base.suffix == ".gguf" else \
         sorted(base.glob("*.gguf")) if base.is_dir() and not (base / "config.json").exists() else []
