@@ -22,7 +22,7 @@ def _run(model_name: str, config, study):
     if model_name not in _RUNS:
         from probekit.models.loading import ModelUnavailableError
         from probekit.pipeline import replicate
-        from probekit.report.render import measure_run
+        from probekit.claims.verdicts import measure_run
         try:
             rep = replicate(model_name, study=study, log=lambda msg: print(msg, flush=True),
                             **getattr(config, "probekit_run_options", {}))

@@ -32,8 +32,9 @@ from probekit.claims.claim import ANSWERS, MEASUREMENT_COLUMNS
 from probekit.models.loading import (MODELS, ModelInputError, ModelUnavailableError, UnsupportedArchitectureError, cache_dir,
                      parse_random, preflight, resolve)
 from probekit.models.placement import PlacementError
-from probekit.report.render import (format_ci, all_verdicts, atomic_write_parquet, atomic_write_text, claim_rows, claims_markdown,
-                     measure_run, twin_markdown, write_report)
+from probekit.claims.verdicts import all_verdicts, measure_run
+from probekit.report.render import (format_ci, atomic_write_parquet, atomic_write_text, claim_rows, claims_markdown,
+                     twin_markdown, write_report)
 from probekit.extraction.streaming import StreamingError
 from .studies import StudyError, load_study
 from . import pipeline

@@ -333,6 +333,7 @@ def random_init_model(model, seed: int = 0):
     from transformers import AutoModelForCausalLM
 
     from probekit.models.loading import LoadedModel
+    from probekit.models.registry import random_name
     cfg = model.model.config
     torch.manual_seed(seed)
     rm = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
@@ -347,7 +348,7 @@ def random_init_model(model, seed: int = 0):
         h.update(name.encode())
         h.update(flat[idx].numpy().tobytes())
     fp = f"{model.fingerprint}|random-init:seed{seed}:{h.hexdigest()[:16]}"
-    return LoadedModel(model=rm, tokenizer=model.tokenizer, name=f"{model.name}+random:{seed}", fingerprint=fp,
+    return LoadedModel(model=rm, tokenizer=model.tokenizer, name=random_name(model.name, seed), fingerprint=fp,
                        source=f"from_config({model.name}), torch.manual_seed({seed})", dtype="float32", markers=())
 
 

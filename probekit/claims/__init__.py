@@ -1,4 +1,5 @@
-"""Stage 6: a claim's measurement and decision rule, judged against a study's expected rows; calibration.
+"""Stage 6: a claim's measurement and decision rule, judged against a study's expected rows (``verdicts``:
+a run's verdicts on both bases and the untrained-twin rule); calibration.
 """
 from __future__ import annotations
 
@@ -49,7 +50,13 @@ from .calibration import (  # noqa: F401
     inflation_table,
     inflation_markdown,
 )
-from . import claim, calibration  # noqa: F401,E402  (the modules, as namespaces)
+from .verdicts import (  # noqa: F401
+    TWIN_COLUMNS,
+    measure_run,
+    all_verdicts,
+    twin_verdicts,
+)
+from . import claim, calibration, verdicts  # noqa: F401,E402  (the modules, as namespaces)
 
 __all__ = [
     'MEASUREMENT_COLUMNS',
@@ -95,4 +102,8 @@ __all__ = [
     'INFLATION_COLUMNS',
     'inflation_table',
     'inflation_markdown',
+    'TWIN_COLUMNS',
+    'measure_run',
+    'all_verdicts',
+    'twin_verdicts',
 ]

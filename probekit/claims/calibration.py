@@ -28,6 +28,8 @@ import pandas as pd
 from probekit.core.atomic import atomic_write_parquet, atomic_write_text
 from probekit.claims.claim import by_metric, bounds_text, judge_rows, normalised_paper_rows
 from probekit.probes.stats import LEVEL, binomial_interval
+from probekit.models.registry import parse_random
+from probekit.profiles.metrics import boot_sd, maxt_quantile
 from probekit.studies import BUILTIN, load_study
 
 COLUMNS = ["study", "claim", "rule_model", "rule", "n_layers", "scenario", "kind", "description", "n_draws", "n_effect", "rate",
@@ -241,9 +243,8 @@ def _coverage(refit_dev: np.ndarray, rw_dev: np.ndarray, kappa: float, level: fl
 
 
 def _band_coverage(refit: np.ndarray, rw: np.ndarray, kappa: float, level: float) -> float:
-    from probekit.profiles.metrics import _maxt_quantile, _sd
-    sd = _sd(rw)
-    c = _maxt_quantile(rw - np.nanmean(rw, axis=0), sd, level, two_sided=True)
+    sd = boot_sd(rw)
+    c = maxt_quantile(rw - np.nanmean(rw, axis=0), sd, level, two_sided=True)
     dev = refit - np.nanmedian(refit, axis=0)
     return float(np.mean(np.all(np.abs(dev) <= kappa * c * sd, axis=1)))
 
@@ -266,7 +267,7 @@ def inflation_table(npz_path, inflation: float, component: str = "resid_pre", le
     from probekit.profiles.metrics import depth_centroid
     z = np.load(npz_path)
     keys = {tuple(k.split("/")) for k in z.files}
-    models = sorted({k[0] for k in keys if "+random" not in k[0]})
+    models = sorted({k[0] for k in keys if parse_random(k[0])[1] is None})
     rows = []
     for m in models:
         exps = sorted({k[1] for k in keys if k[0] == m and k[2] == component})

@@ -8,6 +8,8 @@ from .registry import (  # noqa: F401
     cache_dir,
     ModelSpec,
     MODELS,
+    parse_random,
+    random_name,
 )
 from .loaded import (  # noqa: F401
     LoadedModel,
@@ -30,7 +32,6 @@ from .loading import (  # noqa: F401
     preflight,
     resolve,
     random_init,
-    parse_random,
     weights_digest,
     check_device,
     check_dtype_runs,
@@ -91,6 +92,8 @@ __all__ = [
     'cache_dir',
     'ModelSpec',
     'MODELS',
+    'parse_random',
+    'random_name',
     'LoadedModel',
     'loaded_model',
     'torch_dtype',
@@ -105,7 +108,6 @@ __all__ = [
     'preflight',
     'resolve',
     'random_init',
-    'parse_random',
     'weights_digest',
     'check_device',
     'check_dtype_runs',

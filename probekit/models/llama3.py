@@ -31,6 +31,7 @@ from probekit.core.atomic import atomic_directory
 from probekit.core.checks import count_type, usable_dir
 from probekit.core.hashing import file_sha256
 from probekit.models.loaded import torch_dtype
+from probekit.models.placement import n_params
 from probekit.models.registry import cache_dir
 
 BOS_ID = 128000
@@ -167,15 +168,6 @@ def llama_config(shape: str, n_layers: int | None = None):
         cfg.rope_scaling = rope
     cfg.architectures = ["LlamaForCausalLM"]
     return cfg
-
-
-def n_params(cfg) -> int:
-    """Parameters of a Llama config (embeddings, blocks, final norm, and lm_head when untied)."""
-    d, f, v, L = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.num_hidden_layers
-    hd = getattr(cfg, "head_dim", None) or d // cfg.num_attention_heads
-    attn = d * hd * cfg.num_attention_heads * 2 + d * hd * cfg.num_key_value_heads * 2
-    block = attn + 3 * d * f + 2 * d
-    return v * d * (1 if cfg.tie_word_embeddings else 2) + L * block + d
 
 
 def build_checkpoint(shape: str, out_dir: str | os.PathLike, *, seed: int = 0, dtype: str = "bfloat16",

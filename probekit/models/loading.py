@@ -26,7 +26,6 @@ files :mod:`probekit.models.checkpoint`; their public names are re-exported here
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from probekit.models import adapters
@@ -37,7 +36,7 @@ from probekit.core.hashing import file_sha256
 from probekit.models.in_memory import as_loaded_model
 from probekit.models.loaded import FULL_DIGEST_BYTES, LoadedModel, loaded_model, torch_dtype, weights_digest  # noqa: F401 (re-exported)
 from probekit.models.placement import check_device, check_dtype_runs, plan_for_checkpoint  # noqa: F401 (re-exported)
-from probekit.models.registry import MODELS, ModelSpec, cache_dir  # noqa: F401 (re-exported)
+from probekit.models.registry import MODELS, ModelSpec, cache_dir, parse_random, random_name  # noqa: F401 (re-exported)
 from probekit.models.streamed import load_streamed
 from probekit.models.weights import converted_gguf, embedded_gguf, verify_converted  # noqa: F401 (re-exported)
 
@@ -48,28 +47,6 @@ __all__ = ["LoadedModel", "load_model", "preflight", "resolve", "random_init", "
 
 
 # --------------------------------------------------------------------------- where the weights are
-
-_RANDOM = re.compile(r"(?P<base>.+)\+random(?::(?P<seed>.*))?")
-
-
-def parse_random(name_or_path: str) -> tuple[str, int | None]:
-    """``"NAME+random:SEED"`` -> ``("NAME", SEED)``, ``"NAME+random"`` -> ``("NAME", 0)``, else ``(name, None)``.
-
-    An existing file or directory whose name happens to end in ``+random`` is a path, not a variant."""
-    m = _RANDOM.fullmatch(name_or_path)
-    if m is None or Path(name_or_path).expanduser().exists():
-        return name_or_path, None
-    base, seed = m.group("base"), m.group("seed")
-    if _RANDOM.fullmatch(base):
-        raise ModelInputError(f"model {name_or_path!r}: '+random' twice; a random-init control has one seed, "
-                              f"e.g. {_RANDOM.fullmatch(base).group('base')}+random:1")
-    if seed is None:
-        return base, 0
-    if not re.fullmatch(r"[0-9]{1,18}", seed):
-        raise ModelInputError(f"model {name_or_path!r}: the seed after '+random:' must be a non-negative "
-                              f"integer, e.g. {base}+random:1")
-    return base, int(seed)
-
 
 def resolve(name_or_path: str) -> tuple[str, dict]:
     """Where a model's weights come from: ``(display_name, info)``.
@@ -82,7 +59,7 @@ def resolve(name_or_path: str) -> tuple[str, dict]:
     base, seed = parse_random(name_or_path)
     if seed is not None:
         name, kw = resolve(base)
-        return f"{name}+random:{seed}", dict(
+        return random_name(name, seed), dict(
             kw, random_seed=seed, base_name=name, markers=("random-init",),
             fingerprint=f"random-init:{seed}|{kw['fingerprint']}",
             source=f"random init (torch seed {seed}) of the config of {name} ({kw['source']})")

@@ -3,8 +3,11 @@ shape a checkpoint of each must have (checked before a supplied checkpoint is us
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from probekit.core.errors import ModelInputError
 
 
 def cache_dir() -> Path:
@@ -95,3 +98,34 @@ MODELS: dict[str, ModelSpec] = {
         n_layers=80, d_model=8192, vocab_size=128256, model_type="llama",
     ),
 }
+
+
+# --------------------------------------------------------------------------- NAME+random[:SEED]
+
+_RANDOM = re.compile(r"(?P<base>.+)\+random(?::(?P<seed>.*))?")
+
+
+def parse_random(name_or_path: str) -> tuple[str, int | None]:
+    """The grammar of a random-init control, stated once: ``"NAME+random:SEED"`` -> ``("NAME", SEED)``,
+    ``"NAME+random"`` -> ``("NAME", 0)``, else ``(name, None)``. Used to load a twin and to find one
+    among results (a model's twin is any name that parses to that model).
+
+    An existing file or directory whose name happens to end in ``+random`` is a path, not a variant."""
+    m = _RANDOM.fullmatch(name_or_path)
+    if m is None or Path(name_or_path).expanduser().exists():
+        return name_or_path, None
+    base, seed = m.group("base"), m.group("seed")
+    if _RANDOM.fullmatch(base):
+        raise ModelInputError(f"model {name_or_path!r}: '+random' twice; a random-init control has one seed, "
+                              f"e.g. {_RANDOM.fullmatch(base).group('base')}+random:1")
+    if seed is None:
+        return base, 0
+    if not re.fullmatch(r"[0-9]{1,18}", seed):
+        raise ModelInputError(f"model {name_or_path!r}: the seed after '+random:' must be a non-negative "
+                              f"integer, e.g. {base}+random:1")
+    return base, int(seed)
+
+
+def random_name(base: str, seed: int) -> str:
+    """The canonical name of ``base``'s random-init control with ``seed`` (what :func:`parse_random` reads)."""
+    return f"{base}+random:{int(seed)}"

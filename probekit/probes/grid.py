@@ -48,7 +48,7 @@ from probekit.models.testing import make_synthetic_acts  # re-exported: tests an
 # probe_grid, plus the names other code imports from here since before the split
 __all__ = ["probe_grid", "DEFAULT_ALPHAS", "DEFAULT_C_GRID", "SOLVER_VERSION", "SCORE_COLUMNS", "SURFACE_COLUMNS",
            "ColumnBlock", "GridColumns", "LabelColumns", "LabelPredictions", "LabelSpec", "ProbeInputError",
-           "ProbeResults", "SplitPlan", "eigh_psd", "fold_grams", "grid_columns", "make_plans",
+           "ProbeResults", "SplitPlan", "eigh_psd", "fold_grams", "grid_columns", "load_matrix", "make_plans",
            "make_synthetic_acts", "resolve_labels", "ridge_oof", "surface_matrix", "svm_oof"]
 
 def probe_grid(acts, labels=None, *, n_splits: int = 6, estimator: str = "fast",
@@ -174,7 +174,7 @@ def _fit_cells(acts, design: GridColumns, layers: list[int], comps: tuple[str, .
 
     def fit_cell(cell):
         li, ci = cell
-        X = _load_matrix(acts, li, comps[ci], n)
+        X = load_matrix(acts, li, comps[ci], n)
         out = []
         for plan, cols in zip(design.plans, design.cols):
             oof, best = _fit_plan(X, plan, cols, estimator=estimator, alphas=alphas, C_grid=C_grid,
@@ -346,7 +346,8 @@ def _score_table(design: GridColumns, fits: _CellFits, baselines: pd.DataFrame, 
     return pd.DataFrame(rows, columns=SCORE_COLUMNS), predictions
 
 
-def _load_matrix(acts, layer: int, comp: str, n: int) -> np.ndarray:
+def load_matrix(acts, layer: int, comp: str, n: int) -> np.ndarray:
+    """``acts``' layer x component as a float32 ``[n, d]`` matrix; ProbeInputError on a wrong shape or bad values."""
     X = np.asarray(acts.get(layer, comp), dtype=np.float32)
     if X.ndim != 2 or X.shape[0] != n:
         raise ProbeInputError(f"activations layer {layer} {comp}: shape {X.shape}, expected [{n}, d] "

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from probekit.probes import stats
-from probekit.probes.grid import DEFAULT_ALPHAS, ProbeInputError, _load_matrix, fold_grams, ridge_oof
+from probekit.probes.grid import DEFAULT_ALPHAS, ProbeInputError, load_matrix, fold_grams, ridge_oof
 
 TRANSFER_COLUMNS = ["layer", "component", "label", "kind", "metric", "value", "chance", "alpha",
                     "n_train", "n_test"]
@@ -107,8 +107,8 @@ def transfer_scores(train, test, labels: Sequence[str] | None = None, *, layers:
     out = []
     for layer in layers:
         for comp in components:
-            Xa = _load_matrix(train, layer, comp, len(stim_a))
-            Xb = _load_matrix(test, layer, comp, len(stim_b))
+            Xa = load_matrix(train, layer, comp, len(stim_a))
+            Xb = load_matrix(test, layer, comp, len(stim_b))
             for group in by_rows.values():
                 ra, rb = group[0][2], group[0][3]
                 X = np.concatenate([Xa[ra], Xb[rb]])

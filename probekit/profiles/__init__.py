@@ -17,6 +17,8 @@ from .simulate import (  # noqa: F401
 from .metrics import (  # noqa: F401
     peak_layer,
     layer_range_depths,
+    boot_sd,
+    maxt_quantile,
     Band,
     simultaneous_band,
     PeakSummary,
@@ -63,6 +65,8 @@ __all__ = [
     'observe_measured',
     'peak_layer',
     'layer_range_depths',
+    'boot_sd',
+    'maxt_quantile',
     'Band',
     'simultaneous_band',
     'PeakSummary',

@@ -75,7 +75,7 @@ def layer_range_depths(low: float, high: float, n_layers: int) -> tuple[float, f
     return low / n_layers, (high + 1) / n_layers
 
 
-def _sd(boot: np.ndarray) -> np.ndarray:
+def boot_sd(boot: np.ndarray) -> np.ndarray:
     """Per-layer sd of the replicates, floored at half the median of the positive ones: where a probe
     predicts a constant (an untrained model's layers) every replicate scores exactly chance and the
     bootstrap sd is 0, but a refit on resampled data is not (measured: sd ~0.015 there,
@@ -87,7 +87,9 @@ def _sd(boot: np.ndarray) -> np.ndarray:
     return np.maximum(s, 0.5 * np.median(pos))
 
 
-def _maxt_quantile(dev: np.ndarray, sd: np.ndarray, level: float, two_sided: bool) -> float:
+def maxt_quantile(dev: np.ndarray, sd: np.ndarray, level: float, two_sided: bool) -> float:
+    """The ``level`` quantile over replicates (rows of ``dev``) of the largest standardised deviation
+    ``dev / sd`` across layers (absolute when ``two_sided``): the max-t band's half-width in sd units."""
     z = dev / sd
     z = np.abs(z) if two_sided else z
     m = np.nanmax(np.where(np.isnan(z), -np.inf, z), axis=1)
@@ -109,8 +111,8 @@ def simultaneous_band(values, boot, level: float = LEVEL, inflation: float = 1.0
     r = np.asarray(boot, float)
     if r.ndim != 2 or r.shape[1] != len(v) or r.shape[0] < 20:
         raise ValueError(f"need replicates [B >= 20, {len(v)}], got {r.shape}")
-    sd = _sd(r)
-    c = _maxt_quantile(r - np.nanmean(r, axis=0), sd, level, two_sided=True)
+    sd = boot_sd(r)
+    c = maxt_quantile(r - np.nanmean(r, axis=0), sd, level, two_sided=True)
     half = np.nan_to_num(inflation * c * sd)
     return Band(v - half, v + half, c)
 
@@ -160,8 +162,8 @@ def gain_lower_bound(values, boot, level: float = LEVEL, inflation: float = 1.0)
         raise ValueError(f"need replicates [B >= 20, {len(v)}], got {r.shape}")
     g = v[1:] - v[0]
     gr = r[:, 1:] - r[:, :1]
-    sd = _sd(gr)
-    c = _maxt_quantile(gr - np.nanmean(gr, axis=0), sd, level, two_sided=False)
+    sd = boot_sd(gr)
+    c = maxt_quantile(gr - np.nanmean(gr, axis=0), sd, level, two_sided=False)
     lo = g - np.nan_to_num(inflation * c * sd)
     gl = int(np.nanargmax(g))
     return float(g[gl]), float(np.nanmax(lo)), gl + 1
@@ -420,7 +422,7 @@ def dip_test(values, boot, min_separation: int, level: float = LEVEL, inflation:
     q1, q2 = int(np.argmax(v[:val])), val + 1 + int(np.argmax(v[val + 1:]))
     if q2 - q1 >= max(2, min_separation):
         p1, p2 = q1, q2
-    sd = _sd(r)
+    sd = boot_sd(r)
     u = unimodal_fit(v, 1.0 / np.where(np.isfinite(sd) & (sd > 0), sd, 1.0) ** 2)
     dev = np.nan_to_num(r - np.nanmean(r, axis=0))
     null = dips(u + inflation * dev, min_separation)

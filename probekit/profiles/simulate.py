@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy.signal import lfilter
 
+from probekit.models.registry import parse_random
 from probekit.probes.stats import maxstat_pvalue
 
 CHANCE = 0.5
@@ -110,7 +111,7 @@ def measured_noise(npz_path) -> dict:
         out = {}
         for k in z.files:
             m, e, c, what = k.split("/")
-            if what != "refit" or "+random" in m:
+            if what != "refit" or parse_random(m)[1] is not None:   # twins have no refits to calibrate on
                 continue
             ref, rw = z[k], z[f"{m}/{e}/{c}/reweight"]
             if np.isnan(ref).any():

@@ -31,7 +31,10 @@ from probekit.claims import claim as claim_module
 from probekit.profiles import metrics as P
 from probekit.core.atomic import atomic_file as _atomic
 from probekit.core.atomic import atomic_write_parquet, atomic_write_text  # noqa: F401  (re-exported for the CLI)
-from probekit.claims.claim import ANSWER_COLUMNS, ANSWERS, REGRESSION, ReplicationEvidence, judge, measure
+from probekit.claims import verdicts as verdicts_module
+from probekit.claims.claim import ANSWER_COLUMNS, ANSWERS, REGRESSION
+# judging lives in probekit.claims.verdicts; all_verdicts and measure_run are re-exported here for one release
+from probekit.claims.verdicts import all_verdicts, measure_run, twin_verdicts  # noqa: F401
 from probekit.stimuli.experiments import Experiment, experiment_profile
 from probekit.profiles.metrics import layer_range_depths
 from probekit.studies import load_study, study_of_claim
@@ -356,49 +359,22 @@ def write_claims_table(verdicts: pd.DataFrame, out_dir) -> dict[str, Path]:
             "claims": atomic_write_text(out / "claims.md", claims_markdown(verdicts))}
 
 
-def all_verdicts(measurements: pd.DataFrame, study) -> pd.DataFrame:
-    """``judge`` with basis auto (own rows if the model has any) plus the paper-normalised audit."""
-    expected = study.expected()
-    auto = judge(measurements, expected, study.claims, "auto")
-    parts = [auto]
-    if auto.empty or (auto.basis != "paper-normalised").any():
-        parts.append(judge(measurements, expected, study.claims, "paper-normalised"))
-    return pd.concat([p for p in parts if len(p)], ignore_index=True)
-
-
 def twin_markdown(verdicts: pd.DataFrame) -> str:
-    """The untrained-model control (Belinkov 2022): for every model with a random-init twin
-    (``<model>+random...``) among the verdicts, a positive claim counts as reproduced only if it passes on
-    the model AND fails on the twin (paper-normalised basis)."""
-    v = verdicts[verdicts.basis == "paper-normalised"]
-    if v.empty:
+    """The untrained-model control as a markdown table: the rows of
+    :func:`probekit.claims.verdicts.twin_verdicts` (paper-normalised basis); "" without a twin."""
+    t = twin_verdicts(verdicts)
+    if t.empty:
         return ""
-    # with answers, "passes" is "reproduced" (a control too: the data must exclude leakage); else the rule
-    has_answers = "answer" in v and v.answer.isin(ANSWERS).any()
-    passed = {(m, c): (str(g.answer.iloc[0]) == "reproduced") if has_answers else bool(g.passed.all())
-              for (m, c), g in v.groupby(["model", "claim"])}
-    models = sorted(set(v.model))
-    twins = {m: sorted(t for t in models if t.startswith(m + "+random")) for m in models if "+random" not in m}
-    twins = {m: t for m, t in twins.items() if t}
-    if not twins:
-        return ""
+    has_answers = bool((t.judged_on == "answer").any())
     lines = ["## Against the untrained twin (paper-normalised)", "",
              "A positive claim counts as reproduced for a model only if it is reproduced there (PASS) and not on "
              "the model's random-init twin (same architecture and tokenizer, weights re-initialised with a fixed "
              "seed). For the control claim (shuffled labels at chance) both must pass." +
              (" PASS = the answer *reproduced*; fail = contradicted or inconclusive." if has_answers else ""), "",
              "| model | twin | claim | model | twin | reproduced |", "|---|---|---|---|---|---|"]
-    for m, ts in twins.items():
-        for c in [c for c in dict.fromkeys(v[v.model == m].claim)]:
-            cl = _claim(c)
-            positive = cl is None or cl.effect_verdict
-            for t in ts:
-                if (t, c) not in passed:
-                    continue
-                pm, pt = passed[(m, c)], passed[(t, c)]
-                ok = (pm and not pt) if positive else (pm and pt)
-                lines.append(f"| {m} | {t} | `{c}` | {'PASS' if pm else 'fail'} | {'PASS' if pt else 'fail'} | "
-                             f"{'**yes**' if ok else 'no'} |")
+    for r in t.itertuples():
+        lines.append(f"| {r.model} | {r.twin} | `{r.claim}` | {'PASS' if r.model_passed else 'fail'} | "
+                     f"{'PASS' if r.twin_passed else 'fail'} | {'**yes**' if r.reproduced else 'no'} |")
     return "\n".join(lines + [""])
 
 
@@ -413,7 +389,7 @@ def preregistration(study) -> dict:
     root = Path(claim_module.__file__).resolve().parents[1]          # the probekit package
     # keyed by the path inside the package ("claims/claim.py"): a module's name alone is ambiguous
     code = {Path(m.__file__).resolve().relative_to(root).as_posix(): _sha256(Path(m.__file__).read_bytes())
-            for m in (claim_module, P, stats, calibration)}
+            for m in (claim_module, verdicts_module, P, stats, calibration)}
     if study.folder:
         for f in sorted(Path(study.folder).glob("*.py")):
             code[f"{study.id}/{f.name}"] = _sha256(f.read_bytes())
@@ -430,17 +406,6 @@ def preregistration(study) -> dict:
     return {"probekit": __version__, "study": study.id, "code_sha256": code, "expected_rows_sha256": rows,
             "n_expected_rows": int(len(exp)),
             "scenarios_sha256": _sha256(json.dumps(specs, sort_keys=True, default=str).encode())}
-
-
-def measure_run(rep, used: dict | None = None) -> pd.DataFrame:
-    """Every claim of the run's study measured on the run; ``used`` (a dict) receives the profiles the
-    claims read, ``{(experiment, component): (values, boot)}``."""
-    study = _study(rep)
-    ev = ReplicationEvidence(rep, study)
-    out = measure(study.claims, ev)
-    if used is not None:
-        used.update(ev._cache)
-    return out
 
 
 def write_claim_profiles(profiles: dict, path) -> Path:
