@@ -115,26 +115,27 @@ def test_shuffled_control_needs_the_data_to_exclude_leakage(n, k, expected):
 
 
 def test_simulated_paper_effect_reproduces_and_null_contradicts():
-    """End to end through measure + judge: the planted depth ordering at the paper's layers is reproduced or
-    inconclusive (the gain gate fails about half the time at this noise), not contradicted; a same-depth
-    null is mostly contradicted and seldom reproduced."""
+    """End to end through measure + judge: the planted depth ordering at the paper's layers, on the sets'
+    measured noise, is reproduced or inconclusive (measured on 60 draws with the study's inflation: 58%
+    reproduced, 42% inconclusive, none contradicted; at the simulated sd 0.02 only 13% reproduced), never
+    contradicted; a same-depth null is mostly contradicted (67% of 60) and never reproduced."""
     c = STUDY.claim("bogdan2025.relations_deeper")
     ex = STUDY.expected()
     ex = ex[ex.claim == c.id]
     sc = {s.name: s for s in c.scenarios}
     rng = np.random.default_rng(0)
     out = {}
-    for name in ("planted_paper", "null_ar"):
+    for name in ("planted_paper_measured", "null_ar"):
         answers = []
         for _ in range(15):
             ev = c.simulate(sc[name], 28, rng)
             v = C.judge(C.measure([c], ev), ex, STUDY.claims, basis="paper-normalised")
             answers.append(v.answer.iloc[0])
         out[name] = pd.Series(answers).value_counts()
-    assert out["planted_paper"].get("contradicted", 0) <= 1
-    assert out["planted_paper"].get("reproduced", 0) >= 3
+    assert out["planted_paper_measured"].get("contradicted", 0) <= 1
+    assert out["planted_paper_measured"].get("reproduced", 0) >= 4
     assert out["null_ar"].get("reproduced", 0) <= 1
-    assert out["null_ar"].get("contradicted", 0) >= 8
+    assert out["null_ar"].get("contradicted", 0) >= 6
 
 
 def test_headline_counts_the_three_answers_and_the_regression_rows_apart():

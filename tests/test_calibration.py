@@ -2,11 +2,13 @@
 ``probekit calibrate``; the full table, 500 draws at 18/28/30/80 layers, is the command's job)."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from probekit.claims import calibration as Cal
+from probekit.claims import Inflation, calibration as Cal
 from probekit.studies import load_study
 
 STUDY = load_study("bogdan2025")
@@ -42,7 +44,7 @@ def test_a_broken_rule_is_caught(monkeypatch):
     claim = STUDY.claim("bogdan2025.item_peak_early")
     sc = next(s for s in claim.scenarios if s.name == "null_boundary_1.5x")
     ok = Cal.calibrate_claim(STUDY, claim, 28, sc, 40)
-    monkeypatch.setattr(BC, "INFLATION", 0.3)
+    monkeypatch.setattr(BC, "INFLATION", SimpleNamespace(depth=0.3, band=0.3))  # below 1: Inflation refuses it
     broken = Cal.calibrate_claim(STUDY, claim, 28, sc, 40)
     assert broken["rate"] > 0.2 and broken["rate"] > ok["rate"] + 0.15
     assert len(Cal.exceeds(pd.DataFrame([broken]))) == 1 and Cal.exceeds(pd.DataFrame([ok])).empty
@@ -50,7 +52,7 @@ def test_a_broken_rule_is_caught(monkeypatch):
 
 def test_a_broken_dip_rule_is_caught(monkeypatch):
     """The double peak's dip test, broken two ways, through ``calibrate_claim``. Its null deflated (the
-    replicates' deviations x0.3 instead of the study's x1.5): the 3B's single-peaked and flat worlds read as
+    replicates' deviations x0.3 instead of the study's band factor): the 3B's single-peaked and flat worlds read as
     double peaks, so the 3B absence is *contradicted* in most draws (the correct test: at most a few) and its
     single-peak rows stop passing. Its null centred on the observed profile instead of the unimodal fit
     (the valley kept in the null): the 70B's planted 0.20 valley is no longer found."""
@@ -69,7 +71,7 @@ def test_a_broken_dip_rule_is_caught(monkeypatch):
     assert ok_null["n_contradicted"] <= 4 and ok_single["n_contradicted"] <= 4 and ok_single["rate"] > 0.1
     assert power["rate"] >= 0.7
     with monkeypatch.context() as m:
-        m.setattr(BC, "INFLATION", 0.3)
+        m.setattr(BC, "INFLATION", SimpleNamespace(depth=0.3, band=0.3))
         bad_null, bad_single = cells()
     assert bad_null["n_contradicted"] >= 20 and bad_single["n_contradicted"] >= 20 and bad_single["rate"] == 0
     monkeypatch.setattr(P, "unimodal_fit", lambda v, w=None: np.asarray(v, float))
@@ -142,3 +144,30 @@ def test_inflation_table_finds_the_refit_ratio(tmp_path):
     assert (t.coverage_at_study < 0.9).all()
     assert t.loc["items.band", "sd_ratio"] == pytest.approx(2.0, rel=0.1)
     assert t.loc["items.band", "kappa_for_95"] == pytest.approx(2.0, rel=0.15)
+    assert (t.layers == "all").all()
+    # refits at a subset of the layers (the others NaN): band rows over that subset, no centroid rows
+    ref = arrays["m/items/resid_pre/refit"].copy()
+    ref[:, 6:] = np.nan
+    arrays = {k.replace("m/", "p/"): v for k, v in arrays.items()} | {"p/items/resid_pre/refit": ref}
+    np.savez(tmp_path / "p.npz", **arrays)
+    p = inflation_table(tmp_path / "p.npz", Inflation(depth=1.0, band=2.5)).set_index("statistic")
+    assert "items.depth" not in p.index and "relations_minus_items.depth" not in p.index
+    assert p.loc["items.band", "layers"] == f"6/{L}" and p.loc["relations.band", "layers"] == "all"
+    assert p.loc["items.band", "study_inflation"] == 2.5 and p.loc["relations.depth", "study_inflation"] == 1.0
+    assert p.loc["items.band", "coverage_at_study"] >= 0.95 > p.loc["relations.depth", "coverage_at_study"]
+
+
+def test_the_study_inflation_follows_its_rule_and_covers():
+    """The registered factors are the rule written beside ``INFLATION`` in the study: per kind, the largest
+    factor any measured row of that kind needs for 95% coverage of the refit replicates, rounded up to 0.05.
+    So every measured statistic's interval covers its refits at >= 95% (the x1.5 of before covered 78-93%)."""
+    t = Cal.inflation_table(STUDY.folder / "noise_measured.npz", STUDY.inflation)
+    assert {"ci", "simultaneous band"} <= set(t.kind)
+    for kind, g in t.groupby("kind"):
+        assert STUDY.inflation.of(kind) == pytest.approx(np.ceil(g.kappa_for_95.max() / 0.05 - 1e-9) * 0.05), kind
+    low = t[t.coverage_at_study < 0.95]
+    assert low.empty, low.to_string()
+    with pytest.raises(ValueError, match="widens"):
+        Inflation(depth=0.9)
+    with pytest.raises(ValueError, match="kinds are"):
+        STUDY.inflation.of("band")

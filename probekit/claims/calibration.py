@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from probekit.core.atomic import atomic_write_parquet, atomic_write_text
+from probekit.core.inflation import Inflation
 from probekit.claims.claim import by_metric, bounds_text, judge_rows, normalised_paper_rows
 from probekit.probes.stats import LEVEL, binomial_interval
 from probekit.models.registry import parse_random
@@ -225,8 +226,8 @@ def write(table: pd.DataFrame, out_dir) -> dict[str, Path]:
 
 # ----------------------------------------------------------------------------- interval inflation on refits
 
-INFLATION_COLUMNS = ["model", "statistic", "kind", "n_refit", "n_reweight", "sd_ratio", "coverage_at_study",
-                     "kappa_for_95", "study_inflation"]
+INFLATION_COLUMNS = ["model", "statistic", "kind", "layers", "n_refit", "n_reweight", "sd_ratio",
+                     "coverage_at_study", "kappa_for_95", "study_inflation"]
 
 
 def _devs(x: np.ndarray) -> np.ndarray:
@@ -256,27 +257,42 @@ def _kappa_for(cover, target: float) -> float:
     return float("nan")
 
 
-def inflation_table(npz_path, inflation: float, component: str = "resid_pre", level: float = LEVEL,
+def inflation_table(npz_path, inflation, component: str = "resid_pre", level: float = LEVEL,
                     pairs=(("relations", "items"), ("analogies", "relations"))) -> pd.DataFrame:
     """Per model and statistic the claims use (centroids, centroid differences, the simultaneous band), from
     the measured refit and reweighting replicates (``probekit/studies/bogdan2025/noise_measured.npz``): the
-    refit/reweight sd ratio, the coverage of the refit replicates by the study's interval (``inflation``
-    x the reweighting deviations; level shifts of the refits removed: deviations from each one's median) and
-    the inflation a 95% coverage needs. Models without refits at every layer are left out (a centroid needs
-    the whole profile)."""
+    refit/reweight sd ratio, the coverage of the refit replicates by the study's interval (the study's
+    :class:`~probekit.claims.Inflation` for that kind x the reweighting deviations; level shifts of the refits
+    removed: deviations from each one's median) and the inflation a 95% coverage needs. ``inflation``: an
+    ``Inflation`` (or one number for every kind). A centroid needs the whole profile, so its rows need refits
+    at every layer; a model whose refits cover a subset of the layers gives band rows over that subset
+    (column ``layers``: ``refit layers/all``), an out-of-sample check of the band factor."""
+    if not isinstance(inflation, Inflation):
+        inflation = Inflation(depth=float(inflation), band=float(inflation))
     from probekit.profiles.metrics import depth_centroid
     z = np.load(npz_path)
     keys = {tuple(k.split("/")) for k in z.files}
     models = sorted({k[0] for k in keys if parse_random(k[0])[1] is None})
     rows = []
+
+    def row(m, name, kind, layers, n_r, n_w, ratio, cover):
+        k = inflation.of(kind)
+        rows.append({"model": m, "statistic": name, "kind": kind, "layers": layers, "n_refit": n_r,
+                     "n_reweight": n_w, "sd_ratio": ratio, "coverage_at_study": cover(k),
+                     "kappa_for_95": _kappa_for(cover, 0.95), "study_inflation": k})
+
     for m in models:
         exps = sorted({k[1] for k in keys if k[0] == m and k[2] == component})
-        data = {}
+        data, partial = {}, {}
         for e in exps:
             ref, rw = z.get(f"{m}/{e}/{component}/refit"), z.get(f"{m}/{e}/{component}/reweight")
-            if ref is None or rw is None or np.isnan(ref).any():
+            if ref is None or rw is None:
                 continue
-            data[e] = (ref, rw)
+            cols = ~np.isnan(ref).any(axis=0)
+            if cols.all():
+                data[e] = (ref, rw)
+            elif cols.sum() >= 3:
+                partial[e] = (ref[:, cols], rw[:, cols], f"{int(cols.sum())}/{len(cols)}")
         stats_ = {}
         for e, (ref, rw) in data.items():
             stats_[f"{e}.depth"] = (depth_centroid(ref), depth_centroid(rw))
@@ -290,18 +306,15 @@ def inflation_table(npz_path, inflation: float, component: str = "resid_pre", le
             dr, dw = _devs(sr), _devs(sw)
             if len(dr) < 20 or len(dw) < 20:
                 continue
-            rows.append({"model": m, "statistic": name, "kind": "ci", "n_refit": len(dr), "n_reweight": len(dw),
-                         "sd_ratio": float(np.std(dr, ddof=1) / np.std(dw, ddof=1)),
-                         "coverage_at_study": _coverage(dr, dw, inflation, level),
-                         "kappa_for_95": _kappa_for(lambda k: _coverage(dr, dw, k, level), 0.95),
-                         "study_inflation": inflation})
-        for e, (ref, rw) in data.items():
-            rows.append({"model": m, "statistic": f"{e}.band", "kind": "simultaneous band", "n_refit": len(ref),
-                         "n_reweight": len(rw), "sd_ratio": float(np.nanmedian(np.nanstd(ref, 0, ddof=1) /
-                                                                              np.nanstd(rw, 0, ddof=1))),
-                         "coverage_at_study": _band_coverage(ref, rw, inflation, level),
-                         "kappa_for_95": _kappa_for(lambda k: _band_coverage(ref, rw, k, level), 0.95),
-                         "study_inflation": inflation})
+            row(m, name, "ci", "all", len(dr), len(dw), float(np.std(dr, ddof=1) / np.std(dw, ddof=1)),
+                lambda k, dr=dr, dw=dw: _coverage(dr, dw, k, level))
+        bands = {e: (ref, rw, "all") for e, (ref, rw) in data.items()} | partial
+        for e, (ref, rw, layers) in sorted(bands.items()):
+            if len(ref) < 20:
+                continue
+            row(m, f"{e}.band", "simultaneous band", layers, len(ref), len(rw),
+                float(np.nanmedian(np.nanstd(ref, 0, ddof=1) / np.nanstd(rw, 0, ddof=1))),
+                lambda k, ref=ref, rw=rw: _band_coverage(ref, rw, k, level))
     return pd.DataFrame(rows, columns=INFLATION_COLUMNS)
 
 
@@ -312,10 +325,12 @@ def inflation_markdown(table: pd.DataFrame, source: str) -> str:
              "on group-resampled data) to the reweighting bootstrap's, the share of refit replicates the study's "
              "interval covers (inflation x the reweighting deviations, each set of replicates centred on its "
              "median, so the refits' level shift from fewer distinct groups is removed), and the inflation a 95% "
-             "coverage needs. Measured where the refits cover every layer (a centroid needs the whole profile).",
-             "", "| model | statistic | interval | refits / reweights | sd ratio | coverage at the study's "
-             "inflation | inflation for 95% |", "|---|---|---|---|---|---|---|"]
+             "coverage needs. Centroids are measured where the refits cover every layer (a centroid needs the whole "
+             "profile); a model with refits at a subset of the layers gives band rows over that subset (`layers`).",
+             "", "| model | statistic | interval | layers | refits / reweights | sd ratio | coverage at the study's "
+             "inflation | inflation for 95% |", "|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples():
-        lines.append(f"| {r.model} | `{r.statistic}` | {r.kind} | {r.n_refit} / {r.n_reweight} | {r.sd_ratio:.2f} | "
+        lines.append(f"| {r.model} | `{r.statistic}` | {r.kind} | {r.layers} | {r.n_refit} / {r.n_reweight} | "
+                     f"{r.sd_ratio:.2f} | "
                      f"{r.coverage_at_study:.2f} (x{r.study_inflation:g}) | {r.kappa_for_95:.2f} |")
     return "\n".join(lines + [""])

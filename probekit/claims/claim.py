@@ -23,6 +23,7 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
+from probekit.core.inflation import Inflation  # noqa: F401  (re-exported: a claim's intervals use it)
 from probekit.stimuli.experiments import experiment_profile
 from probekit.profiles.metrics import layer_range_depths
 from probekit.probes.stats import LEVEL

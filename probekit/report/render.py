@@ -137,7 +137,7 @@ def plot_experiment(rep, name: str, component: str):
     ax.axhline(CHANCE, color="k", ls="--", lw=1, label="chance (0.5)")
     ax.plot([0], [v[0]], marker="s", ms=8, mfc="none", mec="C3", mew=1.8, ls="none",
             label=f"layer-0 baseline (embeddings) {v[0]:.3f}")
-    sm = profile_summary(res, exp, component, (v, boot), study.inflation)
+    sm = profile_summary(res, exp, component, (v, boot), study.inflation.band)
     ax.errorbar([sm["peak_layer"]], [sm["peak_value"]],
                 xerr=[[sm["peak_layer"] - sm["peak_ci_low"]], [sm["peak_ci_high"] - sm["peak_layer"]]],
                 fmt="v", color="C1", ms=8, capsize=4,
@@ -511,7 +511,7 @@ def report_markdown(rep, verdicts: pd.DataFrame, figures: list[Path], out_dir: P
         exp = _experiment(rep, name)
         for comp in res.components:
             try:
-                s = profile_summary(res, exp, comp, inflation=study.inflation)
+                s = profile_summary(res, exp, comp, inflation=study.inflation.band)
             except (KeyError, ValueError) as exc:
                 lines.append(f"| {name} | {comp} | — | — | — | — | — | — | — | ({_md_cell(exc)}) |")
                 continue

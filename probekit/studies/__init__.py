@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from probekit.core.inflation import Inflation
 from probekit.core import expected as E
 
 DEFAULT_STUDY = "bogdan2025"
@@ -38,8 +39,8 @@ class Study:
 
     ``paper_rows()`` builds the paper's expected rows (the design card written to
     ``expected_dir/paper.parquet``); measured regression rows of reference models live in
-    ``expected_dir/measured.parquet``. ``inflation`` widens every bootstrap interval of the
-    study's decision rules (the variance the bootstrap of out-of-fold predictions misses);
+    ``expected_dir/measured.parquet``. ``inflation`` (a :class:`probekit.claims.Inflation`, one factor per kind of statistic) widens every
+    bootstrap interval of the study's decision rules (the variance the bootstrap of out-of-fold predictions misses);
     ``noise`` holds the simulation parameters its claims are calibrated with; ``paper_ranges``
     maps an experiment to the paper's layer ranges drawn in the figures."""
     id: str
@@ -48,7 +49,7 @@ class Study:
     claims: list
     paper_rows: object                       # () -> DataFrame
     expected_path: Path | None = None        # None: <folder>/expected/ (or $PROBEKIT_EXPECTED_DIR)
-    inflation: float = 1.0
+    inflation: Inflation = field(default_factory=Inflation)
     noise: dict = field(default_factory=dict)
     paper_ranges: dict = field(default_factory=dict)
     transfers: tuple = ()                    # (experiment, held-out stimulus set): probes trained on one, tested
