@@ -131,3 +131,17 @@ def test_results_cache_key_unchanged_by_default_and_keyed_when_asked():
     base = dict(n_splits=6, n_permutations=100, n_bootstrap=1000, control_task=True, seed=0)
     assert _keyed_settings(base) == _keyed_settings(dict(base, metrics=())) == base
     assert _keyed_settings(dict(base, metrics=("auc", "auc")))["metrics"] == ["auc"]
+
+
+def test_auc_vs_ba_summaries():
+    """benchmarks/calibration/auc_vs_ba.py's SNR ratios on a made-up pair of profiles: AUC with the same rise
+    and half the replicate noise has twice BA's SNR, worth 4x the stimuli."""
+    from benchmarks.calibration.auc_vs_ba import compare, derived
+    rng = np.random.default_rng(0)
+    v = np.array([0.52, 0.6, 0.8, 0.7, 0.6])
+    noise = rng.standard_normal((400, 5)) * 0.02
+    d = {"balanced_accuracy": derived(v, v + noise), "auc": derived(v, v + noise / 2)}
+    c = compare(d)
+    assert c["snr_ratio_median"] == pytest.approx(2.0) and c["stimuli_factor_per_layer"] == pytest.approx(4.0)
+    assert c["gain_snr_ratio"] == pytest.approx(2.0) and d["auc"]["gain_layer"] == 2
+    assert c["centroid_precision_ratio"] == pytest.approx(2.0, rel=0.15)     # the half-max threshold: not linear
