@@ -170,7 +170,7 @@ def cvseed_noise(acts, primary: list[str], n_seeds: int, n_boot: int, layers=Non
 
 def measure(model, exp_name: str, n_boot: int, layers=None) -> dict:
     import probekit
-    from benchmarks.calibration.measure_noise import grid_labels
+    from benchmarks.calibration.measure_noise import folds_match, grid_labels
     from probekit.pipeline import with_shuffled_controls
     from probekit.probes.grid import probe_grid
     from probekit.studies.bogdan2025.experiments import EXPERIMENTS
@@ -182,6 +182,8 @@ def measure(model, exp_name: str, n_boot: int, layers=None) -> dict:
     primary = exp.primary_labels(stim)
     a2 = with_shuffled_controls(acts, primary, 0)
     labels = grid_labels(a2.stimuli, primary)            # the pipeline's folds for the primary labels
+    if not folds_match(stim, primary):
+        raise RuntimeError(f"{exp_name}: this script's folds differ from the pipeline's (measure_noise.grid_labels)")
     t1 = time.perf_counter()
     res = probe_grid(a2, labels, n_permutations=0, n_bootstrap=0, control_task=False, surface_baseline=False,
                      components=(RESID,), layers=layers, seed=0, n_threads=1, n_jobs=1, metrics=("auc",),
