@@ -145,3 +145,9 @@ def test_auc_vs_ba_summaries():
     assert c["snr_ratio_median"] == pytest.approx(2.0) and c["stimuli_factor_per_layer"] == pytest.approx(4.0)
     assert c["gain_snr_ratio"] == pytest.approx(2.0) and d["auc"]["gain_layer"] == 2
     assert c["centroid_precision_ratio"] == pytest.approx(2.0, rel=0.15)     # the half-max threshold: not linear
+
+
+def test_bootstrap_profiles_name_a_metric_the_label_lacks(grids):
+    base, _ = grids
+    with pytest.raises(KeyError, match="no metric 'auc' for the continuous label 'cont0'"):
+        base.bootstrap_profiles("cont0", "resid_pre", "auc")

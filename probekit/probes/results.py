@@ -81,7 +81,10 @@ class ProbeResults:
         seed = self.meta.get("seed", 0) if seed is None else seed
         Wb = stats.group_bootstrap_weights(p.groups, n_boot, seed)
         extra = (metric,) if metric in stats.OPTIONAL_METRICS else ()     # e.g. AUC replicates of a grid run without it
-        return stats.weighted_metrics(spec.kind, p.y, p.oof[:, ci, :].T, Wb, extra)[metric]
+        reps = stats.weighted_metrics(spec.kind, p.y, p.oof[:, ci, :].T, Wb, extra)
+        if metric not in reps:
+            raise KeyError(f"no metric {metric!r} for the {spec.kind} label {label!r}; it has {sorted(reps)}")
+        return reps[metric]
 
     # -- persistence ---------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
