@@ -217,6 +217,9 @@ def _keyed_settings(probe_kw: dict) -> dict:
         kw["backend"] = backend
     if kw.get("penalty_selection", "loo") == "loo":
         kw.pop("penalty_selection", None)
+    extra = tuple(kw.pop("metrics", ()) or ())      # optional metrics: keyed only when asked for (sorted, no repeats)
+    if extra:
+        kw["metrics"] = sorted(set(extra))
     return kw
 
 

@@ -58,7 +58,7 @@ def probe_grid(acts, labels=None, *, n_splits: int = 6, estimator: str = "fast",
                layers: Sequence[int] | None = None, components: Sequence[str] | None = None,
                seed: int = 0, level: float = stats.LEVEL, n_threads: int | None = 1,
                n_jobs: int | None = None, precise: bool = False, progress: bool | None = None,
-               backend: str = "auto", penalty_selection: str = "loo") -> ProbeResults:
+               backend: str = "auto", penalty_selection: str = "loo", metrics: Sequence[str] = ()) -> ProbeResults:
     """Probe every label x layer x component of ``acts``.
 
     Parameters
@@ -100,11 +100,20 @@ def probe_grid(acts, labels=None, *, n_splits: int = 6, estimator: str = "fast",
         penalty at near-ties (``tests/test_solver_backends.py``). ``precise=True`` implies numpy.
     penalty_selection : ``"loo"`` (default, exact leave-one-out, as scikit-learn's ``RidgeCV``) or
         ``"gcv"`` (cheaper, a different estimator; docs/performance-probes.md).
+    metrics : optional metrics (:data:`probekit.probes.stats.OPTIONAL_METRICS`) scored besides the defaults,
+        e.g. ``("auc",)``: the ROC AUC of binary labels' out-of-fold margins, with its own rows in ``scores``
+        (bootstrap CI, permutation p-values, control task, surface baseline, like every metric). Opt-in: the
+        default rows and every number in them are the same with or without it (docs/auc_vs_ba.md: cost and
+        measured power).
     """
     n_splits = count(n_splits, "n_splits", 2)
     n_permutations = count(n_permutations, "n_permutations", 0)
     n_bootstrap = count(n_bootstrap, "n_bootstrap", 0)
     n_control = count(n_control, "n_control", 1)
+    try:
+        extra = stats.check_metrics(metrics)
+    except ValueError as exc:
+        raise ArgumentError(str(exc)) from None
     if not 0 < level < 1:
         raise ArgumentError(f"level must be in (0, 1), got {level!r}")
     if estimator not in ("fast", "svm"):
@@ -129,12 +138,12 @@ def probe_grid(acts, labels=None, *, n_splits: int = 6, estimator: str = "fast",
         comps = tuple(acts.components if components is None else components)
         fits = _fit_cells(acts, design, layers, comps, estimator=estimator, n_permutations=n_permutations,
                           alphas=alphas, C_grid=C_grid, solver_kw=solver_kw, n_jobs=n_jobs,
-                          progress=progress, name=str(acts.stimuli.attrs.get("name") or "grid"))
+                          progress=progress, name=str(acts.stimuli.attrs.get("name") or "grid"), extra=extra)
         baselines = (_surface_baselines(design, alphas=alphas, n_bootstrap=n_bootstrap, seed=seed, level=level,
-                                        solver_kw=solver_kw) if surface_baseline else _empty_baselines())
+                                        solver_kw=solver_kw, extra=extra) if surface_baseline else _empty_baselines())
         scores, predictions = _score_table(design, fits, baselines, layers, comps, acts.n_layers,
                                            n_permutations=n_permutations, n_bootstrap=n_bootstrap, seed=seed,
-                                           level=level)
+                                           level=level, extra=extra)
     meta = dict(seed=seed, n_splits=n_splits, estimator=estimator, solver_version=SOLVER_VERSION,
                 n_permutations=n_permutations, n_bootstrap=n_bootstrap, n_control=n_control if control_task else 0,
                 alphas=np.asarray(alphas).tolist(), C_grid=np.asarray(C_grid).tolist(), stratify=stratify,
@@ -142,6 +151,8 @@ def probe_grid(acts, labels=None, *, n_splits: int = 6, estimator: str = "fast",
                 probe_backend=backend, penalty_selection=penalty_selection,
                 model_name=getattr(acts, "model_name", "unknown"),
                 stimuli_name=design.stimuli.attrs.get("name"), stimuli_hash=design.stimuli.attrs.get("hash"))
+    if extra:                                   # only when asked for: a default run's meta.json is unchanged
+        meta["metrics"] = list(extra)
     return ProbeResults(scores, predictions, baselines, design.specs, acts.n_layers, comps, meta)
 
 
@@ -160,11 +171,11 @@ class _CellFits:
 
 def _fit_cells(acts, design: GridColumns, layers: list[int], comps: tuple[str, ...], *, estimator: str,
                n_permutations: int, alphas, C_grid, solver_kw: dict, n_jobs: int = 1,
-               progress: bool | None = False, name: str = "grid") -> _CellFits:
+               progress: bool | None = False, name: str = "grid", extra: tuple[str, ...] = ()) -> _CellFits:
     """Fit every column of every plan on every cell and score it (cells in ``n_jobs`` threads)."""
     specs, n = design.specs, len(design.stimuli)
     shape = (acts.n_layers, len(comps))
-    metrics = {name: stats.metrics_for(spec.kind) for name, spec in specs.items()}
+    metrics = {name: stats.metrics_for(spec.kind, extra) for name, spec in specs.items()}
     grid = lambda lead=(): {name: {mt: np.full(lead + shape, np.nan) for mt in metrics[name]}  # noqa: E731
                             for name in specs}
     fits = _CellFits(grid(), grid((n_permutations,)), grid(),
@@ -181,7 +192,7 @@ def _fit_cells(acts, design: GridColumns, layers: list[int], comps: tuple[str, .
                                   solver_kw=solver_kw)
             # the metrics here, in the worker: only [rows] + [cols] arrays travel back
             mets = {name: stats.column_metrics(specs[name].kind, cols.values[:, block.start:block.stop],
-                                               oof[:, block.start:block.stop])
+                                               oof[:, block.start:block.stop], extra)
                     for name, block in cols.layout.items()}
             out.append((mets, {name: oof[:, block.start] for name, block in cols.layout.items()},
                         {name: best[:, block.start] for name, block in cols.layout.items()}))
@@ -278,7 +289,7 @@ def _empty_baselines() -> pd.DataFrame:
 
 
 def _surface_baselines(design: GridColumns, *, alphas, n_bootstrap: int, seed: int, level: float,
-                       solver_kw: dict) -> pd.DataFrame:
+                       solver_kw: dict, extra: tuple[str, ...] = ()) -> pd.DataFrame:
     """The same CV from the surface columns alone (the label's own column left out), one row per
     label and metric."""
     rows = []
@@ -295,8 +306,8 @@ def _surface_baselines(design: GridColumns, *, alphas, n_bootstrap: int, seed: i
             boot = None
             if n_bootstrap:
                 weights = stats.group_bootstrap_weights(plan.groups, n_bootstrap, seed)
-                boot = stats.weighted_metrics(spec.kind, y, oof, weights)
-            for mt, v in stats.column_metrics(spec.kind, y, oof[:, 0]).items():
+                boot = stats.weighted_metrics(spec.kind, y, oof, weights, extra)
+            for mt, v in stats.column_metrics(spec.kind, y, oof[:, 0], extra).items():
                 lo, hi = stats.percentile_ci(boot[mt][:, 0], level) if boot is not None else (np.nan, np.nan)
                 rows.append(dict(label=name, kind=spec.kind, role=spec.role, metric=mt, value=float(v),
                                  ci_low=float(lo), ci_high=float(hi),
@@ -306,7 +317,7 @@ def _surface_baselines(design: GridColumns, *, alphas, n_bootstrap: int, seed: i
 
 def _score_table(design: GridColumns, fits: _CellFits, baselines: pd.DataFrame, layers: list[int],
                  comps: tuple[str, ...], n_layers: int, *, n_permutations: int, n_bootstrap: int, seed: int,
-                 level: float) -> tuple[pd.DataFrame, dict[str, LabelPredictions]]:
+                 level: float, extra: tuple[str, ...] = ()) -> tuple[pd.DataFrame, dict[str, LabelPredictions]]:
     """The tidy scores (:data:`~probekit.results.SCORE_COLUMNS`) and each label's predictions."""
     surface = {(r.label, r.metric): r.value for r in baselines.itertuples()}
     predictions, rows = {}, []
@@ -322,7 +333,7 @@ def _score_table(design: GridColumns, fits: _CellFits, baselines: pd.DataFrame, 
             if n_bootstrap:
                 weights = stats.group_bootstrap_weights(plan.groups, n_bootstrap, seed)
                 cells = fits.oof[name][lay].reshape(len(layers) * len(comps), -1).T     # [rows, cells]
-                boot = stats.weighted_metrics(spec.kind, y, cells, weights)
+                boot = stats.weighted_metrics(spec.kind, y, cells, weights, extra)
             for mt, observed in fits.observed[name].items():
                 if n_permutations:
                     null = fits.null[name][mt][:, lay]

@@ -80,7 +80,11 @@ class ProbeResults:
         n_boot = int(n_boot or self.meta.get("n_bootstrap") or 1000)
         seed = self.meta.get("seed", 0) if seed is None else seed
         Wb = stats.group_bootstrap_weights(p.groups, n_boot, seed)
-        return stats.weighted_metrics(spec.kind, p.y, p.oof[:, ci, :].T, Wb)[metric]
+        extra = (metric,) if metric in stats.OPTIONAL_METRICS else ()     # e.g. AUC replicates of a grid run without it
+        reps = stats.weighted_metrics(spec.kind, p.y, p.oof[:, ci, :].T, Wb, extra)
+        if metric not in reps:
+            raise KeyError(f"no metric {metric!r} for the {spec.kind} label {label!r}; it has {sorted(reps)}")
+        return reps[metric]
 
     # -- persistence ---------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:

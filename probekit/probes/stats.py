@@ -12,7 +12,8 @@ Conventions
   see its group. ``accuracy`` and ``balanced_accuracy`` for binary labels
   (predicted class = ``score > 0``), Pearson ``r`` and ``r2``
   (``1 - SSE/SST``, SST around the pooled mean of the true values) for
-  continuous labels.
+  continuous labels. Optional (:data:`OPTIONAL_METRICS`, on request only):
+  ``auc``, the ROC AUC of the binary scores themselves (ties counted half).
 * Permutation p-values are ``(1 + #{null >= observed}) / (1 + n_null)`` (never
   0; ties count against the observation).
 * The bootstrap resamples *groups* (the CV group column) with replacement and
@@ -27,6 +28,9 @@ import numpy as np
 
 BINARY_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy")
 CONTINUOUS_METRICS: tuple[str, ...] = ("r", "r2")
+#: Metrics computed only when asked for (``probe_grid(metrics=...)``), by the label kind they apply to:
+#: ``auc`` is the ROC AUC of the out-of-fold scores (the probe margins, not their sign), ties counted half.
+OPTIONAL_METRICS: dict[str, str] = {"auc": "binary"}
 
 LEVEL = 0.95          # the one interval level of probes, claims, report and results
 
@@ -37,22 +41,40 @@ def central(level: float = LEVEL) -> tuple[float, float]:
     return round((1 - level) / 2, 12), round((1 + level) / 2, 12)
 
 
-def metrics_for(kind: str) -> tuple[str, ...]:
+def metrics_for(kind: str, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The metrics of a label kind: the defaults, then those of ``extra`` (names in
+    :data:`OPTIONAL_METRICS`) that apply to ``kind``."""
     if kind == "binary":
-        return BINARY_METRICS
-    if kind == "continuous":
-        return CONTINUOUS_METRICS
-    raise ValueError(f"unknown label kind {kind!r}; expected 'binary' or 'continuous'")
+        base = BINARY_METRICS
+    elif kind == "continuous":
+        base = CONTINUOUS_METRICS
+    else:
+        raise ValueError(f"unknown label kind {kind!r}; expected 'binary' or 'continuous'")
+    return base + tuple(m for m in check_metrics(extra) if OPTIONAL_METRICS[m] == kind and m not in base)
+
+
+def check_metrics(extra) -> tuple[str, ...]:
+    """``extra`` as a tuple of optional metric names; ValueError naming the unknown one."""
+    extra = (extra,) if isinstance(extra, str) else tuple(extra or ())
+    for m in extra:
+        if m not in OPTIONAL_METRICS:
+            raise ValueError(f"unknown optional metric {m!r}; expected one of {sorted(OPTIONAL_METRICS)} "
+                             f"(the defaults {BINARY_METRICS + CONTINUOUS_METRICS} are always computed)")
+    return tuple(dict.fromkeys(extra))
 
 
 # ----------------------------------------------------------------- metrics ---
 
-def column_metrics(kind: str, y_true: np.ndarray, y_score: np.ndarray) -> dict[str, np.ndarray]:
+def column_metrics(kind: str, y_true: np.ndarray, y_score: np.ndarray,
+                   extra: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     """Metrics for many label columns at once.
 
     ``y_true`` and ``y_score`` are ``[n, m]`` (or ``[n]``); returns ``{metric:
     array[m]}``. Binary: ``y_true`` in {0, 1}, class = ``y_score > 0``.
+    ``extra``: optional metrics (:data:`OPTIONAL_METRICS`), added after the defaults,
+    which are computed exactly as without them.
     """
+    extra = metrics_for(kind, extra)[len(metrics_for(kind)):]
     y_true = np.asarray(y_true, dtype=np.float64)
     y_score = np.asarray(y_score, dtype=np.float64)
     squeeze = y_true.ndim == 1
@@ -70,6 +92,8 @@ def column_metrics(kind: str, y_true: np.ndarray, y_score: np.ndarray) -> dict[s
             tpr = (correct & pos).sum(0) / n_pos
             tnr = (correct & ~pos).sum(0) / n_neg
         out["balanced_accuracy"] = 0.5 * (tpr + tnr)
+        if "auc" in extra:
+            out["auc"] = rank_auc(y_true, y_score)
     elif kind == "continuous":
         yt = y_true - y_true.mean(0)
         ys = y_score - y_score.mean(0)
@@ -84,13 +108,15 @@ def column_metrics(kind: str, y_true: np.ndarray, y_score: np.ndarray) -> dict[s
 
 
 def weighted_metrics(kind: str, y_true: np.ndarray, y_score: np.ndarray,
-                     weights: np.ndarray) -> dict[str, np.ndarray]:
+                     weights: np.ndarray, extra: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     """Metrics of one label under many row weightings (bootstrap replicates).
 
     ``y_true [n]``, ``y_score [n, c]`` (c cells, e.g. layers x components),
     ``weights [B, n]`` (bootstrap multiplicities). Returns ``{metric: [B, c]}``.
-    With all weights 1 this equals :func:`column_metrics`.
+    With all weights 1 this equals :func:`column_metrics`. ``extra``: optional
+    metrics, as there.
     """
+    extra = metrics_for(kind, extra)[len(metrics_for(kind)):]
     y = np.asarray(y_true, dtype=np.float64)
     s = np.asarray(y_score, dtype=np.float64)
     if s.ndim == 1:
@@ -108,6 +134,8 @@ def weighted_metrics(kind: str, y_true: np.ndarray, y_score: np.ndarray,
             tpr = (wp @ correct) / wp.sum(1, keepdims=True)
             tnr = (wn @ correct) / wn.sum(1, keepdims=True)
             out["balanced_accuracy"] = 0.5 * (tpr + tnr)
+            if "auc" in extra:
+                out["auc"] = weighted_auc(y, s, W)
         elif kind == "continuous":
             sw = wsum
             my = (W @ y)[:, None] / sw                 # [B, 1]
@@ -123,13 +151,73 @@ def weighted_metrics(kind: str, y_true: np.ndarray, y_score: np.ndarray,
     return out
 
 
+def rank_auc(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
+    """ROC AUC of every column (Mann-Whitney U / (n_pos n_neg), ties counted half: midranks).
+
+    ``y_true`` and ``y_score`` ``[n, m]`` (0/1 labels); NaN where a column has one class only.
+    """
+    from scipy.stats import rankdata
+    y = np.asarray(y_true, dtype=np.float64)
+    r = rankdata(np.asarray(y_score, dtype=np.float64), axis=0)        # midranks: a tie counts half
+    pos = y == 1
+    n_pos = pos.sum(0)
+    n_neg = len(y) - n_pos
+    with np.errstate(invalid="ignore", divide="ignore"):
+        u = np.where(pos, r, 0.0).sum(0) - n_pos * (n_pos + 1) / 2
+        return np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
+
+
+def weighted_auc(y_true: np.ndarray, y_score: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC AUC of each score column under each row weighting: a weighted Mann-Whitney statistic.
+
+    ``y_true [n]`` (0/1), ``y_score [n, c]``, ``weights [B, n]``; returns ``[B, c]``:
+    ``sum_{i pos, j neg} w_i w_j ([s_j < s_i] + [s_j == s_i] / 2) / (W_pos W_neg)``. With integer
+    weights this is the AUC of the rows repeated by their weights. Each column is sorted once; the
+    negatives' weights are summed cumulatively along the sorted scores for all replicates at once (no
+    loop over replicates), a tie block taking the cumulative sum below it plus half its own.
+    """
+    y = np.asarray(y_true, dtype=np.float64)
+    s = np.asarray(y_score, dtype=np.float64)
+    if s.ndim == 1:
+        s = s[:, None]
+    W = np.asarray(weights, dtype=np.float64)
+    pos = y == 1
+    wpos = W[:, pos].sum(1)                                   # [B]
+    wneg = W[:, ~pos].sum(1)
+    out = np.empty((W.shape[0], s.shape[1]))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        denom = wpos * wneg
+    for c in range(s.shape[1]):
+        order = np.argsort(s[:, c], kind="stable")
+        ss = s[order, c]
+        po = pos[order]
+        wn = W[:, order[~po]]                                 # [B, n_neg] the negatives' weights, in score order
+        cum = np.cumsum(wn, axis=1)                           # negatives' weight up to and including each
+        new = np.r_[True, ss[1:] != ss[:-1]]                  # first row of each tie block
+        if new.all():                                         # no ties: a positive gets the negatives below it
+            k = np.cumsum(~po)[po]                            # negatives sorted before each positive
+            below = np.concatenate([np.zeros((W.shape[0], 1)), cum], axis=1)[:, k]
+        else:
+            block = np.cumsum(new) - 1                        # tie block of each sorted row
+            nneg = np.bincount(block, weights=~po, minlength=block[-1] + 1).astype(np.int64)
+            hi = np.cumsum(nneg)                              # negatives up to the end of each block
+            lo = hi - nneg                                    # ... strictly below it
+            c0 = np.concatenate([np.zeros((W.shape[0], 1)), cum], axis=1)
+            bp = block[po]
+            below = 0.5 * (c0[:, lo[bp]] + c0[:, hi[bp]])    # strictly below + half the tied ones
+        num = (W[:, order[po]] * below).sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[:, c] = np.where(denom > 0, num / denom, np.nan)
+    return out
+
+
 def chance_level(kind: str, metric: str, y: np.ndarray) -> float:
     """Score of a constant predictor: majority-class rate for ``accuracy``,
-    0.5 for ``balanced_accuracy``, 0 for ``r`` and ``r2``."""
+    0.5 for ``balanced_accuracy`` and ``auc``, 0 for ``r`` and ``r2``."""
     if metric == "accuracy":
         p = float(np.mean(np.asarray(y) == 1))
         return max(p, 1 - p)
-    if metric == "balanced_accuracy":
+    if metric in ("balanced_accuracy", "auc"):
         return 0.5
     return 0.0
 
