@@ -377,3 +377,74 @@ def test_models_that_cannot_be_intervened_on_are_named(no_forward):
     neox = tiny_model("gpt_neox", check_adapter=False)
     with pytest.raises(UnsupportedArchitectureError, match=r"model_type 'gpt_neox'\) is not supported"):
         probekit.extract(neox, STIM, intervention=ZeroAblation("attn_out", 0))
+
+
+# ----------------------------------------------------------------------------- the behavioural read-out
+
+def _hand_loglik(mem, text, start=1, all_ablated=False):
+    """Mean log p of the text's tokens from ``start`` on, one text, no padding; ``all_ablated``: every
+    sublayer silenced, so the final norm and the head see block 0's input (the embeddings)."""
+    from probekit.models.adapters import final_norm
+    ids = torch.tensor([mem.tokenizer(text)["input_ids"]])
+    with torch.inference_mode():
+        out = mem.model(input_ids=ids, output_hidden_states=True, use_cache=False)
+        logits = out.logits if not all_ablated else mem.model.get_output_embeddings()(
+            final_norm(mem.model)(out.hidden_states[0]))
+        if all_ablated and getattr(mem.model.config, "final_logit_softcapping", None):
+            cap = mem.model.config.final_logit_softcapping
+            logits = torch.tanh(logits / cap) * cap
+    lp = torch.log_softmax(logits.float(), -1)[0]
+    return float(np.mean([float(lp[t - 1, ids[0, t]]) for t in range(start, ids.shape[1])]))
+
+
+def test_loglik_matches_a_hand_computation_and_an_empty_intervention_changes_nothing(pair):
+    from probekit.extraction.readout import loglik, loglik_change
+    family, mem, _ = pair
+    ll = loglik(mem, STIM, batch_size=4)
+    for i, text in enumerate(STIM.text):
+        assert ll[i] == pytest.approx(_hand_loglik(mem, text), abs=1e-5)
+    for empty in (None, (), Intervention.none()):
+        assert np.array_equal(loglik_change(mem, STIM, empty, batch_size=4), np.zeros(N))
+    self_patch = loglik_change(mem, STIM, PatchResidual(1, -1, tuple(range(N))), batch_size=4)
+    assert np.array_equal(self_patch, np.zeros(N))
+
+
+def test_loglik_with_every_sublayer_ablated_is_the_embeddings_read_out(pair):
+    from probekit.extraction.readout import loglik, loglik_change
+    family, mem, _ = pair
+    every = list(range(mem.n_layers))
+    iv = Intervention((ZeroAblation("attn_out", every), ZeroAblation("mlp_out", every)))
+    ll = loglik(mem, STIM, iv, batch_size=4)
+    for i, text in enumerate(STIM.text):
+        assert ll[i] == pytest.approx(_hand_loglik(mem, text, all_ablated=True), abs=1e-5)
+    assert np.abs(loglik_change(mem, STIM, iv, batch_size=4)).min() > 1e-4
+
+
+def test_loglik_continuation_scores_the_tokens_after_the_target():
+    from probekit.extraction.readout import loglik
+    mem = tiny_model("llama", seed=4)
+    stim = pd.DataFrame({"text": ["An apple and a church"], "target": ["apple"]})
+    ids = mem.tokenizer(stim.text[0])["input_ids"]
+    enc = encode(mem.tokenizer, stim, "target_mean")
+    start = int(np.flatnonzero(enc.weights[0]).max()) + 1
+    assert 1 < start < len(ids)
+    got = loglik(mem, stim, span="continuation")[0]
+    assert got == pytest.approx(_hand_loglik(mem, stim.text[0], start=start), abs=1e-5)
+    assert got != pytest.approx(loglik(mem, stim)[0], abs=1e-6)
+
+
+def test_loglik_refusals_are_one_line(pair, no_forward):
+    from probekit.extraction.readout import loglik
+    family, mem, streamed = pair
+    cases = [
+        (lambda: loglik(streamed, STIM), r"is layer-streamed, which never reads the LM head"),
+        (lambda: loglik(mem, STIM, span="all"), r"unknown span 'all'; use one of \('text', 'continuation'\)"),
+        (lambda: loglik(mem, ["An apple"], span="continuation"), r"needs a 'target' column"),
+        (lambda: loglik(mem, pd.DataFrame({"text": ["An apple"], "target": ["apple"]}), span="continuation"),
+         r"stimulus 0 \('An apple'\): its target ends the text"),
+        (lambda: loglik(mem, STIM, ZeroAblation("mlp_out", 9)), r"layer 9 out of range"),
+    ]
+    for call, match in cases:
+        with pytest.raises(probekit.extraction.ExtractionError, match=match) as exc:
+            call()
+        assert "\n" not in str(exc.value)

@@ -63,6 +63,11 @@ from .interventions import (  # noqa: F401
     Intervention,
     as_intervention,
 )
+from .readout import (  # noqa: F401
+    SPANS,
+    loglik,
+    loglik_change,
+)
 from .interop import (  # noqa: F401
     as_loaded_model,
     target_token_weights,
@@ -70,7 +75,7 @@ from .interop import (  # noqa: F401
     pad_token_id,
     HookedTransformerRunner,
 )
-from . import batching, hooks, keys, interventions, forward, store, streaming, interop  # noqa: F401,E402  (the modules, as namespaces)
+from . import batching, hooks, keys, interventions, forward, readout, store, streaming, interop  # noqa: F401,E402  (the modules, as namespaces)
 
 __all__ = [
     'ExtractionError',
@@ -122,4 +127,7 @@ __all__ = [
     'PatchResidual',
     'Intervention',
     'as_intervention',
+    'SPANS',
+    'loglik',
+    'loglik_change',
 ]
