@@ -448,3 +448,18 @@ def test_loglik_refusals_are_one_line(pair, no_forward):
         with pytest.raises(probekit.extraction.ExtractionError, match=match) as exc:
             call()
         assert "\n" not in str(exc.value)
+
+
+def test_real_smollm2_zero_ablation_equals_the_silenced_weights(smollm2):
+    """On SmolLM2-135M itself (30 layers, GQA): zero-ablating layer 0's MLP equals zeroing its down_proj, and
+    the read-out of an empty intervention changes by exactly 0."""
+    from probekit.extraction.readout import loglik_change
+    stim = STIM.iloc[:3]
+    hand = probekit.extract(_silenced(smollm2, 0, "mlp_out"), stim, batch_size=3)
+    b = probekit.extract(smollm2, stim, batch_size=3, intervention=ZeroAblation("mlp_out", [0]))
+    for l in range(smollm2.n_layers):
+        for c in COMPONENTS:
+            x, y = hand.get(l, c), b.get(l, c)
+            np.testing.assert_allclose(y, x, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(x).max())),
+                                       err_msg=f"layer {l} {c}")
+    assert np.array_equal(loglik_change(smollm2, stim, Intervention.none()), np.zeros(3))
