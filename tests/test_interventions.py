@@ -276,6 +276,30 @@ def test_streamed_equals_in_memory_under_intervention(pair, iv):
     assert a.meta["intervention"] == b.meta["intervention"] == as_intervention(iv).key()
 
 
+def test_an_intervened_streamed_run_stays_outside_the_planning_session(tmp_path):
+    """With sets planned (replicate's one-pass session), an intervened extraction of a planned set streams on
+    its own: it does not take the planned ordinary vectors, and the later ordinary extraction still gets them."""
+    path = tmp_path / "ck"
+    m0 = tiny_model("qwen2", n_layers=3, d_model=32, seed=1)
+    m0.model.save_pretrained(path)
+    m0.tokenizer.save_pretrained(path)
+    mem = load_model(str(path), dtype="float32", device="cpu")
+    m = load_model(str(path), dtype="float32", device="cpu", stream_layers=True)
+    m.hidden_dir = str(tmp_path / "tmp")
+    other = pd.DataFrame({"text": ["A kitten and a puppy", "The organ was loud"], "target": ["puppy", "organ"]})
+    iv = ZeroAblation("mlp_out", [1])
+    with m.planned([STIM, other], batch_size=4):
+        ablated = probekit.extract(m, STIM, batch_size=4, intervention=iv)
+        assert m.precomputed == {}                       # nothing planned was computed by the intervened pass
+        plain = probekit.extract(m, STIM, batch_size=4)  # the planned pass: both sets
+        read = m.bytes_read
+        plain_other = probekit.extract(m, other, batch_size=4)
+        assert m.bytes_read == read                      # served from the planned pass
+    _same(probekit.extract(mem, STIM, batch_size=4, intervention=iv), ablated, 3, exact=False)
+    _same(probekit.extract(mem, STIM, batch_size=4), plain, 3, exact=False)
+    _same(probekit.extract(mem, other, batch_size=4), plain_other, 3, exact=False)
+
+
 # ----------------------------------------------------------------------------- the store
 
 def test_store_keys_the_intervention_and_the_ordinary_key_is_unchanged(tmp_path):
