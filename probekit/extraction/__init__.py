@@ -1,5 +1,6 @@
 """Stage 3: tokens and batches (``batching``), pooling hooks (``hooks``), the hooked forward pass
-(``forward``: in memory, or through the layer-streamed runner ``streaming``), what a store entry is keyed by
+(``forward``: in memory, or through the layer-streamed runner ``streaming``; under an intervention:
+``interventions``, docs/causal.md), what a store entry is keyed by
 (``keys``), the on-disk activation store, and the interop with TransformerLens / nnsight models.
 """
 from __future__ import annotations
@@ -51,6 +52,22 @@ from .streaming import (  # noqa: F401
     release_layer,
     trim_heap,
 )
+from .interventions import (  # noqa: F401
+    InterventionError,
+    ABLATABLE,
+    ZeroAblation,
+    MeanAblation,
+    ResampleAblation,
+    SwapBlocks,
+    PatchResidual,
+    Intervention,
+    as_intervention,
+)
+from .readout import (  # noqa: F401
+    SPANS,
+    loglik,
+    loglik_change,
+)
 from .interop import (  # noqa: F401
     as_loaded_model,
     target_token_weights,
@@ -58,7 +75,7 @@ from .interop import (  # noqa: F401
     pad_token_id,
     HookedTransformerRunner,
 )
-from . import batching, hooks, keys, forward, store, streaming, interop  # noqa: F401,E402  (the modules, as namespaces)
+from . import batching, hooks, keys, interventions, forward, readout, store, streaming, interop  # noqa: F401,E402  (the modules, as namespaces)
 
 __all__ = [
     'ExtractionError',
@@ -101,4 +118,16 @@ __all__ = [
     'TargetTokenWeights',
     'pad_token_id',
     'HookedTransformerRunner',
+    'InterventionError',
+    'ABLATABLE',
+    'ZeroAblation',
+    'MeanAblation',
+    'ResampleAblation',
+    'SwapBlocks',
+    'PatchResidual',
+    'Intervention',
+    'as_intervention',
+    'SPANS',
+    'loglik',
+    'loglik_change',
 ]

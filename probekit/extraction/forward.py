@@ -30,6 +30,7 @@ from probekit.extraction.batching import (DEFAULT_MAX_BATCH_TOKENS, Encoded, Ext
                                           encode, input_device, pad_batch, pad_token_id, plan_batches, plan_chunks)
 from probekit.extraction.hooks import Hooks, OwnHooks, check_finite, hooks_for
 from probekit.extraction.interop import as_loaded_model
+from probekit.extraction.interventions import Applied, as_intervention, check, prepare
 from probekit.extraction.keys import stimulus_key_hash, store_identity  # noqa: F401 (re-exported)
 from probekit.extraction.store import ActivationStore, StoreCorruptError, StoreMismatchError, is_read_only_error
 from probekit.extraction.streaming import preflight, run_streamed
@@ -59,7 +60,7 @@ def _forward(model, hooks: Hooks, ids: list[list[int]], weights: list[np.ndarray
 
 def extract(model, stimuli: pd.DataFrame, pooling: str | None = None, *, batch_size: int = 32,
             store: ActivationStore | str | bool | None = None, progress: bool | None = None,
-            max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS) -> ActivationSet:
+            max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS, intervention=None) -> ActivationSet:
     """Pooled per-layer activations of ``stimuli`` (a DataFrame with ``text`` and ``target``).
 
     ``model``: a :class:`probekit.models.loading.LoadedModel`, a ``(transformers_model, tokenizer)`` pair, a
@@ -72,14 +73,18 @@ def extract(model, stimuli: pd.DataFrame, pooling: str | None = None, *, batch_s
     Batches hold at most ``batch_size`` texts and ``max_batch_tokens`` padded
     tokens (None: no token budget). ``progress``: None prints progress lines
     (stimuli and tokens per second) to stderr once an extraction has run for a
-    few seconds; True from the start; False never.
+    few seconds; True from the start; False never. ``intervention``: an
+    :class:`~probekit.extraction.interventions.Intervention` (or a step, or a tuple of steps) run with the
+    extraction (docs/causal.md); checked before any forward pass; the store keys it (``None`` or an empty
+    one is the ordinary extraction, with the ordinary key).
     """
     model = as_loaded_model(model)
+    intervention = as_intervention(intervention)
     batch_size = count(batch_size, "batch_size", 1)
     if max_batch_tokens is not None:
         max_batch_tokens = count(max_batch_tokens, "max_batch_tokens", 1)
     store = _open_store(store)
-    job = _Extraction(model, stimuli, pooling, batch_size, max_batch_tokens, progress)
+    job = _Extraction(model, stimuli, pooling, batch_size, max_batch_tokens, progress, intervention)
     if store is None:
         return job.in_memory()
     return job.through_store(store)
@@ -101,18 +106,22 @@ class _Extraction:
     construction), its runner (in memory, or streamed after the streamed preflight), and the two ways to
     its :class:`ActivationSet`: in memory, or through a store entry."""
 
-    def __init__(self, model, stimuli, pooling, batch_size, max_batch_tokens, progress):
-        self.model, self.progress = model, progress
+    def __init__(self, model, stimuli, pooling, batch_size, max_batch_tokens, progress, intervention=None):
+        self.model, self.progress, self.intervention = model, progress, intervention
         self.pooling = pooling or stimuli.attrs.get("pooling") or "target_mean"
         self.stimuli = carry_metadata(stimuli.reset_index(drop=True), stimuli)
         max_len = getattr(model.config, "max_position_embeddings", None)
         self.enc = encode(model.tokenizer, self.stimuli, self.pooling, model.name, max_length=max_len)
         self.chunks = plan_chunks([len(x) for x in self.enc.input_ids], batch_size, max_tokens=max_batch_tokens)
+        if intervention is not None:              # bad steps refused before any pass and before the store
+            check(intervention, model, [len(x) for x in self.enc.input_ids])
         self.fingerprint = model.fingerprint      # hashes the weights in memory: read it once per extraction
         self.meta = {"probekit_version": __version__, "model_fingerprint": self.fingerprint,
                      "stimulus_set": self.stimuli.attrs.get("name"),
                      "stimulus_version": self.stimuli.attrs.get("version"),
                      "stimulus_hash": self.stimuli.attrs.get("hash")}
+        if intervention is not None:
+            self.meta["intervention"] = intervention.key()
         self.stim_out = carry_metadata(self.stimuli.copy(), self.stimuli)
         self.runner = _run
         if isinstance(model, StreamedModel):      # probekit.extraction.streaming: layer-major, weights read once
@@ -121,7 +130,7 @@ class _Extraction:
 
     def run(self, arrays, done: set, on_chunk) -> None:
         self.runner(self.model, self.enc, self.chunks, self.stimuli, arrays, done=done, on_chunk=on_chunk,
-                    progress=self.progress)
+                    progress=self.progress, intervention=self.intervention)
 
     def in_memory(self) -> ActivationSet:
         m = self.model
@@ -142,7 +151,8 @@ class _Extraction:
     def through_store(self, store: ActivationStore) -> ActivationSet:
         """The store's entry, filled first when it is incomplete (resumable: chunks already done are kept)
         or rebuilt when it fails verification; a read-only store serves a complete entry or is bypassed."""
-        entry = store.entry(store_identity(self.model, self.stimuli, self.pooling, self.fingerprint))
+        entry = store.entry(store_identity(self.model, self.stimuli, self.pooling, self.fingerprint,
+                                           self.intervention.key() if self.intervention else ""))
         with contextlib.ExitStack() as stack:
             try:
                 stack.enter_context(entry.lock())
@@ -219,17 +229,32 @@ class _Progress:
             print(self._line(time.monotonic(), final=True), file=sys.stderr, flush=True)
 
 
-def _run(model, enc: Encoded, chunks, stimuli, arrays, done: set, on_chunk, progress) -> None:
+def _run(model, enc: Encoded, chunks, stimuli, arrays, done: set, on_chunk, progress, intervention=None,
+         standalone: bool = False) -> None:
+    """The in-memory runner: fill ``arrays[(layer, component)]`` for the chunks not in ``done``, batch by batch
+    through every layer, under ``intervention`` (its first passes first: :func:`interventions.prepare`).
+    ``standalone``: the streamed runner's flag (a pass outside the planning session); nothing to do here."""
     todo = [(k, chunk) for k, chunk in enumerate(chunks) if k not in done]
     if not todo:
         return
+    with contextlib.ExitStack() as stack:
+        applied = None
+        if intervention is not None:
+            applied = stack.enter_context(Applied(model.model, prepare(intervention, model, enc, chunks, stimuli,
+                                                                       _run)))
+        _run_batches(model, enc, todo, stimuli, arrays, on_chunk, progress, applied)
+
+
+def _run_batches(model, enc: Encoded, todo, stimuli, arrays, on_chunk, progress, applied) -> None:
     pad_id = pad_token_id(model.tokenizer)
     rows_todo = [i for _, chunk in todo for rows in chunk for i in rows]
     bar = _Progress(model.name, len(rows_todo), sum(len(enc.input_ids[i]) for i in rows_todo), progress)
-    hooks = hooks_for(model)
+    hooks = hooks_for(model)                      # after the intervention's block order: labels by position
     try:
         for k, chunk in todo:
             for rows in chunk:
+                if applied is not None:
+                    applied.batch(rows)
                 out = _forward(model.model, hooks, [enc.input_ids[i] for i in rows],
                                [enc.weights[i] for i in rows], pad_id)
                 check_finite(out, rows, stimuli, model.name)

@@ -58,6 +58,7 @@ import numpy as np
 from probekit.core.activations import COMPONENTS
 from probekit.extraction.batching import encode, pad_batch, plan_chunks
 from probekit.extraction.hooks import Hooks, check_finite
+from probekit.extraction.interventions import Applied, prepare
 from probekit.extraction.keys import store_identity
 from probekit.extraction.store import ActivationStore
 from probekit.models.adapters import adapter_for, blocks
@@ -234,13 +235,25 @@ def _pending_jobs(model, exclude: set) -> list:
     return jobs
 
 
-def run_streamed(model, enc, chunks, stimuli, arrays, done: set, on_chunk, progress) -> None:
+def run_streamed(model, enc, chunks, stimuli, arrays, done: set, on_chunk, progress, intervention=None,
+                 standalone: bool = False) -> None:
     """The runner of a :class:`StreamedModel` (the in-memory pass's contract: fill ``arrays[(layer,
     component)]`` for the chunks not in ``done``, calling ``on_chunk(k)``), layer-major; chunks are marked done only at the end
     (a crash leaves the store entry incomplete, never half-marked). With :func:`plan`, the first call streams
-    every planned stimulus set at once and later calls copy their vectors."""
+    every planned stimulus set at once and later calls copy their vectors. Under an ``intervention`` (or
+    ``standalone``: an intervention's first pass) this set streams on its own, outside the planning session:
+    an intervened pass never serves, nor is served by, a planned ordinary one."""
     todo = [k for k in range(len(chunks)) if k not in done]
     if not todo:
+        return
+    if intervention is not None or standalone:
+        applied = None
+        if intervention is not None:
+            applied = Applied(model.model, prepare(intervention, model, enc, chunks, stimuli, run_streamed))
+        _stream(model, [_Job(enc, chunks, stimuli, arrays)], progress, applied)
+        if on_chunk is not None:
+            for k in todo:
+                on_chunk(k)
         return
     key = _job_key(enc)
     pre = model.precomputed.pop(key, None)
@@ -308,12 +321,14 @@ def _record_batch(model, base, blist, hooks, job, rows, device):
     return rec.calls, rec.first, W
 
 
-def _run_block(model, blk, layer: int, batches, calls, weights_t, states, hooks, mode: str) -> None:
+def _run_block(model, blk, layer: int, batches, calls, weights_t, states, hooks, mode: str, applied=None) -> None:
     """Step 2 for one layer: every batch through block ``layer`` (its weights already read), each batch's
     pooled vectors into its job's arrays, its output the next layer's input."""
     import torch
     device = model.torch_device
     for b, (job, rows) in enumerate(batches):
+        if applied is not None:
+            applied.batch(rows)
         args, kwargs = calls[b][layer]
         hooks.weights = weights_t[b].to(device)
         hooks.out = {}
@@ -334,9 +349,16 @@ def _say(model, quiet: bool, line: str) -> None:
         print(f"[stream {model.name}] {line}", file=sys.stderr, flush=True)
 
 
-def _stream(model, jobs: list, progress) -> None:
+def _stream(model, jobs: list, progress, applied: Applied | None = None) -> None:
     """The layer-major pass over every batch of every job: record every batch's block inputs, then for each
-    layer read its block, run every batch through it, free it."""
+    layer read its block, run every batch through it, free it. Under ``applied`` (an intervention: its hooks
+    and block order in place for the pass) position ``l`` reads the weights of the block that runs there."""
+    import contextlib
+    with applied if applied is not None else contextlib.nullcontext():
+        _stream_pass(model, jobs, progress, applied)
+
+
+def _stream_pass(model, jobs: list, progress, applied) -> None:
     import torch
     batches = [(j, rows) for j in jobs for chunk in j.chunks for rows in chunk]
     device = model.torch_device
@@ -358,6 +380,8 @@ def _stream(model, jobs: list, progress) -> None:
     t0 = time.perf_counter()
     try:
         for b, (job, rows) in enumerate(batches):        # 1. embeddings and the arguments of every block
+            if applied is not None:
+                applied.batch(rows)
             rec, h, W = _record_batch(model, base, blist, hooks, job, rows, device)
             calls.append(rec)
             weights_t.append(W)
@@ -369,11 +393,11 @@ def _stream(model, jobs: list, progress) -> None:
         for l in range(L):                               # 2. layer by layer
             tl = time.perf_counter()
             blk = blist[l]
-            prefix, names = model.block_tensors(l)
+            prefix, names = model.block_tensors(l if applied is None else applied.source(l))
             assign(blk, {n[len(prefix):]: t for n, t in model.weights.read(names, tdtype, device).items()})
             t_read = time.perf_counter() - tl
             try:
-                _run_block(model, blk, l, batches, calls, weights_t, states, hooks, mode)
+                _run_block(model, blk, l, batches, calls, weights_t, states, hooks, mode, applied)
             finally:
                 blk.to("meta")                   # free the block's weights
             states.flip()
