@@ -38,7 +38,7 @@ from probekit.models.checkpoint import check_gguf, context_length
 from probekit.models.loading import LoadedModel, load_model, parse_random, resolve
 from probekit.models.streamed import StreamedModel
 from probekit.probes.grid import SOLVER_VERSION, ProbeResults, probe_grid
-from probekit.probes.solver import resolve_backend
+from probekit.probes.solver import probe_backend
 from probekit.models.registry import cache_dir
 from probekit.probes.stats import group_permutations
 from probekit.stimuli.sets import load as load_stimulus_set
@@ -212,7 +212,7 @@ def _keyed_settings(probe_kw: dict) -> dict:
     so the keys of runs before these options existed still match."""
     kw = dict(probe_kw)
     backend = kw.pop("backend", "auto")
-    backend = resolve_backend("numpy" if kw.get("precise") and backend == "auto" else backend)
+    backend = probe_backend(backend, bool(kw.get("precise")))
     if backend != "numpy":
         kw["backend"] = backend
     if kw.get("penalty_selection", "loo") == "loo":

@@ -44,6 +44,8 @@ from .solver import (  # noqa: F401
     eigh_psd,
     ridge_oof,
     svm_oof,
+    resolve_backend,
+    probe_backend,
 )
 from .results import (  # noqa: F401
     SCORE_COLUMNS,
@@ -98,6 +100,8 @@ __all__ = [
     'eigh_psd',
     'ridge_oof',
     'svm_oof',
+    'resolve_backend',
+    'probe_backend',
     'SCORE_COLUMNS',
     'LabelPredictions',
     'ProbeResults',
