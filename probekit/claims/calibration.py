@@ -29,7 +29,7 @@ from probekit.core.atomic import atomic_write_parquet, atomic_write_text
 from probekit.claims.claim import by_metric, bounds_text, judge_rows, normalised_paper_rows
 from probekit.probes.stats import LEVEL, binomial_interval
 from probekit.models.registry import parse_random
-from probekit.profiles.metrics import boot_sd, maxt_quantile
+from probekit.profiles.metrics import boot_sd, depth_centroid, maxt_quantile
 from probekit.studies import BUILTIN, load_study
 
 COLUMNS = ["study", "claim", "rule_model", "rule", "n_layers", "scenario", "kind", "description", "n_draws", "n_effect", "rate",
@@ -264,7 +264,6 @@ def inflation_table(npz_path, inflation: float, component: str = "resid_pre", le
     x the reweighting deviations; level shifts of the refits removed: deviations from each one's median) and
     the inflation a 95% coverage needs. Models without refits at every layer are left out (a centroid needs
     the whole profile)."""
-    from probekit.profiles.metrics import depth_centroid
     z = np.load(npz_path)
     keys = {tuple(k.split("/")) for k in z.files}
     models = sorted({k[0] for k in keys if parse_random(k[0])[1] is None})
