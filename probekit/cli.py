@@ -218,7 +218,9 @@ def _check_shipped_sets(study, names) -> None:
                                 f"{'PROBEKIT_STIMULI_DIR=' if env else ''}{d} {state}; {fix}"))
 
 
-def _replicate(args, model: str):
+def _replicate(args, model: str, lengths_checked: bool = False):
+    """``pipeline.replicate`` with the command line's settings; ``lengths_checked``: the caller ran
+    ``pipeline.check_stimulus_lengths`` for this model already (``run`` checks every model before the first loads)."""
     probe_kw = {"n_permutations": args.permutations, "n_bootstrap": args.bootstrap}
     if args.probe_backend != "auto":                   # 'torch:cuda' without a GPU: refused before the model loads
         try:
@@ -230,7 +232,7 @@ def _replicate(args, model: str):
                      batch_size=args.batch_size, dtype=args.dtype, device=args.device,
                      max_batch_tokens=getattr(args, "max_batch_tokens", None),
                      stream_layers={"auto": "auto", "1": True, "0": False}[args.stream_layers],
-                     log=lambda m: print(m, flush=True))
+                     log=lambda m: print(m, flush=True), check_lengths=not lengths_checked)
 
 
 def _summary_lines(verdicts) -> list[str]:
@@ -306,7 +308,7 @@ def cmd_run(args) -> int:
     with _run_locks(Path(args.out), folders.values()):
         for model in models:
             try:
-                rep = _replicate(args, model)
+                rep = _replicate(args, model, lengths_checked=True)
             except (ModelUnavailableError, UnsupportedArchitectureError) as exc:
                 _err(str(exc))
                 status = EXIT_UNAVAILABLE

@@ -316,13 +316,15 @@ def _gguf_location(model: str) -> tuple[str, dict] | None:
 
 def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict | None = None, batch_size: int = 32,
               dtype="auto", device="auto", stream_layers="auto", progress: bool | None = None, log=print,
-              max_batch_tokens: int | None = None) -> Replication:
+              max_batch_tokens: int | None = None, check_lengths: bool = True) -> Replication:
     """Run ``experiments`` (default: all of the study's) on ``model`` (an alias, path, or LoadedModel).
 
     ``study``: a :class:`~probekit.studies.Study`, a shipped study's id or a study folder (default
     ``bogdan2025``). ``dtype`` / ``device`` / ``stream_layers``: ``"auto"`` chooses by
     :func:`probekit.models.placement.plan_placement` (CUDA + bf16 with a GPU; else CPU in a dtype that fits;
-    layer-streamed when it does not fit)."""
+    layer-streamed when it does not fit). ``check_lengths=False``: the caller has already run
+    :func:`check_stimulus_lengths` on these experiments' texts for ``model`` (the CLI checks every model before
+    the first one loads), so it is not run twice."""
     check_probe_kw(probe_kw)                         # every argument checked before the model is loaded
     batch_size = count(batch_size, "batch_size", 1)
     max_batch_tokens = DEFAULT_MAX_BATCH_TOKENS if max_batch_tokens is None else \
@@ -334,7 +336,7 @@ def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict
         raise KeyError(f"unknown experiment(s) {unknown} in study {study.id}; known: {sorted(study.experiments)}")
     t0 = time.perf_counter()
     if not isinstance(model, LoadedModel):
-        if isinstance(model, (str, os.PathLike)):           # a too-long text: found before the weights load
+        if check_lengths and isinstance(model, (str, os.PathLike)):   # a too-long text: before the weights load
             check_stimulus_lengths(model, stimulus_frames(study, names))
         model = load_model(model, dtype=dtype, device=device, stream_layers=stream_layers)
         if log and getattr(model, "placement", None) is not None:
