@@ -357,8 +357,9 @@ def _label_set_problems(df: pd.DataFrame, labels: dict, chk: dict) -> list[Probl
         if ng < n_folds:
             out.append(Problem(None, None, col, f"only {ng} distinct CV groups ({gcol!r}) for {n_folds}-fold CV",
                                f"use at least {n_folds} groups"))
-        if spec.get("kind") == "binary" and len(sub):
-            frac = float(sub[col].astype(float).mean())
+        values = pd.to_numeric(sub[col], errors="coerce").dropna()     # a non-number is a row problem above
+        if spec.get("kind") == "binary" and len(values):
+            frac = float(values.mean())
             minority = min(frac, 1 - frac)
             bound = spec.get("min_class_fraction", chk.get("min_class_fraction", 0.3))
             if minority < bound:
