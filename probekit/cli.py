@@ -36,7 +36,7 @@ from probekit.claims.verdicts import all_verdicts, measure_run
 from probekit.report.render import (format_ci, atomic_write_parquet, atomic_write_text, claim_rows, claims_markdown,
                      twin_markdown, write_report)
 from probekit.extraction.streaming import StreamingError
-from .studies import StudyError, load_study
+from .studies import BUILTIN, StudyError, load_study
 from . import pipeline
 from .pipeline import Replication, ResultsCorruptError, SavedRunError
 from probekit.core.checks import ActivationRangeError, ArgumentError
@@ -101,6 +101,32 @@ def _check_claims(names, study) -> None:
     if unknown:
         raise SystemExit(_usage(f"unknown claim(s) {', '.join(unknown)} in study {study.id}; known: "
                                 f"{', '.join(short)}"))
+
+
+def _check_simulable(study, names, depth: int) -> None:
+    """``calibrate``, before the simulation: one draw of every scenario of the chosen claims (``names``, as
+    ``--claims``) at ``depth`` (a tenth of a second for the whole study). A scenario whose input is missing --
+    e.g. the untrained-twin profiles a study records in a file -- is refused in one line naming the claim, the
+    scenario and the study's reason, and listing the claims that can run (was: those cells skipped with exit 0,
+    a calibration without one of its nulls, which passes a CI gate)."""
+    import numpy as np
+    chosen = [c for c in study.claims if not names or c.id in names or c.id.split(".", 1)[-1] in names]
+    broken = {}
+    for c in chosen:
+        for _, scenarios in Cal.rule_sets(c):
+            for sc in scenarios:
+                try:
+                    c.simulate(sc, depth, np.random.default_rng(0))
+                except (LookupError, OSError, StudyError) as exc:
+                    broken.setdefault(c, (sc, exc))
+    if broken:
+        (c, (sc, exc)), *_ = broken.items()
+        rest = [x.id.split(".", 1)[-1] for x in chosen if x not in broken]
+        where = f" in study folder {study.folder}" if study.folder else ""
+        how = " (docs/statistics.md, 'The untrained control', says how)" if study.id in BUILTIN else ""
+        raise SystemExit(_usage(
+            f"calibrate: claim {c.id}'s scenario {sc.name!r} ({sc.description}) cannot be simulated: {exc}{where}; "
+            f"record that input first{how}" + (f", or leave the claim(s) out: --claims {','.join(rest)}" if rest else "")))
 
 
 def _depths(text: str) -> list[int]:
@@ -218,7 +244,9 @@ def _check_shipped_sets(study, names) -> None:
                                 f"{'PROBEKIT_STIMULI_DIR=' if env else ''}{d} {state}; {fix}"))
 
 
-def _replicate(args, model: str):
+def _replicate(args, model: str, lengths_checked: bool = False):
+    """``pipeline.replicate`` with the command line's settings; ``lengths_checked``: the caller ran
+    ``pipeline.check_stimulus_lengths`` for this model already (``run`` checks every model before the first loads)."""
     probe_kw = {"n_permutations": args.permutations, "n_bootstrap": args.bootstrap}
     if args.probe_backend != "auto":                   # 'torch:cuda' without a GPU: refused before the model loads
         try:
@@ -230,7 +258,7 @@ def _replicate(args, model: str):
                      batch_size=args.batch_size, dtype=args.dtype, device=args.device,
                      max_batch_tokens=getattr(args, "max_batch_tokens", None),
                      stream_layers={"auto": "auto", "1": True, "0": False}[args.stream_layers],
-                     log=lambda m: print(m, flush=True))
+                     log=lambda m: print(m, flush=True), check_lengths=not lengths_checked)
 
 
 def _summary_lines(verdicts) -> list[str]:
@@ -306,7 +334,7 @@ def cmd_run(args) -> int:
     with _run_locks(Path(args.out), folders.values()):
         for model in models:
             try:
-                rep = _replicate(args, model)
+                rep = _replicate(args, model, lengths_checked=True)
             except (ModelUnavailableError, UnsupportedArchitectureError) as exc:
                 _err(str(exc))
                 status = EXIT_UNAVAILABLE
@@ -474,6 +502,7 @@ def cmd_calibrate(args) -> int:
     except PathError as exc:
         _err(str(exc))
         return EXIT_USAGE
+    _check_simulable(study, args.claims, min(depths))
     print(f"calibrating {study.id}: {args.draws} draws per cell, depths {depths}, {args.workers} worker(s)",
           flush=True)
     table = Cal.calibrate(study, n_draws=args.draws, depths=depths, claims=args.claims, workers=args.workers,

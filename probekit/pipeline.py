@@ -38,7 +38,7 @@ from probekit.models.checkpoint import check_gguf, context_length
 from probekit.models.loading import LoadedModel, load_model, parse_random, resolve
 from probekit.models.streamed import StreamedModel
 from probekit.probes.grid import SOLVER_VERSION, ProbeResults, probe_grid
-from probekit.probes.solver import resolve_backend
+from probekit.probes.solver import probe_backend
 from probekit.models.registry import cache_dir
 from probekit.probes.stats import group_permutations
 from probekit.stimuli.sets import load as load_stimulus_set
@@ -212,7 +212,7 @@ def _keyed_settings(probe_kw: dict) -> dict:
     so the keys of runs before these options existed still match."""
     kw = dict(probe_kw)
     backend = kw.pop("backend", "auto")
-    backend = resolve_backend("numpy" if kw.get("precise") and backend == "auto" else backend)
+    backend = probe_backend(backend, bool(kw.get("precise")))
     if backend != "numpy":
         kw["backend"] = backend
     if kw.get("penalty_selection", "loo") == "loo":
@@ -319,13 +319,15 @@ def _gguf_location(model: str) -> tuple[str, dict] | None:
 
 def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict | None = None, batch_size: int = 32,
               dtype="auto", device="auto", stream_layers="auto", progress: bool | None = None, log=print,
-              max_batch_tokens: int | None = None) -> Replication:
+              max_batch_tokens: int | None = None, check_lengths: bool = True) -> Replication:
     """Run ``experiments`` (default: all of the study's) on ``model`` (an alias, path, or LoadedModel).
 
     ``study``: a :class:`~probekit.studies.Study`, a shipped study's id or a study folder (default
     ``bogdan2025``). ``dtype`` / ``device`` / ``stream_layers``: ``"auto"`` chooses by
     :func:`probekit.models.placement.plan_placement` (CUDA + bf16 with a GPU; else CPU in a dtype that fits;
-    layer-streamed when it does not fit)."""
+    layer-streamed when it does not fit). ``check_lengths=False``: the caller has already run
+    :func:`check_stimulus_lengths` on these experiments' texts for ``model`` (the CLI checks every model before
+    the first one loads), so it is not run twice."""
     check_probe_kw(probe_kw)                         # every argument checked before the model is loaded
     batch_size = count(batch_size, "batch_size", 1)
     max_batch_tokens = DEFAULT_MAX_BATCH_TOKENS if max_batch_tokens is None else \
@@ -337,7 +339,7 @@ def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict
         raise KeyError(f"unknown experiment(s) {unknown} in study {study.id}; known: {sorted(study.experiments)}")
     t0 = time.perf_counter()
     if not isinstance(model, LoadedModel):
-        if isinstance(model, (str, os.PathLike)):           # a too-long text: found before the weights load
+        if check_lengths and isinstance(model, (str, os.PathLike)):   # a too-long text: before the weights load
             check_stimulus_lengths(model, stimulus_frames(study, names))
         model = load_model(model, dtype=dtype, device=device, stream_layers=stream_layers)
         if log and getattr(model, "placement", None) is not None:

@@ -116,6 +116,26 @@ def test_calibrate_writes_the_table(tmp_path, capsys):
     assert "Calibration" in (tmp_path / "calibration.md").read_text()
 
 
+def test_calibrate_without_the_untrained_profiles_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    """Was: the 'untrained' null cells skipped one by one and exit 0 (a CI gate on the table passed without
+    them). Now one line before the simulation: the claim, the scenario, the file, how to make it, and the
+    claims that can run without it."""
+    import probekit.studies.bogdan2025.claims as BC
+    from probekit.claims import calibration as Cal
+    monkeypatch.setattr(BC, "UNTRAINED_FILE", tmp_path / "untrained_profiles.json")     # not there
+    monkeypatch.setattr(Cal, "calibrate", lambda *a, **k: (_ for _ in ()).throw(AssertionError("simulated")))
+    out = tmp_path / "o"
+    with pytest.raises(SystemExit) as e:
+        cli.main(["calibrate", "--out", str(out), "--draws", "20", "--layers", "18", "--workers", "1"])
+    assert e.value.code == 2
+    cap = capsys.readouterr()
+    assert cap.err.count("\n") == 1 and "Traceback" not in cap.err, cap.err
+    assert "bogdan2025.item_peak_early's scenario 'untrained" in cap.err and "untrained_profiles.json" in cap.err
+    assert "record that input first (docs/statistics.md" in cap.err
+    assert "leave the claim(s) out: --claims buried_decodable,shuffled_at_chance" in cap.err
+    assert "calibrating" not in cap.out and not out.exists()
+
+
 def test_calibrate_refuses_bad_arguments(capsys):
     with pytest.raises(SystemExit) as e:         # an argparse type now: refused while parsing
         cli.main(["calibrate", "--draws", "3"])

@@ -54,8 +54,6 @@ LAZY = {
     ("probes.solver", "models.placement"): "only for a torch backend",
     # scipy.signal (simulate's AR filter) only for the simulated null of ar1_shift
     ("profiles.metrics", "profiles.simulate"): "cost: scipy.signal only for the simulated null",
-    # claims/ is being reworked by another part of issue 21: move these to module level there
-    ("claims.calibration", "profiles.metrics"): "none stated yet (claims/calibration.py)",
 }
 
 

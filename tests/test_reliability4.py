@@ -37,6 +37,44 @@ def test_a_text_longer_than_the_context_is_refused_before_the_model_loads(tmp_pa
     assert "set 'colours'" in err and "stimulus 0" in err and "90010 characters): 40010 tokens" in err and "shorten" in err
 
 
+def test_the_length_check_runs_once_per_model(tmp_path, ckpt, cache, monkeypatch, capsys):
+    """``run`` checks every model's texts before the first model loads, and replicate does not check them a
+    second time (it still does when called alone); the model load is stopped right after the check."""
+    import probekit.pipeline as P
+    from probekit.core.errors import ModelUnavailableError
+    calls = []
+    real = P.check_stimulus_lengths
+    monkeypatch.setattr(P, "check_stimulus_lengths", lambda m, frames, **kw: calls.append(str(m)) or real(m, frames, **kw))
+
+    def stop(*a, **k):
+        raise ModelUnavailableError("stopped after the length check (test)")
+    monkeypatch.setattr(P, "load_model", stop)
+    assert cli.main(["run", "--study", str(TOY), "--model", str(ckpt), "--out", str(tmp_path / "o")]) != 0
+    assert "stopped after the length check" in capsys.readouterr().err
+    assert calls == [str(ckpt)]
+    calls.clear()
+    with pytest.raises(ModelUnavailableError):
+        P.replicate(str(ckpt), study=str(TOY), log=None)
+    assert calls == [str(ckpt)]
+
+
+def test_an_unreadable_tokenizer_is_one_checkpoint_error_in_memory_and_streamed(tmp_path, ckpt, cache, capsys):
+    """Was: a JSONDecodeError traceback from the in-memory loader (the streamed one already said it in one line):
+    both now read the tokenizer through checkpoint.load_tokenizer, before any weight."""
+    from probekit.core.errors import CheckpointError
+    from probekit.models.loading import load_model
+    bad = tmp_path / "model"
+    shutil.copytree(ckpt, bad)
+    (bad / "tokenizer.json").write_text("{not json")
+    for kw in (dict(), dict(stream_layers=True, device="auto", dtype="auto")):
+        with pytest.raises(CheckpointError, match=r"its tokenizer cannot be loaded \(JSONDecodeError") as e:
+            load_model(str(bad), **kw)
+        assert "\n" not in str(e.value) and str(bad) in str(e.value)
+    assert cli.main(["run", "--study", str(TOY), "--model", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "its tokenizer cannot be loaded" in err and "Traceback" not in err, err
+
+
 def test_the_length_check_tokenizes_only_what_might_not_fit(ckpt, monkeypatch):
     import probekit.models.checkpoint as C
     from probekit.extraction.forward import ExtractionError

@@ -63,6 +63,25 @@ def test_backend_resolution():
             resolve_backend("torch:cuda")
 
 
+def test_precise_means_numpy_in_the_grid_and_in_the_cache_key(monkeypatch):
+    """One decision (``probes.probe_backend``): precise=True makes 'auto' numpy and refuses torch, the same in
+    probe_grid and in the results-cache key (a key that said torch for a numpy run would miss the cache on a
+    GPU machine; one that said numpy for a refused torch run would serve it). Simulates a visible GPU."""
+    import probekit.models.placement as placement
+    from probekit.core.checks import ArgumentError
+    from probekit.pipeline import _keyed_settings
+    from probekit.probes import probe_backend
+    monkeypatch.setattr(placement, "cuda_count", lambda: 1)
+    assert probe_backend("auto") == "torch:cuda" and probe_backend("auto", precise=True) == "numpy"
+    assert _keyed_settings({"backend": "auto"}) == {"backend": "torch:cuda"}
+    assert _keyed_settings({"backend": "auto", "precise": True}) == {"precise": True}
+    for bad in ("torch", "torch:cpu", "torch:cuda"):
+        with pytest.raises(ArgumentError, match="precise=True is the float64 numpy path"):
+            probe_backend(bad, precise=True)
+        with pytest.raises(ArgumentError, match="precise=True is the float64 numpy path"):
+            _keyed_settings({"backend": bad, "precise": True})
+
+
 def test_probe_grid_takes_the_solver_options():
     """probe_grid passes backend / penalty_selection to the solver, says which ran, and refuses bad ones
     before any work; 'auto' on a machine without CUDA is today's numpy path, bit for bit."""

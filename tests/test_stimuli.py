@@ -534,6 +534,19 @@ def test_validate_set_level_problems():
     assert "6-fold" in msg and "imbalance" in msg
 
 
+def test_validate_lists_a_non_number_in_a_binary_label_instead_of_crashing():
+    """A frame given to validate() directly (load_file checks label types first): a binary label holding a
+    string was a ValueError from the class-balance check; now it is one listed problem among the others."""
+    df = _good_frame()
+    df["animal"] = df["animal"].astype(object)
+    df.loc[3, "animal"] = "yes"
+    df.loc[4, "size"] = 9.0
+    with pytest.raises(S.StimulusError) as ei:
+        S.validate(df)
+    msg = str(ei.value)
+    assert "label value 'yes' is not a number" in msg and "outside its scale" in msg
+
+
 def test_validate_optional_labels_accept_nan():
     df = _good_frame()
     df.loc[3, "size"] = np.nan

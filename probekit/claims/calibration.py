@@ -30,7 +30,7 @@ from probekit.core.inflation import Inflation
 from probekit.claims.claim import by_metric, bounds_text, judge_rows, normalised_paper_rows
 from probekit.probes.stats import LEVEL, binomial_interval
 from probekit.models.registry import parse_random
-from probekit.profiles.metrics import boot_sd, maxt_quantile
+from probekit.profiles.metrics import boot_sd, depth_centroid, maxt_quantile
 from probekit.studies import BUILTIN, load_study
 
 COLUMNS = ["study", "claim", "rule_model", "rule", "n_layers", "scenario", "kind", "description", "n_draws", "n_effect", "rate",
@@ -269,7 +269,6 @@ def inflation_table(npz_path, inflation, component: str = "resid_pre", level: fl
     (column ``layers``: ``refit layers/all``), an out-of-sample check of the band factor."""
     if not isinstance(inflation, Inflation):
         inflation = Inflation(depth=float(inflation), band=float(inflation))
-    from probekit.profiles.metrics import depth_centroid
     z = np.load(npz_path)
     keys = {tuple(k.split("/")) for k in z.files}
     models = sorted({k[0] for k in keys if parse_random(k[0])[1] is None})

@@ -366,8 +366,17 @@ def context_length(kw: dict) -> tuple[int | None, str]:
     return None, ""
 
 
-def load_tokenizer(kw: dict):
+def load_tokenizer(kw: dict, where: str | None = None):
     """The tokenizer of the model ``kw`` describes, without its weights (a checkpoint's tokenizer files, or
-    the one a GGUF file embeds)."""
+    the one a GGUF file embeds), its padding checked (:func:`fix_pad_token`). The one way the loaders (in
+    memory, streamed) and the length check read a tokenizer: files it cannot read are a :class:`CheckpointError`
+    naming ``where`` (default: the checkpoint folder), not the parser's exception."""
     from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(kw["path"], **({"gguf_file": kw["gguf_file"]} if "gguf_file" in kw else {}))
+    where = where or f"checkpoint {kw['path']}"
+    try:
+        tok = AutoTokenizer.from_pretrained(kw["path"], **({"gguf_file": kw["gguf_file"]} if "gguf_file" in kw else {}))
+    except Exception as exc:             # JSONDecodeError, OSError, ValueError, KeyError, ... from the tokenizer files
+        raise CheckpointError(f"{where}: its tokenizer cannot be loaded ({type(exc).__name__}: {str(exc)[:200]}); "
+                              f"restore its tokenizer files (tokenizer.json, tokenizer_config.json, ...)") from None
+    fix_pad_token(tok, where)
+    return tok

@@ -205,11 +205,10 @@ def _load_in_memory(name: str, kw: dict, tdtype, device) -> LoadedModel:
     """Tokenizer first (its pad token checked before any weight is read), then the weights (or the
     random-init control's fresh ones) in ``tdtype`` on ``device`` (``"auto"``: a device_map over the GPUs)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     seed = kw.get("random_seed")
     gguf_kw = {"gguf_file": kw["gguf_file"]} if "gguf_file" in kw else {}
-    tok = AutoTokenizer.from_pretrained(kw["path"], **gguf_kw)
-    checkpoint.fix_pad_token(tok, f"{name} ({kw['source']})")       # before any weight is read
+    tok = checkpoint.load_tokenizer(kw, f"{name} ({kw['source']})")       # before any weight is read
     if seed is not None:
         model = random_init(kw["path"], seed, tdtype or torch.float32, **gguf_kw)
         if device == "auto":

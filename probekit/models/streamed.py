@@ -170,7 +170,7 @@ class StreamedModel(LoadedModel):
 def load_streamed(name: str, kw: dict, placement, hidden: str = "auto") -> StreamedModel:
     """Build the meta skeleton of the checkpoint ``kw['path']`` and read the weights outside its blocks."""
     from accelerate import init_empty_weights
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
     if "gguf_file" in kw and not (Path(kw["path"]) / "config.json").exists():
         raise StreamingError(f"model {name}: layer streaming reads safetensors shards, not a GGUF file "
                              f"({kw['gguf_file']}); GGUF models are small enough to load in memory")
@@ -180,6 +180,7 @@ def load_streamed(name: str, kw: dict, placement, hidden: str = "auto") -> Strea
     weights = WeightIndex(path)                    # missing shards / no weights: refused here
     if not checkpoint.has_tokenizer(path):
         raise ModelUnavailableError(f"checkpoint {path} has {checkpoint.NO_TOKENIZER}")
+    tok = checkpoint.load_tokenizer({"path": str(path)})          # before any weight is read
     config = AutoConfig.from_pretrained(str(path))
     if getattr(config, "model_type", None) not in STREAMABLE:
         raise UnsupportedArchitectureError(f"model {name}: model_type {config.model_type!r} cannot be layer-streamed "
@@ -198,12 +199,6 @@ def load_streamed(name: str, kw: dict, placement, hidden: str = "auto") -> Strea
         for bname, buf in list(mod.named_buffers(recurse=False)):
             if buf.device.type != "meta":
                 mod._buffers[bname] = buf.to(device)
-    try:
-        tok = AutoTokenizer.from_pretrained(str(path))
-    except Exception as exc:
-        raise ModelUnavailableError(f"checkpoint {path}: its tokenizer cannot be loaded ({type(exc).__name__}: "
-                                    f"{str(exc)[:200]})") from None
-    checkpoint.fix_pad_token(tok, f"checkpoint {path}")
     return loaded_model(model, tok, name, dict(kw, source=kw.get("source", str(path))), placement.dtype,
                         cls=StreamedModel, weights=weights, torch_device=device, hidden=hidden, placement=placement)
 

@@ -48,6 +48,8 @@ from .solver import (  # noqa: F401
     eigh_psd,
     ridge_oof,
     svm_oof,
+    resolve_backend,
+    probe_backend,
 )
 from .results import (  # noqa: F401
     SCORE_COLUMNS,
@@ -106,6 +108,8 @@ __all__ = [
     'eigh_psd',
     'ridge_oof',
     'svm_oof',
+    'resolve_backend',
+    'probe_backend',
     'SCORE_COLUMNS',
     'LabelPredictions',
     'ProbeResults',

@@ -42,7 +42,7 @@ from probekit.probes.design import (SURFACE_COLUMNS, ColumnBlock, GridColumns, L
                      ProbeInputError, SplitPlan, grid_columns, make_plans, resolve_labels, surface_matrix)
 from probekit.probes.results import SCORE_COLUMNS, LabelPredictions, ProbeResults
 from probekit.probes.solver import (DEFAULT_ALPHAS, DEFAULT_C_GRID, PENALTY_SELECTIONS, SOLVER_VERSION, eigh_psd,
-                     fold_grams, resolve_backend, ridge_oof, svm_oof)
+                     fold_grams, probe_backend, ridge_oof, svm_oof)
 from probekit.models.testing import make_synthetic_acts  # re-exported: tests and benchmarks import it from here
 
 # probe_grid, plus the names other code imports from here since before the split
@@ -93,7 +93,7 @@ def probe_grid(acts, labels=None, *, n_splits: int = 6, estimator: str = "fast",
         the results are identical for any ``n_jobs``.
     progress : None (default) prints progress lines (cells done, time left) to stderr once the grid has run
         longer than a few seconds; True from the first cell; False never.
-    backend : where the ridge solver runs (:func:`probekit.probes.solver.resolve_backend`): ``"auto"``
+    backend : where the ridge solver runs (:func:`probekit.probes.solver.probe_backend`): ``"auto"``
         (default) follows the extraction's placement rule -- torch on CUDA when a GPU is visible, else
         numpy (today's exact path); ``"numpy"``, ``"torch"``, ``"torch:cpu"``, ``"torch:cuda"``. The resolved
         name is kept in ``meta["probe_backend"]``; the CUDA path's float32 GEMMs may choose a neighbouring
@@ -119,13 +119,7 @@ def probe_grid(acts, labels=None, *, n_splits: int = 6, estimator: str = "fast",
     if estimator not in ("fast", "svm"):
         raise ProbeInputError(f"estimator must be 'fast' or 'svm', got {estimator!r}")
     n_jobs = default_jobs() if n_jobs is None else count(n_jobs, "n_jobs", 1)
-    try:                                                # a bad name or a missing GPU: refused before any work
-        backend = resolve_backend("numpy" if precise and backend == "auto" else backend)
-    except ValueError as exc:
-        raise ArgumentError(str(exc)) from None
-    if precise and backend != "numpy":
-        raise ArgumentError(f"precise=True is the float64 numpy path; backend {backend!r} computes in float32 "
-                            "(use backend='numpy' or 'auto')")
+    backend = probe_backend(backend, precise)          # a bad name or a missing GPU: refused before any work
     if penalty_selection not in PENALTY_SELECTIONS:
         raise ArgumentError(f"penalty_selection must be one of {', '.join(PENALTY_SELECTIONS)}, "
                             f"got {penalty_selection!r}")

@@ -18,6 +18,8 @@ import scipy.linalg
 from sklearn.model_selection import GroupKFold
 from sklearn.svm import SVC
 
+from probekit.core.checks import ArgumentError
+
 # Bump when the solver's numbers can change (cached probe results are keyed on it).
 # 2: float32 LOO residuals, Rayleigh correction only for small eigenvalues.
 # 3: control-task labels drawn from all occurrences when every type's first occurrence agrees
@@ -113,6 +115,22 @@ def resolve_backend(backend: str = "numpy") -> str:
         raise ValueError("probe backend 'torch:cuda' needs a visible CUDA GPU (torch.cuda.is_available() is "
                          "False); use backend='numpy', 'torch:cpu' or 'auto'")
     return backend
+
+
+def probe_backend(backend: str = "auto", precise: bool = False) -> str:
+    """The solver backend a probe run uses: :func:`resolve_backend`, except that ``precise=True`` (the float64
+    path, numpy only) turns ``"auto"`` into ``"numpy"`` and refuses an explicit torch backend. The one place
+    this decision is made: ``probe_grid`` runs it and the pipeline's results-cache key records its answer.
+    Raises :class:`~probekit.core.checks.ArgumentError` (a ``ValueError``) for a bad name, a missing GPU or
+    ``precise`` with torch."""
+    try:
+        resolved = resolve_backend("numpy" if precise and backend == "auto" else backend)
+    except ValueError as exc:
+        raise ArgumentError(str(exc)) from None
+    if precise and resolved != "numpy":
+        raise ArgumentError(f"precise=True is the float64 numpy path; backend {backend!r} computes in float32 "
+                            "(use backend='numpy' or 'auto')")
+    return resolved
 
 
 def ridge_oof(grams, folds, Y: np.ndarray, alphas=DEFAULT_ALPHAS, max_chunk_bytes: float = 6.4e7,

@@ -57,6 +57,25 @@ def transfer_scores(train, test, labels: Sequence[str] | None = None, *, layers:
     continuous ones ``r`` and ``r2`` (chance 0); ``alpha`` is the ridge penalty chosen by
     leave-one-out on the training set.
     """
+    labels, layers, components = _checked_request(train, test, labels, layers, components)
+    plan = _label_plan(labels, train.stimuli, test.stimuli)
+    # labels sharing their row sets share one Gram per cell
+    by_rows: dict[tuple, list] = {}
+    for p in plan:
+        by_rows.setdefault((p[2].tobytes(), p[3].tobytes()), []).append(p)
+    out = []
+    for layer in layers:
+        for comp in components:
+            Xa = load_matrix(train, layer, comp, len(train.stimuli))
+            Xb = load_matrix(test, layer, comp, len(test.stimuli))
+            for group in by_rows.values():
+                out += _transfer_rows(layer, comp, Xa, Xb, group, alphas)
+    return pd.DataFrame(out, columns=TRANSFER_COLUMNS)
+
+
+def _checked_request(train, test, labels, layers, components) -> tuple[list, list, list]:
+    """The labels, layers and components to score, checked against the two sets (one model, columns present,
+    layers in range, known components); refused with :class:`ProbeInputError` before any fit."""
     if train.n_layers != test.n_layers or train.d_model != test.d_model:
         raise ProbeInputError(
             f"transfer needs activations of one model: train {train.model_name!r} has {train.n_layers} layers x "
@@ -80,9 +99,13 @@ def transfer_scores(train, test, labels: Sequence[str] | None = None, *, layers:
     unknown = [c for c in components if c not in train.components]
     if unknown:
         raise ProbeInputError(f"unknown components {unknown}; expected some of {train.components}")
-    specs_a = stim_a.attrs.get("labels", {})
+    return labels, layers, components
 
-    # per label: rows kept, fit target, kind
+
+def _label_plan(labels, stim_a: pd.DataFrame, stim_b: pd.DataFrame) -> list[tuple]:
+    """Per label ``(label, kind, train rows, test rows, train values, test values)``: the rows with a value,
+    the kind (declared, else read from the values), a binary label's 0/1 values and two train classes checked."""
+    specs_a = stim_a.attrs.get("labels", {})
     plan = []
     for lab in labels:
         ya = pd.to_numeric(stim_a[lab], errors="coerce").to_numpy(np.float64)
@@ -98,35 +121,30 @@ def transfer_scores(train, test, labels: Sequence[str] | None = None, *, layers:
         if len(ra) < 3 or len(rb) < 1:
             raise ProbeInputError(f"label {lab!r}: {len(ra)} train / {len(rb)} test rows with a value")
         plan.append((lab, kind, ra, rb, ya[ra], yb[rb]))
+    return plan
 
-    # labels sharing their row sets share one Gram per cell
-    by_rows: dict[tuple, list] = {}
-    for p in plan:
-        by_rows.setdefault((p[2].tobytes(), p[3].tobytes()), []).append(p)
 
+def _transfer_rows(layer: int, comp: str, Xa: np.ndarray, Xb: np.ndarray, group: list[tuple], alphas) -> list[dict]:
+    """One cell, for labels that share their rows (``group``, from :func:`_label_plan`): one Gram, one ridge
+    fit per label on the train rows, its metrics on the test rows."""
+    ra, rb = group[0][2], group[0][3]
+    X = np.concatenate([Xa[ra], Xb[rb]])
+    folds = [(np.arange(len(ra)), np.arange(len(ra), len(ra) + len(rb)))]
+    grams = fold_grams(X, folds)
+    Yfit = np.column_stack([2 * y - 1 if kind == "binary" else y for _, kind, _, _, y, _ in group])
+    # ridge_oof indexes Y by row over train + test; test rows are never read (NaN guards it)
+    Yall = np.vstack([Yfit, np.full((len(rb), Yfit.shape[1]), np.nan)])
+    pred, best = ridge_oof(grams, folds, Yall, alphas)
     out = []
-    for layer in layers:
-        for comp in components:
-            Xa = load_matrix(train, layer, comp, len(stim_a))
-            Xb = load_matrix(test, layer, comp, len(stim_b))
-            for group in by_rows.values():
-                ra, rb = group[0][2], group[0][3]
-                X = np.concatenate([Xa[ra], Xb[rb]])
-                folds = [(np.arange(len(ra)), np.arange(len(ra), len(ra) + len(rb)))]
-                grams = fold_grams(X, folds)
-                Yfit = np.column_stack([2 * y - 1 if kind == "binary" else y for _, kind, _, _, y, _ in group])
-                # ridge_oof indexes Y by row over train + test; test rows are never read (NaN guards it)
-                Yall = np.vstack([Yfit, np.full((len(rb), Yfit.shape[1]), np.nan)])
-                pred, best = ridge_oof(grams, folds, Yall, alphas)
-                for j, (lab, kind, _, _, _, yb) in enumerate(group):
-                    mets = stats.column_metrics(kind, yb, pred[len(ra):, j])
-                    for metric in stats.metrics_for(kind):
-                        out.append({"layer": layer, "component": comp, "label": lab, "kind": kind,
-                                    "metric": metric, "value": float(mets[metric]),
-                                    "chance": float(stats.chance_level(kind, metric, yb)),
-                                    "alpha": float(np.ravel(alphas)[best[0, j]]),
-                                    "n_train": int(len(ra)), "n_test": int(len(rb))})
-    return pd.DataFrame(out, columns=TRANSFER_COLUMNS)
+    for j, (lab, kind, _, _, _, yb) in enumerate(group):
+        mets = stats.column_metrics(kind, yb, pred[len(ra):, j])
+        for metric in stats.metrics_for(kind):
+            out.append({"layer": layer, "component": comp, "label": lab, "kind": kind,
+                        "metric": metric, "value": float(mets[metric]),
+                        "chance": float(stats.chance_level(kind, metric, yb)),
+                        "alpha": float(np.ravel(alphas)[best[0, j]]),
+                        "n_train": int(len(ra)), "n_test": int(len(rb))})
+    return out
 
 
 __all__ = ["transfer_scores", "shared_labels", "TRANSFER_COLUMNS"]

@@ -201,150 +201,191 @@ def validate(df: pd.DataFrame, labels: dict | None = None, checks: dict | None =
     """Check a stimulus set; raise :class:`StimulusError` listing EVERY problem at once.
 
     ``labels`` / ``checks`` default to ``df.attrs['labels']`` / ``df.attrs['checks']``.
-    Returns ``df`` unchanged when it is valid.
+    Returns ``df`` unchanged when it is valid. The checks, in the order their problems are listed: the
+    columns and label declarations (:func:`_declaration_problems`; a missing required column stops here),
+    each row (:func:`_row_problems`), duplicate texts, CV groups and class balance per label
+    (:func:`_label_set_problems`), words shared across CV groups (:func:`_shared_word_problems`).
     """
     labels = labels if labels is not None else df.attrs.get("labels", {})
     chk = dict(DEFAULT_CHECKS)
     chk.update(checks if checks is not None else df.attrs.get("checks", {}) or {})
     name = name or df.attrs.get("name")
-    P: list[Problem] = []
+    problems = list(_declaration_problems(df, labels))
+    if any(c not in df.columns for c in REQUIRED_COLUMNS):
+        raise StimulusError(problems, name)
+    for idx, row in df.iterrows():
+        problems += _row_problems(idx, row, labels, chk)
+    problems += _duplicate_problems(df, chk)
+    problems += _label_set_problems(df, labels, chk)
+    problems += _shared_word_problems(df, chk)
+    if problems:
+        raise StimulusError(problems, name)
+    return df
 
-    def add(row, text, word, what, fix):
-        P.append(Problem(row, text, word, what, fix))
 
-    missing_cols = [c for c in REQUIRED_COLUMNS if c not in df.columns]
-    for c in missing_cols:
-        add(None, None, c, f"required column {c!r} is missing",
-            f"add a {c!r} column (required: {', '.join(REQUIRED_COLUMNS)})")
+def _declaration_problems(df: pd.DataFrame, labels: dict):
+    """The required columns, the pooling and every label's declaration (kind, role, range, group column)."""
+    for c in REQUIRED_COLUMNS:
+        if c not in df.columns:
+            yield Problem(None, None, c, f"required column {c!r} is missing",
+                          f"add a {c!r} column (required: {', '.join(REQUIRED_COLUMNS)})")
     if not labels:
-        add(None, None, None, "no labels declared",
-            "declare at least one label column in the sidecar JSON 'labels' (kind, role, scale, range)")
+        yield Problem(None, None, None, "no labels declared",
+                      "declare at least one label column in the sidecar JSON 'labels' (kind, role, scale, range)")
     pooling = df.attrs.get("pooling")
     if pooling is not None and pooling not in POOLINGS:
-        add(None, None, "pooling", f"unknown pooling {pooling!r}", f"use one of {POOLINGS}")
-
-    # label declarations
+        yield Problem(None, None, "pooling", f"unknown pooling {pooling!r}", f"use one of {POOLINGS}")
     for col, spec in labels.items():
         if col not in df.columns:
-            add(None, None, col, f"declared label column {col!r} is missing", "add the column or remove the declaration")
+            yield Problem(None, None, col, f"declared label column {col!r} is missing",
+                          "add the column or remove the declaration")
             continue
         if spec.get("kind") not in LABEL_KINDS:
-            add(None, None, col, f"label kind {spec.get('kind')!r} is not one of {LABEL_KINDS}", "fix 'kind' in the sidecar")
+            yield Problem(None, None, col, f"label kind {spec.get('kind')!r} is not one of {LABEL_KINDS}",
+                          "fix 'kind' in the sidecar")
         if spec.get("role", "semantic") not in LABEL_ROLES:
-            add(None, None, col, f"label role {spec.get('role')!r} is not one of {LABEL_ROLES}", "fix 'role' in the sidecar")
+            yield Problem(None, None, col, f"label role {spec.get('role')!r} is not one of {LABEL_ROLES}",
+                          "fix 'role' in the sidecar")
         if spec.get("kind") == "continuous" and spec.get("range") is None:
-            add(None, None, col, "continuous label has no 'range'", "add \"range\": [lo, hi] to the label in the sidecar")
+            yield Problem(None, None, col, "continuous label has no 'range'",
+                          "add \"range\": [lo, hi] to the label in the sidecar")
         g = spec.get("group", "group")
         if g not in df.columns:
-            add(None, None, col, f"label's CV group column {g!r} is missing", "add the column or fix the label's 'group'")
+            yield Problem(None, None, col, f"label's CV group column {g!r} is missing",
+                          "add the column or fix the label's 'group'")
 
-    if missing_cols:
-        raise StimulusError(P, name)
 
-    check_articles = chk.get("check_articles", True)
+def _row_problems(idx, row, labels: dict, chk: dict) -> list[Problem]:
+    """One row: its text (:func:`_text_problems`), target words, CV group and label values."""
+    text = row["text"]
+    text_ok = isinstance(text, str) and bool(text.strip())
+    shown = text if text_ok else None                         # the text to show beside a problem
+    if not text_ok:
+        out = [Problem(idx, None if _is_missing(text) else str(text), None, "empty or missing text",
+                       "give every stimulus a non-empty text")]
+    else:
+        out = _text_problems(idx, text)
+    words = _targets(row["target"])
+    if not words:
+        out.append(Problem(idx, shown, None, "no target word",
+                           "give the word(s) to pool over (several: a list, or 'w1|w2' in CSV)"))
+    elif text_ok:
+        out += [Problem(idx, text, w, "target word does not occur in the text as a whole word",
+                        missing_word_advice(text, w)) for w in words if find_word(text, w) is None]
+    grp = row["group"]
+    if _is_missing(grp) or (isinstance(grp, str) and not grp.strip()):
+        out.append(Problem(idx, shown, "group", "missing CV group", "give every row a group (str)"))
+    if text_ok:
+        out += _style_problems(idx, text, chk)
+    for col, spec in labels.items():
+        if col in row.index:
+            out += _label_value_problems(idx, shown, col, spec, row[col])
+    return out
+
+
+def _text_problems(idx, text: str) -> list[Problem]:
+    """A non-empty text's whitespace."""
+    if text != text.strip() or "  " in text:
+        return [Problem(idx, text, None, "text has leading/trailing or doubled whitespace", "normalise the whitespace")]
+    return []
+
+
+def _style_problems(idx, text: str, chk: dict) -> list[Problem]:
+    """A text's indefinite articles (``checks.check_articles``) and word count (``checks.word_count``)."""
+    out = []
+    if chk.get("check_articles", True):
+        for found, want in article_errors(text):
+            out.append(Problem(idx, text, found.split()[-1], f"wrong indefinite article in {found!r}",
+                               f"use {want!r}; if the word is a pronunciation exception, add it to "
+                               f"probekit.stimuli.sets.{'A' if want == 'an' else 'AN'}_EXCEPTIONS or set "
+                               f"checks.check_articles=false"))
     wc = chk.get("word_count")
-    for idx, row in df.iterrows():
-        text = row["text"]
-        if not isinstance(text, str) or not text.strip():
-            add(idx, None if _is_missing(text) else str(text), None, "empty or missing text",
-                "give every stimulus a non-empty text")
-            text_ok = False
-        else:
-            text_ok = True
-            if text != text.strip() or "  " in text:
-                add(idx, text, None, "text has leading/trailing or doubled whitespace", "normalise the whitespace")
-        words = _targets(row["target"])
-        if not words:
-            add(idx, text if text_ok else None, None, "no target word",
-                "give the word(s) to pool over (several: a list, or 'w1|w2' in CSV)")
-        elif text_ok:
-            for w in words:
-                if find_word(text, w) is None:
-                    add(idx, text, w, "target word does not occur in the text as a whole word",
-                        missing_word_advice(text, w))
-        grp = row["group"]
-        if _is_missing(grp) or (isinstance(grp, str) and not grp.strip()):
-            add(idx, text if text_ok else None, "group", "missing CV group", "give every row a group (str)")
-        if text_ok and check_articles:
-            for found, want in article_errors(text):
-                add(idx, text, found.split()[-1], f"wrong indefinite article in {found!r}",
-                    f"use {want!r}; if the word is a pronunciation exception, add it to "
-                    f"probekit.stimuli.sets.{'A' if want == 'an' else 'AN'}_EXCEPTIONS or set checks.check_articles=false")
-        if text_ok and wc:
-            n = len(text.split())
-            if not (wc[0] <= n <= wc[1]):
-                add(idx, text, None, f"text has {n} words, outside [{wc[0]}, {wc[1]}]",
-                    "lengthen/shorten the filler or change checks.word_count")
-        for col, spec in labels.items():
-            if col not in df.columns:
-                continue
-            v = row[col]
-            if _is_missing(v):
-                if not spec.get("optional", False):
-                    add(idx, text if text_ok else None, col, "missing (NaN) value in a required label",
-                        "fill it in, or declare the label \"optional\": true in the sidecar")
-                continue
-            try:
-                fv = float(v)
-            except (TypeError, ValueError):
-                add(idx, text if text_ok else None, col, f"label value {v!r} is not a number", "use a number")
-                continue
-            if spec.get("kind") == "binary":
-                if fv not in (0.0, 1.0):
-                    add(idx, text if text_ok else None, col, f"binary label value {v!r} is not 0 or 1", "use int 0/1")
-            else:
-                rng = _label_range(spec)
-                if rng and not (rng[0] <= fv <= rng[1]):
-                    add(idx, text if text_ok else None, col,
-                        f"value {v!r} outside its scale [{rng[0]}, {rng[1]}] ({spec.get('scale', '')})",
-                        "fix the value or the declared range")
+    if wc:
+        n = len(text.split())
+        if not (wc[0] <= n <= wc[1]):
+            out.append(Problem(idx, text, None, f"text has {n} words, outside [{wc[0]}, {wc[1]}]",
+                               "lengthen/shorten the filler or change checks.word_count"))
+    return out
 
-    # duplicates
-    if chk.get("unique_text", True):
-        texts = df["text"].astype(str)
-        dup = texts[texts.duplicated(keep=False)]
-        for t, idxs in dup.groupby(dup).groups.items():
-            idxs = list(idxs)
-            for i in idxs[1:]:
-                add(i, t, None, f"duplicate text (same as row {idxs[0]!r})", "remove or change one of the duplicates")
 
-    # set-level: groups per label, balance
+def _label_value_problems(idx, shown, col: str, spec: dict, v) -> list[Problem]:
+    """One label value: present unless optional, a number, 0/1 for a binary label, within a declared range."""
+    if _is_missing(v):
+        if spec.get("optional", False):
+            return []
+        return [Problem(idx, shown, col, "missing (NaN) value in a required label",
+                        "fill it in, or declare the label \"optional\": true in the sidecar")]
+    try:
+        fv = float(v)
+    except (TypeError, ValueError):
+        return [Problem(idx, shown, col, f"label value {v!r} is not a number", "use a number")]
+    if spec.get("kind") == "binary":
+        if fv not in (0.0, 1.0):
+            return [Problem(idx, shown, col, f"binary label value {v!r} is not 0 or 1", "use int 0/1")]
+        return []
+    rng = _label_range(spec)
+    if rng and not (rng[0] <= fv <= rng[1]):
+        return [Problem(idx, shown, col, f"value {v!r} outside its scale [{rng[0]}, {rng[1]}] ({spec.get('scale', '')})",
+                        "fix the value or the declared range")]
+    return []
+
+
+def _duplicate_problems(df: pd.DataFrame, chk: dict) -> list[Problem]:
+    """Texts that occur twice (``checks.unique_text``): every copy after the first."""
+    if not chk.get("unique_text", True):
+        return []
+    out = []
+    texts = df["text"].astype(str)
+    dup = texts[texts.duplicated(keep=False)]
+    for t, idxs in dup.groupby(dup).groups.items():
+        idxs = list(idxs)
+        out += [Problem(i, t, None, f"duplicate text (same as row {idxs[0]!r})", "remove or change one of the duplicates")
+                for i in idxs[1:]]
+    return out
+
+
+def _label_set_problems(df: pd.DataFrame, labels: dict, chk: dict) -> list[Problem]:
+    """Per label: enough CV groups for the folds (``checks.n_folds``), a binary label's minority class."""
+    out = []
     n_folds = int(chk.get("n_folds", 6))
     for col, spec in labels.items():
-        if col not in df.columns:
-            continue
         gcol = spec.get("group", "group")
-        if gcol not in df.columns:
+        if col not in df.columns or gcol not in df.columns:
             continue
         sub = df[~df[col].map(_is_missing)]
         ng = sub[gcol].nunique()
         if ng < n_folds:
-            add(None, None, col, f"only {ng} distinct CV groups ({gcol!r}) for {n_folds}-fold CV",
-                f"use at least {n_folds} groups")
-        if spec.get("kind") == "binary" and len(sub):
-            frac = float(sub[col].astype(float).mean())
+            out.append(Problem(None, None, col, f"only {ng} distinct CV groups ({gcol!r}) for {n_folds}-fold CV",
+                               f"use at least {n_folds} groups"))
+        values = pd.to_numeric(sub[col], errors="coerce").dropna()     # a non-number is a row problem above
+        if spec.get("kind") == "binary" and len(values):
+            frac = float(values.mean())
             minority = min(frac, 1 - frac)
             bound = spec.get("min_class_fraction", chk.get("min_class_fraction", 0.3))
             if minority < bound:
-                add(None, None, col, f"class imbalance: minority class is {minority:.1%} (< {bound:.0%})",
-                    "rebalance the classes or lower min_class_fraction for this label in the sidecar")
+                out.append(Problem(None, None, col, f"class imbalance: minority class is {minority:.1%} (< {bound:.0%})",
+                                   "rebalance the classes or lower min_class_fraction for this label in the sidecar"))
+    return out
 
-    # set-level: no word shared between groups (analogies, relations)
-    if chk.get("disjoint_words_across_groups"):
-        seen: dict[str, tuple[object, object]] = {}
-        for idx, row in df.iterrows():
-            for w in _targets(row["target"]):
-                key = w.lower()
-                if key in seen and seen[key][0] != row["group"]:
-                    add(idx, row["text"], w,
-                        f"word occurs in two CV groups ({seen[key][0]!r} at row {seen[key][1]!r} and {row['group']!r})",
-                        "merge the groups (connected components of shared words) so a word family stays in one fold")
-                else:
-                    seen.setdefault(key, (row["group"], idx))
 
-    if P:
-        raise StimulusError(P, name)
-    return df
+def _shared_word_problems(df: pd.DataFrame, chk: dict) -> list[Problem]:
+    """No target word in two CV groups (``checks.disjoint_words_across_groups``: analogies, relations)."""
+    if not chk.get("disjoint_words_across_groups"):
+        return []
+    out = []
+    seen: dict[str, tuple[object, object]] = {}
+    for idx, row in df.iterrows():
+        for w in _targets(row["target"]):
+            key = w.lower()
+            if key in seen and seen[key][0] != row["group"]:
+                out.append(Problem(idx, row["text"], w,
+                                   f"word occurs in two CV groups ({seen[key][0]!r} at row {seen[key][1]!r} and "
+                                   f"{row['group']!r})",
+                                   "merge the groups (connected components of shared words) so a word family stays "
+                                   "in one fold"))
+            else:
+                seen.setdefault(key, (row["group"], idx))
+    return out
 
 
 # --------------------------------------------------------------------------- I/O
