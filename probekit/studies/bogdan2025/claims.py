@@ -96,7 +96,9 @@ def _truth(spec, L, rng, shared: dict):
     if kind == "untrained":
         u = _untrained()
         if u is None:
-            raise LookupError("no untrained-model profiles recorded (untrained_profiles.json)")
+            raise LookupError(f"no untrained-model profiles recorded: {UNTRAINED_FILE} is missing; record them "
+                              f"from a twin's run with `python -m probekit.studies.bogdan2025.untrained "
+                              f"results/<model>+random:0`")
         p = u[spec[1]][spec[2]]
         # the recorded mean is the twin's profile plus one fixed draw of its sampling noise; the truth is its
         # smooth part (the noise is drawn afresh around it), or that one draw's zig-zag would be the same in
