@@ -38,7 +38,8 @@ from probekit.models.adapters import base_model
 from probekit.models.streamed import StreamedModel
 
 __all__ = ["ExtractionError", "stimulus_key_hash", "encode", "DEFAULT_MAX_BATCH_TOKENS", "plan_batches",
-           "plan_chunks", "pad_batch", "input_device", "extract", "store_identity", "capture"]
+           "plan_chunks", "pad_batch", "input_device", "extract", "store_identity", "capture",
+           "run_in_memory"]
 
 
 def _forward(model, hooks: Hooks, ids: list[list[int]], weights: list[np.ndarray], pad_id: int):
@@ -123,7 +124,7 @@ class _Extraction:
         if intervention is not None:
             self.meta["intervention"] = intervention.key()
         self.stim_out = carry_metadata(self.stimuli.copy(), self.stimuli)
-        self.runner = _run
+        self.runner = run_in_memory
         if isinstance(model, StreamedModel):      # probekit.extraction.streaming: layer-major, weights read once
             preflight(model, self.enc, self.chunks)   # missing shards / disk refused before the store is touched
             self.runner = run_streamed
@@ -229,8 +230,8 @@ class _Progress:
             print(self._line(time.monotonic(), final=True), file=sys.stderr, flush=True)
 
 
-def _run(model, enc: Encoded, chunks, stimuli, arrays, done: set, on_chunk, progress, intervention=None,
-         standalone: bool = False) -> None:
+def run_in_memory(model, enc: Encoded, chunks, stimuli, arrays, done: set, on_chunk, progress,
+                  intervention=None, standalone: bool = False) -> None:
     """The in-memory runner: fill ``arrays[(layer, component)]`` for the chunks not in ``done``, batch by batch
     through every layer, under ``intervention`` (its first passes first: :func:`interventions.prepare`).
     ``standalone``: the streamed runner's flag (a pass outside the planning session); nothing to do here."""
@@ -241,7 +242,7 @@ def _run(model, enc: Encoded, chunks, stimuli, arrays, done: set, on_chunk, prog
         applied = None
         if intervention is not None:
             applied = stack.enter_context(Applied(model.model, prepare(intervention, model, enc, chunks, stimuli,
-                                                                       _run)))
+                                                                       run_in_memory)))
         _run_batches(model, enc, todo, stimuli, arrays, on_chunk, progress, applied)
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 from probekit.core.checks import count
 from probekit.extraction.batching import (DEFAULT_MAX_BATCH_TOKENS, ExtractionError, describe_stimulus, encode,
                                           input_device, pad_batch, pad_token_id, plan_chunks)
-from probekit.extraction.forward import _run
+from probekit.extraction.forward import run_in_memory
 from probekit.extraction.interop import as_loaded_model
 from probekit.extraction.interventions import Applied, as_intervention, check, prepare
 from probekit.models.streamed import StreamedModel
@@ -82,7 +82,7 @@ def loglik(model, stimuli, intervention=None, *, span: str = "text", batch_size:
     applied = None
     if iv is not None:
         check(iv, model, [len(x) for x in enc.input_ids])
-        applied = Applied(model.model, prepare(iv, model, enc, chunks, stim, _run))
+        applied = Applied(model.model, prepare(iv, model, enc, chunks, stim, run_in_memory))
     out = np.zeros(len(stim), np.float64)
     if applied is not None:
         with applied:
