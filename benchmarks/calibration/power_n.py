@@ -21,7 +21,8 @@ Two stages, both in this script:
    AR(1) rho 0.6 across layers as in the calibration), judge every draw with the claim's **current**
    rule (``probekit.claims.calibration.verdict`` on its paper rows normalised to the depth), and search the
    multiple of each set's current n that reaches 80% power, at 28 and at 80 layers. The exact-size rules
-   of issue 18 are not merged; where they change a rule this table must be rerun (``--power-only``).
+   of issue 18 (dip test, one-sided items early, per-statistic inflation) are in; where a rule changes
+   this table must be rerun (``--power-only``).
 
 Usage (repository root)::
 
@@ -404,8 +405,9 @@ def markdown(res: dict) -> str:
               "layers as in `probekit.claims.calibration`; "
               f"{N_BOOT_SIM} simulated bootstrap replicates), judged by the claim's **current** rule "
               f"(`probekit.claims.calibration.verdict` on its paper rows normalised to the depth; {res['n_draws']} draws "
-              "per point, so a power is +-0.05-0.09 (95%)). Issue 18's exact-size rules are not merged; rerun "
-              "`--power-only` after them. The multiple scales every set the claim uses alike (as in issue 19's "
+              "per point, so a power is +-0.05-0.09 (95%)): the dip test for the double peak, one-sided items early "
+              "and the per-statistic interval inflation of the study (`Inflation(depth=2.45, band=1.75)`); rerun "
+              "`--power-only` when a rule changes. The multiple scales every set the claim uses alike (as in issue 19's "
               "table), on the grid " + ", ".join(f"x{m:g}" for m in MULTIPLES) + ". MDE = the smallest effect "
               "(peak height / valley depth) on the grid " + ", ".join(f"{e:g}" for e in EFFECTS) +
               " with power >= 0.8 at the shipped sizes.", "",
@@ -428,12 +430,14 @@ def markdown(res: dict) -> str:
               "(Gemma b = -0.20), which is why v3 adds blocks, not rows per block.",
               "* The refit sd at the full n is extrapolated from the parts (n/2 and below). It comes out close to "
               "the reweighting sd (ratio 0.96-1.12), lower than the 1.3-1.6 of the group-bootstrap refits in "
-              "`noise_measured.json`, which duplicate groups; which of the two is right for the claims is issue "
-              "18's question (its exact-size rules will change these numbers).",
+              "`noise_measured.json`, which duplicate groups. The rules' intervals are widened by the larger, "
+              "refit-based factors (docs/statistics.md, kappa), so this table's power is that of rules more "
+              "conservative than this noise model needs: the power here is a lower bound where the partition "
+              "noise is the truth.",
               "* Beyond the measured range the noise is assumed to fall as 1/sqrt(n) at best; a steeper measured "
               "slope (items: -0.72 to -0.84) is not extrapolated.",
-              "* The double peak needs x12 under the current band rule at a 0.12 valley: the rule, not n, is the "
-              "bottleneck there (issue 18's dip test)."]
+              "* The double peak at a 0.12 valley needs x8 under the dip test (x12 under the band rule it replaced); "
+              "at the paper-like 0.20 valley the calibration's power is 0.76-0.96 (docs/calibration/measured_cells.md)."]
     return "\n".join(lines) + "\n"
 
 
