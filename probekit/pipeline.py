@@ -30,7 +30,7 @@ from probekit.core.checks import DEFAULT_PROBE, check_probe_kw, count, usable_di
 from probekit.core.cost import announce as announce_cost
 from probekit.stimuli.experiments import Experiment
 from probekit.extraction.forward import DEFAULT_MAX_BATCH_TOKENS, extract
-from probekit.core.hashing import file_sha256, frame_hash
+from probekit.core.hashing import dir_sha256, frame_hash, sha256_problem
 from probekit.core.errors import ModelUnavailableError
 from probekit.extraction.batching import ExtractionError, describe_stimulus
 from probekit.models import checkpoint
@@ -146,8 +146,7 @@ CHECKSUMS = "checksums.json"
 def write_checksums(d: str | os.PathLike) -> None:
     """SHA256 of every file in ``d`` into ``d/checksums.json`` (atomically; written last)."""
     d = Path(d)
-    sums = {p.name: file_sha256(p) for p in sorted(d.iterdir()) if p.is_file() and p.name != CHECKSUMS}
-    atomic_write_json(d / CHECKSUMS, {"sha256": sums}, fsync=True)
+    atomic_write_json(d / CHECKSUMS, {"sha256": dir_sha256(d, skip={CHECKSUMS})}, fsync=True)
 
 
 def verify_checksums(d: str | os.PathLike, required: bool = True) -> None:
@@ -163,12 +162,10 @@ def verify_checksums(d: str | os.PathLike, required: bool = True) -> None:
         return
     except (ValueError, KeyError, TypeError) as exc:
         raise ResultsCorruptError(f"{d / CHECKSUMS}: unreadable ({exc})") from None
-    for name, want in sorted(sums.items()):
-        p = d / name
-        if not p.is_file():
-            raise ResultsCorruptError(f"{p}: missing")
-        if file_sha256(p) != want:
-            raise ResultsCorruptError(f"{p}: checksum mismatch (the file changed after it was written)")
+    bad = sha256_problem(d, sums)
+    if bad:
+        raise ResultsCorruptError(f"{d / bad[0]}: " + ("missing" if bad[1] is None else
+                                                       "checksum mismatch (the file changed after it was written)"))
 
 
 def _results_key(acts, stimuli: pd.DataFrame, probe_kw: dict, primary: list[str]) -> str:

@@ -133,3 +133,21 @@ def test_manifest_mismatch_raises_when_verified_directly(model, tmp_path):
     entry.path = real
     with pytest.raises(StoreMismatchError, match="model_fingerprint"):
         entry.verify()
+
+
+def test_one_manifest_scheme_for_every_directory_checksum(tmp_path):
+    """core.hashing.dir_sha256 / sha256_problem are the one scheme behind the store's complete.json, a
+    converted checkpoint's manifest and saved probe results' checksums.json: the first bad file by name,
+    missing (actual None) or changed (its actual hash), else None."""
+    from probekit.core.hashing import dir_sha256, file_sha256, sha256_problem
+    for n in ("b.npy", "a.npy", "c.json"):
+        (tmp_path / n).write_bytes(n.encode())
+    (tmp_path / "sub").mkdir()
+    sums = dir_sha256(tmp_path, skip={"c.json"})
+    assert list(sums) == ["a.npy", "b.npy"] and sums["a.npy"] == file_sha256(tmp_path / "a.npy")
+    assert list(dir_sha256(tmp_path, "*.npy")) == ["a.npy", "b.npy"]
+    assert sha256_problem(tmp_path, sums) is None
+    (tmp_path / "b.npy").write_bytes(b"edited")
+    assert sha256_problem(tmp_path, sums) == ("b.npy", file_sha256(tmp_path / "b.npy"), sums["b.npy"])
+    (tmp_path / "a.npy").unlink()
+    assert sha256_problem(tmp_path, sums) == ("a.npy", None, sums["a.npy"])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 import json
 from typing import Iterable
 
@@ -42,3 +43,25 @@ def file_sha256(path, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+# one manifest scheme: {file name: SHA256} of a directory's files, written last, checked on read (the store's
+# complete.json, a converted checkpoint's probekit-converted.json, saved probe results' checksums.json)
+
+def dir_sha256(d, pattern: str = "*", skip: Iterable[str] = ()) -> dict[str, str]:
+    """``{name: SHA256}`` of the plain files of directory ``d`` matching ``pattern``, except ``skip``."""
+    skip = set(skip)
+    return {p.name: file_sha256(p) for p in sorted(Path(d).glob(pattern)) if p.is_file() and p.name not in skip}
+
+
+def sha256_problem(d, sums: dict) -> tuple[str, str | None, str] | None:
+    """The first file (by name) of ``sums`` that is missing from ``d`` or whose SHA256 differs, as ``(name,
+    actual SHA256 or None when missing, recorded SHA256)``; None when every listed file matches."""
+    for name, want in sorted(sums.items()):
+        p = Path(d) / name
+        if not p.is_file():
+            return name, None, want
+        got = file_sha256(p)
+        if got != want:
+            return name, got, want
+    return None

@@ -46,7 +46,7 @@ import numpy as np
 from probekit.core.activations import COMPONENTS
 from probekit.core.atomic import atomic_write_json
 from probekit.core.checks import DiskFullError, check_free_space, is_disk_full
-from probekit.core.hashing import file_sha256
+from probekit.core.hashing import dir_sha256, sha256_problem
 from probekit.models.registry import cache_dir
 
 FORMAT_VERSION = 1
@@ -184,7 +184,7 @@ class StoreEntry:
         if missing or rows != list(range(self.n)):
             raise StoreCorruptError(f"{self.path}: refusing to complete the entry: chunks {missing} not written, "
                                     f"{len(rows)} of {self.n} rows planned")
-        sums = {p.name: file_sha256(p) for p in sorted(self.path.glob("*.npy"))}
+        sums = dir_sha256(self.path, "*.npy")
         with disk_full_error(f"activation store: cannot mark {self.path} complete",
                              " and rerun: every chunk is written, only the checksums are left"):
             atomic_write_json(self.path / "complete.json", {"sha256": sums}, fsync=True)
@@ -216,8 +216,9 @@ class StoreEntry:
             want = (self.n,) if name == "n_target_tokens.npy" else (self.n, self.d_model)
             if arr.shape != want:
                 raise StoreCorruptError(f"{p}: shape {arr.shape}, expected {want}")
-            if checksums and file_sha256(p) != sums[name]:
-                raise StoreCorruptError(f"{p}: checksum mismatch (the file changed after it was written)")
+        bad = sha256_problem(self.path, sums) if checksums else None
+        if bad:
+            raise StoreCorruptError(f"{self.path / bad[0]}: checksum mismatch (the file changed after it was written)")
 
     def load(self, layer: int, component: str) -> np.ndarray:
         return np.load(self.path / array_name(layer, component), mmap_mode="r")

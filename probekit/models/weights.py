@@ -19,7 +19,7 @@ from pathlib import Path
 
 from probekit.core.atomic import atomic_directory, atomic_file, atomic_write_json
 from probekit.core.errors import ModelUnavailableError
-from probekit.core.hashing import file_sha256
+from probekit.core.hashing import dir_sha256, file_sha256, sha256_problem
 from probekit.models.registry import MODELS, ModelSpec, cache_dir
 
 
@@ -195,10 +195,9 @@ def _write_manifest(kw: dict, out: Path) -> None:
     """The SHA256 of every file in ``out``, written last (``out`` is still the temporary directory)."""
     mask = os.umask(0)
     os.umask(mask)
-    files = {}
     for p in sorted(out.iterdir()):
         os.chmod(p, 0o666 & ~mask)           # save_pretrained leaves some files 0600; the cache is shared
-        files[p.name] = file_sha256(p)
+    files = dir_sha256(out)
     (out / CONVERTED_MANIFEST).write_text(json.dumps(
         {"gguf": kw["gguf_file"], "fingerprint": kw["fingerprint"], "sha256": files}, indent=1, sort_keys=True))
 
@@ -216,11 +215,9 @@ def verify_converted(target: Path) -> str | None:
     extra = sorted(present - set(files))
     if extra:
         return f"files not in {CONVERTED_MANIFEST}: {', '.join(extra)}"
-    for fname, expected in files.items():
-        p = target / fname
-        if not p.is_file():
-            return f"{fname} is missing"
-        actual = file_sha256(p)
-        if actual != expected:
-            return f"{fname} has SHA256 {actual[:16]}..., expected {expected[:16]}... (corrupt or edited)"
-    return None
+    bad = sha256_problem(target, files)
+    if bad is None:
+        return None
+    fname, actual, expected = bad
+    return (f"{fname} is missing" if actual is None else
+            f"{fname} has SHA256 {actual[:16]}..., expected {expected[:16]}... (corrupt or edited)")
