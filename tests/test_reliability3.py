@@ -7,6 +7,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -368,12 +369,31 @@ def _toy_copy(tmp_path: Path, edit) -> Path:
     (lambda t: t.replace("A red wall,red", "A red wall,purple", 1), "purple"),
     (lambda t: t.replace(",1\n", ",\n", 1), "warm"),
     (lambda t: "\n".join(t.splitlines()[:6]) + "\n", "problem"),
-])
+    # the issue's other cases: one group, duplicate texts, NFD target vs NFC text, five groups for six folds,
+    # one class, 'NA' strings, a label-kind typo (the sidecar), spaces in the header
+    (lambda t: "\n".join(re.sub(r",g0\d,", ",g00,", l) for l in t.splitlines()) + "\n",
+     "only 1 distinct CV groups ('group') for 6-fold CV"),
+    (lambda t: t.replace("A blue kite,blue", "A red wall,red", 1), "duplicate text (same as row 0)"),
+    (lambda t: t.replace("A red wall,red", "A caf\u00e9 wall,cafe\u0301", 1), "different Unicode normal forms"),
+    (lambda t: "\n".join(l for l in t.splitlines() if ",g05," not in l) + "\n",
+     "only 5 distinct CV groups ('group') for 6-fold CV"),
+    (lambda t: t.replace(",0\n", ",1\n"), "class imbalance: minority class is 0.0%"),
+    (lambda t: t.replace(",1\n", ",NA\n", 1), "label value 'NA' is not a number"),
+    ("kind", "label kind 'binnary' is not one of"),
+    (lambda t: t.replace("text,target,", "text, target,", 1), "required column 'target' is missing"),
+], ids=["target_not_in_text", "nan_label", "five_rows", "one_group", "duplicate_texts", "nfd_vs_nfc",
+        "five_groups_six_folds", "one_class", "na_strings", "label_kind_typo", "header_spaces"])
 def test_bad_study_stimuli_are_refused_before_the_model_loads(edit, match, tmp_path, ckpt, cache, monkeypatch,
                                                               capsys):
     """Was: the StimulusError of a study folder's own CSV as a traceback, after the model had loaded."""
     _no_model_load(monkeypatch)
-    study = _toy_copy(tmp_path, edit)
+    if edit == "kind":                                      # the typo is in the sidecar, not the CSV
+        study = _toy_copy(tmp_path, lambda t: t)
+        meta = json.loads((study / "colours.json").read_text())
+        meta["labels"]["warm"]["kind"] = "binnary"
+        (study / "colours.json").write_text(json.dumps(meta))
+    else:
+        study = _toy_copy(tmp_path, edit)
     assert cli.main(["run", "--study", str(study), "--model", str(ckpt), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "stimulus set" in err and match in err and err.count("\n") == 1
