@@ -547,3 +547,25 @@ def test_a_real_full_tmpfs_is_an_error_not_sigbus(tmp_path, mode):
         assert left < 64 << 10                      # what was reserved is given back
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+# ============================================================================ bad weights
+
+def test_one_nan_weight_in_a_float32_model_is_one_line_with_advice_for_float32(tmp_path, cache, capsys):
+    """Was: an ExtractionError traceback whose only advice ("usually fp16 overflow; load with bfloat16 or
+    float32") is wrong for a float32 model. Now one line, exit 2, at the first batch, saying the weights
+    themselves hold NaN/inf and how to find them."""
+    import torch
+    path = tmp_path / "nan"
+    m = tiny_model("llama", n_layers=2, seed=5)
+    with torch.no_grad():
+        m.model.model.layers[0].mlp.down_proj.weight[0, 0] = float("nan")
+    m.model.save_pretrained(path)
+    m.tokenizer.save_pretrained(path)
+    assert cli.main(["run", "--model", str(path), "--dtype", "float32", "--experiments", "relations",
+                     "--permutations", "0", "--bootstrap", "0", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("probekit: error") == 1 and "Traceback" not in err
+    assert "non-finite activations (NaN/inf) at layer 0 mlp_out" in err
+    assert "in bfloat16 or float32 the weights themselves hold NaN/inf" in err and "torch.isfinite" in err
+    assert not (tmp_path / "o" / cli.results_folder(str(path), "nan") / "report.md").exists()
