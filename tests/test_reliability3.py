@@ -569,3 +569,28 @@ def test_one_nan_weight_in_a_float32_model_is_one_line_with_advice_for_float32(t
     assert "non-finite activations (NaN/inf) at layer 0 mlp_out" in err
     assert "in bfloat16 or float32 the weights themselves hold NaN/inf" in err and "torch.isfinite" in err
     assert not (tmp_path / "o" / cli.results_folder(str(path), "nan") / "report.md").exists()
+
+
+# ============================================================================ pytest's model axis
+
+def test_a_registry_alias_with_newmodel_is_collected_and_an_empty_selection_names_the_markers(tmp_path):
+    """8 (the pytest case). Was: `pytest benchmarks --model smollm2-135m -m newmodel` (a registry alias with the
+    README's marker) collected nothing and exited 5 with no word on what to type instead. Collection only: no
+    model runs."""
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=str(Path(probekit.__file__).resolve().parent.parent))
+
+    def collect(*argv):
+        return subprocess.run([sys.executable, "-m", "pytest", "benchmarks/test_claims.py", "--collect-only", "-q",
+                               "-p", "no:cacheprovider", "--claims-out", str(tmp_path / "claims"), *argv],
+                              capture_output=True, text=True, env=env, cwd=root, timeout=300)
+    r = collect("--model", "smollm2-135m", "-m", "newmodel")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    ids = [l for l in r.stdout.splitlines() if "::test_claim[" in l]
+    assert ids and all(l.endswith("-smollm2-135m]") for l in ids)
+    r = collect("-m", "70b and gemma3")
+    assert r.returncode == 5
+    assert "probekit: -m '70b and gemma3' selects no test. Registry models and their markers: " in r.stdout
+    assert "smollm2-135m: smollm2, embedded" in r.stdout and "marked newmodel" in r.stdout
