@@ -426,23 +426,41 @@ def test_counts_argparse_used_to_accept_are_refused(argv, capsys):
     assert argv[1] in capsys.readouterr().err
 
 
-def test_calibrate_out_is_checked_before_the_simulation(tmp_path, monkeypatch, capsys):
-    """Was: --out an existing file: FileExistsError after the whole simulation (43 min for the full table)."""
+def _out_fault(tmp_path, monkeypatch, kind) -> tuple[Path, str]:
+    """An --out that cannot be written: an existing file, or a read-only folder (os.access says no: as root a
+    chmod does not stop writes, a read-only mount does; this is what the check asks)."""
+    if kind == "file":
+        f = tmp_path / "out"
+        f.write_text("a file")
+        return f, "is a file, not a directory"
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if Path(p) == ro else real(p, mode, **k))
+    return ro / "out", f"{ro} is not writable"
+
+
+@pytest.mark.parametrize("kind", ["file", "read-only"])
+def test_calibrate_out_is_checked_before_the_simulation(tmp_path, monkeypatch, capsys, kind):
+    """Was: --out an existing file or read-only: FileExistsError / OSError after the whole simulation (43 min
+    for the full table)."""
     from probekit.claims import calibration as Cal
     monkeypatch.setattr(Cal, "calibrate", lambda *a, **k: (_ for _ in ()).throw(AssertionError("simulated")))
-    f = tmp_path / "calib"
-    f.write_text("a file")
-    assert cli.main(["calibrate", "--out", str(f), "--draws", "20", "--layers", "8"]) == 2
-    assert "is a file, not a directory" in capsys.readouterr().err
+    out, match = _out_fault(tmp_path, monkeypatch, kind)
+    assert cli.main(["calibrate", "--out", str(out), "--draws", "20", "--layers", "8"]) == 2
+    err = capsys.readouterr().err
+    assert match in err and err.count("\n") == 1
 
 
-def test_build_llama3_out_is_checked_before_the_build(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("kind", ["file", "read-only"])
+def test_build_llama3_out_is_checked_before_the_build(tmp_path, monkeypatch, capsys, kind):
+    """Was: --out read-only an OSError after the ~40 s tokenizer build."""
     from probekit.models import llama3
     monkeypatch.setattr(llama3, "build_checkpoint", lambda *a, **k: (_ for _ in ()).throw(AssertionError("built")))
-    (tmp_path / "x").write_text("a file")
-    assert cli.main(["build-llama3", "--shape", "tiny",
-                     "--out", str(tmp_path / "x" / "ckpt")]) == 2
-    assert "is a file, not a directory" in capsys.readouterr().err
+    out, match = _out_fault(tmp_path, monkeypatch, kind)
+    assert cli.main(["build-llama3", "--shape", "tiny", "--out", str(out / "ckpt")]) == 2
+    err = capsys.readouterr().err
+    assert match in err and err.count("\n") == 1
 
 
 # ============================================================================ one error path
