@@ -316,6 +316,25 @@ def test_checkpoint_damage_is_found_in_the_preflight(ckpt, tmp_path, damage, mat
         preflight(str(m))
 
 
+def test_a_truncated_shard_is_refused_before_a_streamed_layer_is_computed(tmp_path, cache, monkeypatch):
+    """Was: with --stream-layers a truncated shard was found only at layer 3, after two layers were computed
+    (most of a 70B run). Now loading the streamed model refuses it, before any layer runs."""
+    from probekit.models.loading import load_model
+    import probekit.extraction.streaming as streaming
+    m = tmp_path / "m"
+    src = tiny_model("llama", n_layers=4, seed=2)
+    src.model.save_pretrained(m, max_shard_size="60KB")      # several shards: the last layers' come last
+    src.tokenizer.save_pretrained(m)
+    w = sorted(m.glob("model-*.safetensors"))[-1]
+    assert w.name != "model-00001-of-00001.safetensors"
+    w.write_bytes(w.read_bytes()[:-100])
+    monkeypatch.setattr(streaming, "check_finite", lambda *a, **k: (_ for _ in ()).throw(
+        AssertionError("a streamed layer was computed")))
+    with pytest.raises(CheckpointError, match=rf"{w.name} is \d+ bytes, its header describes \d+ "
+                                              r"\(truncated\); re-download"):
+        probekit.extract(load_model(str(m), dtype="float32", device="cpu", stream_layers=True), STIMULI)
+
+
 def test_a_tokenizer_with_neither_pad_nor_eos_is_refused(ckpt, tmp_path):
     """Was: TypeError: full(): ... NoneType, deep in extraction."""
     from probekit.models.loading import load_model
