@@ -123,6 +123,23 @@ def test_a_long_checkpoint_name_gets_a_valid_folder(tmp_path):
     assert len(folder) < 120 and folder.startswith("m" * 90)
 
 
+@pytest.mark.parametrize("model", ["m" * 240, "myorg/tinyllama", "\u00e9" * 200])
+def test_the_report_of_a_long_or_hub_model_name_writes_and_links_its_figures(model, tmp_path,
+                                                                            synthetic_replication):
+    """Was: the figures were named after the model name as it is: a 240-character checkpoint name was
+    `OSError: File name too long` at the figures, after all the work (the results folder's name alone was
+    shortened); a hub id's figures went into figures/myorg/, which report.md did not link (no figure at all)."""
+    import dataclasses
+    from probekit.report import write_report
+    rep = dataclasses.replace(synthetic_replication, model=model)
+    out = tmp_path / "o" / "run"                     # (the folder's own name: the test above)
+    write_report(rep, out)
+    pngs = sorted((out / "figures").iterdir())
+    assert pngs and all(p.is_file() and p.suffix == ".png" and len(p.name.encode()) <= 255 for p in pngs)
+    report = (out / "report.md").read_text()
+    assert all(f"(figures/{p.name})" in report for p in pngs)     # every figure is linked from the report
+
+
 def _save_run(path: Path, rep) -> Path:
     rep.save(path)
     return path
