@@ -564,6 +564,25 @@ def test_a_large_probe_stage_is_announced_with_its_cost(capsys):
     assert "probes many: 2400 stimuli" in capsys.readouterr().err
 
 
+
+def test_the_probe_stage_of_a_run_reports_progress_by_default(monkeypatch, capsys):
+    """The other half of the large-set case: during the probe stage, progress lines (cells done, time left) on
+    stderr, with a run's default settings (pipeline.probe_experiment passes no `progress`), once the grid
+    has run PROGRESS_AFTER_S (3 s; 0 here so that a tiny grid shows them)."""
+    import probekit.probes.grid as grid
+    from probekit import pipeline
+    from probekit.models.testing import make_synthetic_acts
+    from probekit.stimuli.experiments import Experiment
+    monkeypatch.setattr(grid, "PROGRESS_AFTER_S", 0.0)
+    monkeypatch.setattr(grid, "PROGRESS_EVERY_S", 0.0)
+    acts = make_synthetic_acts(n_groups=12, per_group=4, d=16, n_layers=3, seed=0)
+    exp = Experiment("synth", "synth", "", "", primary=tuple(acts.stimuli.attrs["labels"])[:1])
+    pipeline.probe_experiment(acts, exp, dict(n_permutations=0, n_bootstrap=0, control_task=False), cache=False)
+    err = capsys.readouterr().err
+    n = acts.n_layers * len(acts.components)
+    assert f"1/{n} cells (layer 0 resid_pre)" in err and "s left" in err and f"{n} cells done in" in err
+
+
 _CHILD = """
 import sys, numpy as np
 import probekit, probekit.extraction.store as S
