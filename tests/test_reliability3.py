@@ -416,7 +416,8 @@ def _toy_copy(tmp_path: Path, edit) -> Path:
     (lambda t: t.replace(",0\n", ",1\n"), "class imbalance: minority class is 0.0%"),
     (lambda t: t.replace(",1\n", ",NA\n", 1), "label value 'NA' is not a number"),
     ("kind", "label kind 'binnary' is not one of"),
-    (lambda t: t.replace("text,target,", "text, target,", 1), "required column 'target' is missing"),
+    (lambda t: t.replace("text,target,", "text, target,", 1),
+     "required column 'target' is missing; there is a column ' target' -> rename ' target' to 'target'"),
 ], ids=["target_not_in_text", "nan_label", "five_rows", "one_group", "duplicate_texts", "nfd_vs_nfc",
         "five_groups_six_folds", "one_class", "na_strings", "label_kind_typo", "header_spaces"])
 def test_bad_study_stimuli_are_refused_before_the_model_loads(edit, match, tmp_path, ckpt, cache, monkeypatch,
