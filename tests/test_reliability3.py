@@ -7,6 +7,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -120,6 +121,23 @@ def test_a_long_checkpoint_name_gets_a_valid_folder(tmp_path):
     d.mkdir()
     folder = cli.results_folder(str(d), d.name)
     assert len(folder) < 120 and folder.startswith("m" * 90)
+
+
+@pytest.mark.parametrize("model", ["m" * 240, "myorg/tinyllama", "\u00e9" * 200])
+def test_the_report_of_a_long_or_hub_model_name_writes_and_links_its_figures(model, tmp_path,
+                                                                            synthetic_replication):
+    """Was: the figures were named after the model name as it is: a 240-character checkpoint name was
+    `OSError: File name too long` at the figures, after all the work (the results folder's name alone was
+    shortened); a hub id's figures went into figures/myorg/, which report.md did not link (no figure at all)."""
+    import dataclasses
+    from probekit.report import write_report
+    rep = dataclasses.replace(synthetic_replication, model=model)
+    out = tmp_path / "o" / "run"                     # (the folder's own name: the test above)
+    write_report(rep, out)
+    pngs = sorted((out / "figures").iterdir())
+    assert pngs and all(p.is_file() and p.suffix == ".png" and len(p.name.encode()) <= 255 for p in pngs)
+    report = (out / "report.md").read_text()
+    assert all(f"(figures/{p.name})" in report for p in pngs)     # every figure is linked from the report
 
 
 def _save_run(path: Path, rep) -> Path:
@@ -315,6 +333,25 @@ def test_checkpoint_damage_is_found_in_the_preflight(ckpt, tmp_path, damage, mat
         preflight(str(m))
 
 
+def test_a_truncated_shard_is_refused_before_a_streamed_layer_is_computed(tmp_path, cache, monkeypatch):
+    """Was: with --stream-layers a truncated shard was found only at layer 3, after two layers were computed
+    (most of a 70B run). Now loading the streamed model refuses it, before any layer runs."""
+    from probekit.models.loading import load_model
+    import probekit.extraction.streaming as streaming
+    m = tmp_path / "m"
+    src = tiny_model("llama", n_layers=4, seed=2)
+    src.model.save_pretrained(m, max_shard_size="60KB")      # several shards: the last layers' come last
+    src.tokenizer.save_pretrained(m)
+    w = sorted(m.glob("model-*.safetensors"))[-1]
+    assert w.name != "model-00001-of-00001.safetensors"
+    w.write_bytes(w.read_bytes()[:-100])
+    monkeypatch.setattr(streaming, "check_finite", lambda *a, **k: (_ for _ in ()).throw(
+        AssertionError("a streamed layer was computed")))
+    with pytest.raises(CheckpointError, match=rf"{w.name} is \d+ bytes, its header describes \d+ "
+                                              r"\(truncated\); re-download"):
+        probekit.extract(load_model(str(m), dtype="float32", device="cpu", stream_layers=True), STIMULI)
+
+
 def test_a_tokenizer_with_neither_pad_nor_eos_is_refused(ckpt, tmp_path):
     """Was: TypeError: full(): ... NoneType, deep in extraction."""
     from probekit.models.loading import load_model
@@ -368,12 +405,32 @@ def _toy_copy(tmp_path: Path, edit) -> Path:
     (lambda t: t.replace("A red wall,red", "A red wall,purple", 1), "purple"),
     (lambda t: t.replace(",1\n", ",\n", 1), "warm"),
     (lambda t: "\n".join(t.splitlines()[:6]) + "\n", "problem"),
-])
+    # the issue's other cases: one group, duplicate texts, NFD target vs NFC text, five groups for six folds,
+    # one class, 'NA' strings, a label-kind typo (the sidecar), spaces in the header
+    (lambda t: "\n".join(re.sub(r",g0\d,", ",g00,", l) for l in t.splitlines()) + "\n",
+     "only 1 distinct CV groups ('group') for 6-fold CV"),
+    (lambda t: t.replace("A blue kite,blue", "A red wall,red", 1), "duplicate text (same as row 0)"),
+    (lambda t: t.replace("A red wall,red", "A caf\u00e9 wall,cafe\u0301", 1), "different Unicode normal forms"),
+    (lambda t: "\n".join(l for l in t.splitlines() if ",g05," not in l) + "\n",
+     "only 5 distinct CV groups ('group') for 6-fold CV"),
+    (lambda t: t.replace(",0\n", ",1\n"), "class imbalance: minority class is 0.0%"),
+    (lambda t: t.replace(",1\n", ",NA\n", 1), "label value 'NA' is not a number"),
+    ("kind", "label kind 'binnary' is not one of"),
+    (lambda t: t.replace("text,target,", "text, target,", 1),
+     "required column 'target' is missing; there is a column ' target' -> rename ' target' to 'target'"),
+], ids=["target_not_in_text", "nan_label", "five_rows", "one_group", "duplicate_texts", "nfd_vs_nfc",
+        "five_groups_six_folds", "one_class", "na_strings", "label_kind_typo", "header_spaces"])
 def test_bad_study_stimuli_are_refused_before_the_model_loads(edit, match, tmp_path, ckpt, cache, monkeypatch,
                                                               capsys):
     """Was: the StimulusError of a study folder's own CSV as a traceback, after the model had loaded."""
     _no_model_load(monkeypatch)
-    study = _toy_copy(tmp_path, edit)
+    if edit == "kind":                                      # the typo is in the sidecar, not the CSV
+        study = _toy_copy(tmp_path, lambda t: t)
+        meta = json.loads((study / "colours.json").read_text())
+        meta["labels"]["warm"]["kind"] = "binnary"
+        (study / "colours.json").write_text(json.dumps(meta))
+    else:
+        study = _toy_copy(tmp_path, edit)
     assert cli.main(["run", "--study", str(study), "--model", str(ckpt), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "stimulus set" in err and match in err and err.count("\n") == 1
@@ -406,23 +463,41 @@ def test_counts_argparse_used_to_accept_are_refused(argv, capsys):
     assert argv[1] in capsys.readouterr().err
 
 
-def test_calibrate_out_is_checked_before_the_simulation(tmp_path, monkeypatch, capsys):
-    """Was: --out an existing file: FileExistsError after the whole simulation (43 min for the full table)."""
+def _out_fault(tmp_path, monkeypatch, kind) -> tuple[Path, str]:
+    """An --out that cannot be written: an existing file, or a read-only folder (os.access says no: as root a
+    chmod does not stop writes, a read-only mount does; this is what the check asks)."""
+    if kind == "file":
+        f = tmp_path / "out"
+        f.write_text("a file")
+        return f, "is a file, not a directory"
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if Path(p) == ro else real(p, mode, **k))
+    return ro / "out", f"{ro} is not writable"
+
+
+@pytest.mark.parametrize("kind", ["file", "read-only"])
+def test_calibrate_out_is_checked_before_the_simulation(tmp_path, monkeypatch, capsys, kind):
+    """Was: --out an existing file or read-only: FileExistsError / OSError after the whole simulation (43 min
+    for the full table)."""
     from probekit.claims import calibration as Cal
     monkeypatch.setattr(Cal, "calibrate", lambda *a, **k: (_ for _ in ()).throw(AssertionError("simulated")))
-    f = tmp_path / "calib"
-    f.write_text("a file")
-    assert cli.main(["calibrate", "--out", str(f), "--draws", "20", "--layers", "8"]) == 2
-    assert "is a file, not a directory" in capsys.readouterr().err
+    out, match = _out_fault(tmp_path, monkeypatch, kind)
+    assert cli.main(["calibrate", "--out", str(out), "--draws", "20", "--layers", "8"]) == 2
+    err = capsys.readouterr().err
+    assert match in err and err.count("\n") == 1
 
 
-def test_build_llama3_out_is_checked_before_the_build(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("kind", ["file", "read-only"])
+def test_build_llama3_out_is_checked_before_the_build(tmp_path, monkeypatch, capsys, kind):
+    """Was: --out read-only an OSError after the ~40 s tokenizer build."""
     from probekit.models import llama3
     monkeypatch.setattr(llama3, "build_checkpoint", lambda *a, **k: (_ for _ in ()).throw(AssertionError("built")))
-    (tmp_path / "x").write_text("a file")
-    assert cli.main(["build-llama3", "--shape", "tiny",
-                     "--out", str(tmp_path / "x" / "ckpt")]) == 2
-    assert "is a file, not a directory" in capsys.readouterr().err
+    out, match = _out_fault(tmp_path, monkeypatch, kind)
+    assert cli.main(["build-llama3", "--shape", "tiny", "--out", str(out / "ckpt")]) == 2
+    err = capsys.readouterr().err
+    assert match in err and err.count("\n") == 1
 
 
 # ============================================================================ one error path
@@ -490,6 +565,25 @@ def test_a_large_probe_stage_is_announced_with_its_cost(capsys):
     assert "probes many: 2400 stimuli" in capsys.readouterr().err
 
 
+
+def test_the_probe_stage_of_a_run_reports_progress_by_default(monkeypatch, capsys):
+    """The other half of the large-set case: during the probe stage, progress lines (cells done, time left) on
+    stderr, with a run's default settings (pipeline.probe_experiment passes no `progress`), once the grid
+    has run PROGRESS_AFTER_S (3 s; 0 here so that a tiny grid shows them)."""
+    import probekit.probes.grid as grid
+    from probekit import pipeline
+    from probekit.models.testing import make_synthetic_acts
+    from probekit.stimuli.experiments import Experiment
+    monkeypatch.setattr(grid, "PROGRESS_AFTER_S", 0.0)
+    monkeypatch.setattr(grid, "PROGRESS_EVERY_S", 0.0)
+    acts = make_synthetic_acts(n_groups=12, per_group=4, d=16, n_layers=3, seed=0)
+    exp = Experiment("synth", "synth", "", "", primary=tuple(acts.stimuli.attrs["labels"])[:1])
+    pipeline.probe_experiment(acts, exp, dict(n_permutations=0, n_bootstrap=0, control_task=False), cache=False)
+    err = capsys.readouterr().err
+    n = acts.n_layers * len(acts.components)
+    assert f"1/{n} cells (layer 0 resid_pre)" in err and "s left" in err and f"{n} cells done in" in err
+
+
 _CHILD = """
 import sys, numpy as np
 import probekit, probekit.extraction.store as S
@@ -527,3 +621,50 @@ def test_a_real_full_tmpfs_is_an_error_not_sigbus(tmp_path, mode):
         assert left < 64 << 10                      # what was reserved is given back
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+# ============================================================================ bad weights
+
+def test_one_nan_weight_in_a_float32_model_is_one_line_with_advice_for_float32(tmp_path, cache, capsys):
+    """Was: an ExtractionError traceback whose only advice ("usually fp16 overflow; load with bfloat16 or
+    float32") is wrong for a float32 model. Now one line, exit 2, at the first batch, saying the weights
+    themselves hold NaN/inf and how to find them."""
+    import torch
+    path = tmp_path / "nan"
+    m = tiny_model("llama", n_layers=2, seed=5)
+    with torch.no_grad():
+        m.model.model.layers[0].mlp.down_proj.weight[0, 0] = float("nan")
+    m.model.save_pretrained(path)
+    m.tokenizer.save_pretrained(path)
+    assert cli.main(["run", "--model", str(path), "--dtype", "float32", "--experiments", "relations",
+                     "--permutations", "0", "--bootstrap", "0", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("probekit: error") == 1 and "Traceback" not in err
+    assert "non-finite activations (NaN/inf) at layer 0 mlp_out" in err
+    assert "in bfloat16 or float32 the weights themselves hold NaN/inf" in err and "torch.isfinite" in err
+    assert not (tmp_path / "o" / cli.results_folder(str(path), "nan") / "report.md").exists()
+
+
+# ============================================================================ pytest's model axis
+
+def test_a_registry_alias_with_newmodel_is_collected_and_an_empty_selection_names_the_markers(tmp_path):
+    """8 (the pytest case). Was: `pytest benchmarks --model smollm2-135m -m newmodel` (a registry alias with the
+    README's marker) collected nothing and exited 5 with no word on what to type instead. Collection only: no
+    model runs."""
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=str(Path(probekit.__file__).resolve().parent.parent))
+
+    def collect(*argv):
+        return subprocess.run([sys.executable, "-m", "pytest", "benchmarks/test_claims.py", "--collect-only", "-q",
+                               "-p", "no:cacheprovider", "--claims-out", str(tmp_path / "claims"), *argv],
+                              capture_output=True, text=True, env=env, cwd=root, timeout=300)
+    r = collect("--model", "smollm2-135m", "-m", "newmodel")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    ids = [l for l in r.stdout.splitlines() if "::test_claim[" in l]
+    assert ids and all(l.endswith("-smollm2-135m]") for l in ids)
+    r = collect("-m", "70b and gemma3")
+    assert r.returncode == 5
+    assert "probekit: -m '70b and gemma3' selects no test. Registry models and their markers: " in r.stdout
+    assert "smollm2-135m: smollm2, embedded" in r.stdout and "marked newmodel" in r.stdout

@@ -2,6 +2,7 @@
 report with no edit to the core: the study folder is the unit of a paper."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -47,6 +48,8 @@ def test_toy_study_through_the_cli_and_report(checkpoint, env, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     from probekit.cli import results_folder
     run = out / results_folder(str(checkpoint), checkpoint.name)       # a local checkpoint: name + path hash
+    meta = json.loads((run / "replication.json").read_text())         # issue 24: the folder is written down
+    assert meta["folder"] == run.name and str(checkpoint.resolve()) in meta["source"]
     v = pd.read_parquet(run / "verdicts.parquet")
     assert set(v.claim) == {"toy.colour_decodable", "toy.control_at_chance"}
     assert set(v.basis) == {"paper-normalised"}

@@ -56,6 +56,24 @@ BASIS_TITLES = {
 # ----------------------------------------------------------------------------- atomic writes
 
 
+# characters of a model's name kept in its figure file names (a file name may have 255 bytes; the experiment,
+# component and the atomic write's temporary suffix need the rest)
+FIGURE_STEM_MAX = 96
+
+
+def figure_stem(model: str) -> str:
+    """The model's part of its figure file names: the name itself for the usual names; a hub id's ``/`` as
+    ``_`` (the figures stay in ``figures/``, where the report links them: they went into a sub-folder the
+    report did not link); a name too long for a file name cut to :data:`FIGURE_STEM_MAX` bytes plus 8 hex of
+    its hash (a 240-character checkpoint name was ``OSError: File name too long`` at the figures, after all
+    the work)."""
+    stem = model.replace("/", "_").replace(os.sep, "_")
+    if len(stem.encode()) <= FIGURE_STEM_MAX:
+        return stem
+    cut = stem.encode()[:FIGURE_STEM_MAX].decode(errors="ignore")
+    return f"{cut}-{hashlib.sha256(model.encode()).hexdigest()[:8]}"
+
+
 def _save_fig(fig, path) -> Path:
     return _atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
 
@@ -205,16 +223,16 @@ def plot_overview(rep, component: str = OVERVIEW_COMPONENT):
 
 def plot_profiles(rep, out_dir) -> list[Path]:
     """``<model>_<experiment>_<component>.png`` for every experiment x component and ``<model>_overview.png``
-    (the study's paper ranges shaded)."""
+    (the study's paper ranges shaded; ``<model>``: :func:`figure_stem`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, res in rep.results.items():
         for comp in res.components:
             fig = plot_experiment(rep, name, comp)
-            paths.append(_save_fig(fig, out / f"{rep.model}_{name}_{comp}.png"))
+            paths.append(_save_fig(fig, out / f"{figure_stem(rep.model)}_{name}_{comp}.png"))
     if rep.results:
-        paths.append(_save_fig(plot_overview(rep), out / f"{rep.model}_overview.png"))
+        paths.append(_save_fig(plot_overview(rep), out / f"{figure_stem(rep.model)}_overview.png"))
     return paths
 
 
@@ -494,7 +512,7 @@ def report_markdown(rep, verdicts: pd.DataFrame, figures: list[Path], out_dir: P
             f"{k} {v.get('n_stimuli', '?')} stimuli / extract {v.get('extract_s', '—')} s / probes {v.get('probe_s', '—')} s"
             for k, v in t.items() if isinstance(v, dict)] + [f"total {t.get('total_s', '—')} s"]
         lines += ["Timings: " + "; ".join(bits) + ".", ""]
-    ov = f"{rep.model}_overview.png"
+    ov = f"{figure_stem(rep.model)}_overview.png"
     if ov in rel:
         lines += [f"![overview]({rel[ov]})", ""]
     lines += ["## Profiles", "",
@@ -515,7 +533,7 @@ def report_markdown(rep, verdicts: pd.DataFrame, figures: list[Path], out_dir: P
             except (KeyError, ValueError) as exc:
                 lines.append(f"| {name} | {comp} | — | — | — | — | — | — | — | ({_md_cell(exc)}) |")
                 continue
-            fn = f"{rep.model}_{name}_{comp}.png"
+            fn = f"{figure_stem(rep.model)}_{name}_{comp}.png"
             lo, hi = s["peak_value_ci"]
             lines.append("| " + " | ".join([
                 name, comp, str(s["peak_layer"]), f"{s['peak_ci_low']:.0f}-{s['peak_ci_high']:.0f}",

@@ -227,8 +227,13 @@ def _declaration_problems(df: pd.DataFrame, labels: dict):
     """The required columns, the pooling and every label's declaration (kind, role, range, group column)."""
     for c in REQUIRED_COLUMNS:
         if c not in df.columns:
-            yield Problem(None, None, c, f"required column {c!r} is missing",
-                          f"add a {c!r} column (required: {', '.join(REQUIRED_COLUMNS)})")
+            near = [k for k in df.columns if isinstance(k, str) and k != c and k.strip().lower() == c]
+            if near:                    # 'text, target' in a CSV header: the column is ' target'
+                yield Problem(None, None, c, f"required column {c!r} is missing; there is a column {near[0]!r}",
+                              f"rename {near[0]!r} to {c!r} (no spaces around the names in the header)")
+            else:
+                yield Problem(None, None, c, f"required column {c!r} is missing",
+                              f"add a {c!r} column (required: {', '.join(REQUIRED_COLUMNS)})")
     if not labels:
         yield Problem(None, None, None, "no labels declared",
                       "declare at least one label column in the sidecar JSON 'labels' (kind, role, scale, range)")
