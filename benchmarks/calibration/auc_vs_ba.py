@@ -341,12 +341,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.from_json:
         result = json.loads(Path(a.from_json).read_text())
-        result["orderings"] = orderings(result["runs"])
-        if a.notes:
-            result.update(json.loads(Path(a.notes).read_text()))
-            Path(a.from_json).write_text(json.dumps(result, indent=1))
-        Path(a.md).write_text(markdown(result))
-        print(markdown(result))
+        _finish(result, a, json_out=a.from_json if a.notes else None)
         return
     import probekit
     t0 = time.perf_counter()
@@ -371,12 +366,21 @@ def main(argv=None):
                 result["cvseed"].append(dict(cvseed_noise(acts, primary, a.n_cvseed, a.n_boot, layers),
                                              model=name, experiment=e))
     result["elapsed_s"] = time.perf_counter() - t0
+    _finish(result, a, json_out=a.json)
+
+
+def _finish(result: dict, a, json_out) -> None:
+    """The orderings and the notes into ``result``; the JSON (when ``json_out``) and the page written, the page
+    printed."""
+    from probekit.core.atomic import atomic_write_text
     result["orderings"] = orderings(result["runs"])
     if a.notes:
         result.update(json.loads(Path(a.notes).read_text()))
-    Path(a.json).write_text(json.dumps(result, indent=1))
-    Path(a.md).write_text(markdown(result))
-    print(markdown(result))
+    if json_out:
+        atomic_write_text(Path(json_out), json.dumps(result, indent=1))
+    page = markdown(result)
+    atomic_write_text(Path(a.md), page)
+    print(page)
 
 
 if __name__ == "__main__":
