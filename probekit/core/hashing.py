@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 import json
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np

@@ -14,6 +14,8 @@ intervention's first pass (mean, resample, patch) and, for the change, the unint
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pandas as pd
 
@@ -84,11 +86,8 @@ def loglik(model, stimuli, intervention=None, *, span: str = "text", batch_size:
         check(iv, model, [len(x) for x in enc.input_ids])
         applied = Applied(model.model, prepare(iv, model, enc, chunks, stim, run_in_memory))
     out = np.zeros(len(stim), np.float64)
-    if applied is not None:
-        with applied:
-            _score(model, enc, starts, chunks, out, applied)
-    else:
-        _score(model, enc, starts, chunks, out, None)
+    with applied if applied is not None else contextlib.nullcontext():
+        _score(model, enc, starts, chunks, out, applied)
     return out
 
 
