@@ -90,24 +90,39 @@ class ZeroAblation:
 
 @dataclass(frozen=True)
 class MeanAblation:
+    """The sublayer's output replaced by a mean: over every real token of the set (computed in a first pass,
+    or ``means={layer: [d]}``), or, ``by_position=True``, by the mean *at each token position* over the
+    set's texts that have it (``means={layer: [positions, d]}``, e.g. from
+    :func:`probekit.extraction.readout.set_means`). The position-wise mean keeps what a model writes at
+    one position only, such as the massive activation of an attention-sink token: a mean pooled over
+    positions spreads it to every token (docs/causal.md)."""
     component: str
     layers: tuple[int, ...]
     means: Mapping | None = field(default=None, compare=False, repr=False)
+    by_position: bool = False
     kind = "mean"
 
     def __post_init__(self):
         object.__setattr__(self, "component", _component(self.component, self.kind))
         object.__setattr__(self, "layers", _layers(self.layers, f"{self.kind}({self.component})"))
+        if self.by_position and self.means is None:
+            raise InterventionError(f"{self.key_base()}: by_position needs the means given ({{layer: [positions, "
+                                    f"d_model]}}, e.g. readout.set_means(..., by_position=True))")
         if self.means is not None:
-            means = {int(l): np.asarray(v, np.float32).reshape(-1) for l, v in dict(self.means).items()}
+            shape = (lambda v: np.asarray(v, np.float32)) if self.by_position else \
+                (lambda v: np.asarray(v, np.float32).reshape(-1))
+            means = {int(l): shape(v) for l, v in dict(self.means).items()}
             missing = [l for l in self.layers if l not in means]
             if missing:
                 raise InterventionError(f"{self.key_base()}: means given without layer(s) {_fmt(missing)}; give one "
-                                        f"vector per ablated layer, or none (computed over the stimulus set)")
+                                        f"{'[positions, d] array' if self.by_position else 'vector'} per ablated "
+                                        f"layer, or none (computed over the stimulus set)")
+            if self.by_position and any(means[l].ndim != 2 for l in self.layers):
+                raise InterventionError(f"{self.key_base()}: by_position means must be [positions, d_model] arrays")
             object.__setattr__(self, "means", {l: means[l] for l in self.layers})
 
     def key_base(self) -> str:
-        return f"mean({self.component}@{_fmt(self.layers)}"
+        return f"{'posmean' if self.by_position else 'mean'}({self.component}@{_fmt(self.layers)}"
 
     def key(self) -> str:
         if self.means is None:
@@ -267,10 +282,15 @@ def check(iv: Intervention, model, lengths: Sequence[int]) -> None:
         if bad:
             raise InterventionError(f"{where}: layer {bad[0]} out of range (the model has layers 0..{L - 1})")
         if isinstance(s, MeanAblation) and s.means is not None:
-            wrong = [l for l, v in s.means.items() if v.shape != (d,)]
+            wrong = [l for l, v in s.means.items() if v.shape[-1:] != (d,) or (not s.by_position and v.ndim != 1)]
             if wrong:
-                raise InterventionError(f"{where}: the mean for layer {wrong[0]} has {s.means[wrong[0]].size} "
-                                        f"values, d_model is {d}")
+                raise InterventionError(f"{where}: the mean for layer {wrong[0]} has shape "
+                                        f"{s.means[wrong[0]].shape}, d_model is {d}")
+            if s.by_position:
+                short = min(len(v) for v in s.means.values())
+                if max(lengths) > short:
+                    raise InterventionError(f"{where}: the position-wise means cover {short} positions, a text has "
+                                            f"{max(lengths)} tokens (compute them over this set)")
         if isinstance(s, ResampleAblation) and n < 2:
             raise InterventionError(f"{where}: resampling needs at least 2 stimuli (got {n})")
         if isinstance(s, PatchResidual):
@@ -321,7 +341,7 @@ class _Keep(dict):
         return self._sink
 
 
-def _pass(runner, model, enc: Encoded, chunks, stimuli, rows: list[int], weights: list[np.ndarray], keys) -> dict:
+def pass_over(runner, model, enc: Encoded, chunks, stimuli, rows: list[int], weights: list[np.ndarray], keys) -> dict:
     """One unintervened pass over ``rows`` (the run's own batches, restricted to them) pooling with
     ``weights``; returns ``{(layer, component): [n, d]}`` for ``keys``."""
     keep = set(rows)
@@ -331,6 +351,12 @@ def _pass(runner, model, enc: Encoded, chunks, stimuli, rows: list[int], weights
     runner(model, Encoded(enc.input_ids, weights, enc.n_target_tokens), sub, stimuli, arrays, done=set(),
            on_chunk=None, progress=False, intervention=None, standalone=True)
     return {k: arrays[k] for k in keys}
+
+
+def token_mean(row_means: np.ndarray, lengths) -> np.ndarray:
+    """The mean over every real token of the set from each row's token mean ([n, d]) and its length."""
+    tok = np.asarray(lengths, np.float64)
+    return (row_means * tok[:, None]).sum(0).astype(np.float32) / tok.sum()
 
 
 @dataclass
@@ -352,7 +378,7 @@ def prepare(iv: Intervention, model, enc: Encoded, chunks, stimuli, runner) -> P
     means, at = {}, {}
     if need_mean:       # per stimulus: the token mean of the component (pooling weights 1/length)
         keys = sorted({(l, s.component) for s in need_mean for l in s.layers})
-        means = _pass(runner, model, enc, chunks, stimuli, rows,
+        means = pass_over(runner, model, enc, chunks, stimuli, rows,
                       [np.full(m, 1.0 / m, np.float32) for m in lengths], keys)
     for p in {s.position for s in patches}:   # per stimulus: the stream at the token (one-hot weights)
         w = []
@@ -361,16 +387,14 @@ def prepare(iv: Intervention, model, enc: Encoded, chunks, stimuli, runner) -> P
             x[p if p >= 0 else m + p] = 1.0
             w.append(x)
         keys = sorted({(s.layer, "resid_pre") for s in patches if s.position == p})
-        at[p] = _pass(runner, model, enc, chunks, stimuli, rows, w, keys)
+        at[p] = pass_over(runner, model, enc, chunks, stimuli, rows, w, keys)
     values, positions = [], []
-    tok = np.asarray(lengths, np.float64)
     for s in iv.steps:
         pos = None
         if isinstance(s, ZeroAblation) or isinstance(s, SwapBlocks):
             v = None
         elif isinstance(s, MeanAblation):
-            v = s.means if s.means is not None else {
-                l: (means[(l, s.component)] * tok[:, None]).sum(0).astype(np.float32) / tok.sum() for l in s.layers}
+            v = s.means if s.means is not None else {l: token_mean(means[(l, s.component)], lengths) for l in s.layers}
         elif isinstance(s, ResampleAblation):
             d = s.donors(n)
             v = {l: means[(l, s.component)][d] for l in s.layers}
@@ -453,7 +477,8 @@ class Applied:
             if isinstance(step, ZeroAblation):
                 new = torch.zeros_like(h)
             elif isinstance(step, MeanAblation):
-                new = torch.from_numpy(value).to(device=h.device, dtype=h.dtype).expand_as(h).clone()
+                v = value[:h.shape[-2]] if step.by_position else value     # [T, d] per position, or [d]
+                new = torch.from_numpy(np.ascontiguousarray(v)).to(device=h.device, dtype=h.dtype).expand_as(h).clone()
             else:                              # resample: the batch's rows' donors
                 v = torch.from_numpy(value[self.rows]).to(device=h.device, dtype=h.dtype)
                 new = v[:, None, :].expand_as(h).clone()
