@@ -38,6 +38,9 @@ def pytest_addoption(parser):
     # defined here, not in benchmarks/perf/conftest.py, so that `pytest --benchmark-only --full` parses too
     g.addoption("--full", action="store_true",
                 help="speed benchmarks (benchmarks/perf): the sizes the README quotes instead of the quick mode")
+    g.addoption("--causal", action="store_true",
+                help="claim benchmarks: also run the causal claims (about 40 extra forward passes per causal "
+                     "experiment and model; selected too by -k causal or -m causal)")
     g.addoption("--device", default=None, help="auto (default), cpu, cuda, cuda:N  [env PROBEKIT_DEVICE]")
     g.addoption("--dtype", default=None, help="auto (default), float32, bfloat16, float16  [env PROBEKIT_DTYPE]")
     g.addoption("--stream-layers", default=None, nargs="?", const="1", metavar="auto|1|0",
@@ -72,7 +75,9 @@ def pytest_generate_tests(metafunc):
     if "claim_id" in metafunc.fixturenames:
         from probekit.studies import load_study
         study = load_study(metafunc.config.getoption("--study"))
-        metafunc.parametrize("claim_id", [c.id for c in study.claims], ids=[c.id for c in study.claims])
+        metafunc.parametrize("claim_id", [pytest.param(c.id, id=c.id, marks=[pytest.mark.causal] if
+                                                       getattr(c, "causal", None) is not None else [])
+                                          for c in study.claims])
     if "model_name" not in metafunc.fixturenames:
         return
     from probekit.models.loading import MODELS

@@ -18,13 +18,26 @@ class _Failed(str):
     it is not loaded again for every claim (for a 70B that would be hours)."""
 
 
-def _run(model_name: str, config, study):
+def causal_selected(config) -> bool:
+    """Causal claims run only when asked for: ``--causal``, or ``causal`` in the ``-k`` / ``-m`` expression
+    (``pytest benchmarks -k causal``); otherwise they are skipped with that reason (they cost ~40 forward
+    passes per experiment and model, with the LM head)."""
+    expr = f"{config.option.keyword or ''} {config.option.markexpr or ''}"
+    return bool(config.getoption("--causal")) or ("causal" in expr and "not causal" not in expr)
+
+
+def _run(model_name: str, config, study, causal: bool = False):
+    """The model's replication, once per session; ``causal``: with the causal claims' runs (a replication
+    without them is redone with them, from the warm store: the ordinary part is read back, not recomputed)."""
+    run = _RUNS.get(model_name)
+    if causal and isinstance(run, tuple) and run[0].causal is None:
+        del _RUNS[model_name]
     if model_name not in _RUNS:
         from probekit.models.loading import ModelUnavailableError
         from probekit.pipeline import replicate
         from probekit.claims.verdicts import measure_run
         try:
-            rep = replicate(model_name, study=study, log=lambda msg: print(msg, flush=True),
+            rep = replicate(model_name, study=study, log=lambda msg: print(msg, flush=True), causal=causal,
                             **getattr(config, "probekit_run_options", {}))
         except ModelUnavailableError as exc:
             _RUNS[model_name] = f"{model_name}: weights not available here. {exc}"
@@ -55,8 +68,14 @@ def study(request):
 
 @pytest.fixture
 def run(model_name, request, study):
-    """(Replication, measurements) for the parametrized model, computed once per session."""
-    return _run(model_name, request.config, study)
+    """(Replication, measurements) for the parametrized model, computed once per session (with the causal
+    runs when the claim under test is a causal one)."""
+    claim_id = request.getfixturevalue("claim_id") if "claim_id" in request.fixturenames else None
+    causal = claim_id is not None and getattr(study.claim(claim_id), "causal", None) is not None
+    if causal and not causal_selected(request.config):
+        pytest.skip(f"{claim_id} is a causal claim: run it with --causal or -k causal (about 40 extra forward "
+                    f"passes per experiment)")
+    return _run(model_name, request.config, study, causal=causal)
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,7 @@ from probekit.models.loading import (MODELS, ModelInputError, ModelUnavailableEr
                      parse_random, preflight, resolve)
 from probekit.models.placement import PlacementError
 from probekit.claims.verdicts import all_verdicts, measure_run
+from probekit.causal import check_plans, plans_of
 from probekit.report.render import (format_ci, atomic_write_parquet, atomic_write_text, claim_rows, claims_markdown,
                      twin_markdown, write_report)
 from probekit.extraction.streaming import StreamingError
@@ -87,6 +88,13 @@ def _check_experiments(args, study) -> None:
     if unknown:
         raise SystemExit(_usage(f"unknown experiment(s) {', '.join(unknown)} in study {study.id}; known: "
                                 f"{', '.join(study.experiments)}"))
+    if getattr(args, "causal", False):           # before any model loads
+        if not plans_of(study):
+            raise SystemExit(_usage(f"--causal: study {study.id} has no causal claims"))
+        try:
+            check_plans(study, None, names or list(study.experiments))
+        except ValueError as exc:
+            raise SystemExit(_usage(str(exc))) from None
 
 
 _count_type = count_type
@@ -258,7 +266,8 @@ def _replicate(args, model: str, lengths_checked: bool = False):
                      batch_size=args.batch_size, dtype=args.dtype, device=args.device,
                      max_batch_tokens=getattr(args, "max_batch_tokens", None),
                      stream_layers={"auto": "auto", "1": True, "0": False}[args.stream_layers],
-                     log=lambda m: print(m, flush=True), check_lengths=not lengths_checked)
+                     log=lambda m: print(m, flush=True), check_lengths=not lengths_checked,
+                     causal=getattr(args, "causal", False))
 
 
 def _summary_lines(verdicts) -> list[str]:
@@ -608,6 +617,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "available here.")
     _add_run_options(r)
     r.add_argument("--out", default="results", help="results root (default: results)")
+    r.add_argument("--causal", action="store_true",
+                   help="also run the study's causal claims (ablating the probe peaks' layers against random "
+                        "layer sets: about 40 extra forward passes per causal experiment, with the LM head; "
+                        "docs/causal.md), written to causal.json and judged in the report")
     r.set_defaults(func=cmd_run)
 
     rp = sub.add_parser("report", help="regenerate figures and tables from a saved run (no model needed)",

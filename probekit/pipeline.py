@@ -42,9 +42,10 @@ from probekit.probes.solver import probe_backend
 from probekit.models.registry import cache_dir
 from probekit.probes.stats import group_permutations
 from probekit.stimuli.sets import load as load_stimulus_set
-from probekit.extraction.store import is_read_only_error
+from probekit.extraction.store import ActivationStore, is_read_only_error
 from .studies import BUILTIN, Study, load_study
 from probekit.probes.transfer import transfer_scores
+from probekit.causal import CAUSAL_FILE, check_plans, plans_of, run_causal
 
 
 @dataclass
@@ -60,6 +61,7 @@ class Replication:
     transfer: pd.DataFrame | None = None                # held-out transfer scores (probekit.probes.transfer)
     source: str = ""                                    # where the weights came from (LoadedModel.source)
     folder: str = ""                                    # its results folder under --out (cli.results_folder)
+    causal: dict | None = None                          # the causal run's data (probekit.causal; causal.json)
 
     def scores(self) -> pd.DataFrame:
         """One tidy table: every experiment's scores with model/experiment columns."""
@@ -77,7 +79,7 @@ class Replication:
         Everything is written into a temporary sibling first and swapped in, so a
         crash leaves either the previous results or the new ones, never a mix."""
         out = Path(out_dir)
-        owned = ("probes", "scores.parquet", "replication.json", "transfer.parquet")
+        owned = ("probes", "scores.parquet", "replication.json", "transfer.parquet", CAUSAL_FILE)
         with atomic_directory(out, keep=lambda name: name not in owned) as tmp:   # keeps figures, reports
             for name, res in self.results.items():
                 res.save(tmp / "probes" / name)
@@ -85,6 +87,8 @@ class Replication:
             self.scores().to_parquet(tmp / "scores.parquet", index=False)
             if self.transfer is not None:
                 self.transfer.to_parquet(tmp / "transfer.parquet", index=False)
+            if self.causal is not None:        # a run without --causal drops an earlier run's causal.json
+                (tmp / CAUSAL_FILE).write_text(json.dumps(self.causal, indent=1))
             meta = {"model": self.model, "n_layers": self.n_layers, "d_model": self.d_model,
                     "markers": list(self.markers), "fingerprint": self.fingerprint,
                     "probekit_version": __version__, "timings": self.timings,
@@ -129,6 +133,15 @@ class Replication:
             except (OSError, ValueError) as exc:       # pyarrow's ArrowInvalid is a ValueError
                 raise SavedRunError(f"{out / 'transfer.parquet'}: unreadable ({type(exc).__name__}: "
                                     f"{str(exc)[:200]}); {redo}") from None
+        if (out / CAUSAL_FILE).exists():
+            try:
+                rep.causal = json.loads((out / CAUSAL_FILE).read_text())
+                if rep.causal.get("fingerprint") != rep.fingerprint:
+                    raise ValueError(f"it is of weights {rep.causal.get('fingerprint')!r}, the run of "
+                                     f"{rep.fingerprint!r}")
+            except (OSError, ValueError, AttributeError) as exc:
+                raise SavedRunError(f"{out / CAUSAL_FILE}: unusable ({type(exc).__name__}: {str(exc)[:200]}); "
+                                    f"rerun `probekit run --causal --model ... --out {out.parent}`") from None
         return rep
 
 
@@ -316,7 +329,7 @@ def _gguf_location(model: str) -> tuple[str, dict] | None:
 
 def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict | None = None, batch_size: int = 32,
               dtype="auto", device="auto", stream_layers="auto", progress: bool | None = None, log=print,
-              max_batch_tokens: int | None = None, check_lengths: bool = True) -> Replication:
+              max_batch_tokens: int | None = None, check_lengths: bool = True, causal: bool = False) -> Replication:
     """Run ``experiments`` (default: all of the study's) on ``model`` (an alias, path, or LoadedModel).
 
     ``study``: a :class:`~probekit.studies.Study`, a shipped study's id or a study folder (default
@@ -324,7 +337,9 @@ def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict
     :func:`probekit.models.placement.plan_placement` (CUDA + bf16 with a GPU; else CPU in a dtype that fits;
     layer-streamed when it does not fit). ``check_lengths=False``: the caller has already run
     :func:`check_stimulus_lengths` on these experiments' texts for ``model`` (the CLI checks every model before
-    the first one loads), so it is not run twice."""
+    the first one loads), so it is not run twice. ``causal=True``: then every causal claim's plan
+    (:mod:`probekit.causal`) on the same model, into ``rep.causal`` (an in-memory model with its LM head: a
+    layer-streamed one is refused before any extraction); cached in the store like the probes."""
     check_probe_kw(probe_kw)                         # every argument checked before the model is loaded
     batch_size = count(batch_size, "batch_size", 1)
     max_batch_tokens = DEFAULT_MAX_BATCH_TOKENS if max_batch_tokens is None else \
@@ -334,6 +349,10 @@ def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict
     unknown = [n for n in names if n not in study.experiments]
     if unknown:
         raise KeyError(f"unknown experiment(s) {unknown} in study {study.id}; known: {sorted(study.experiments)}")
+    if causal:
+        if not plans_of(study):
+            raise ValueError(f"--causal: study {study.id} has no causal claims")
+        check_plans(study, None, names)
     t0 = time.perf_counter()
     if not isinstance(model, LoadedModel):
         if check_lengths and isinstance(model, (str, os.PathLike)):   # a too-long text: before the weights load
@@ -342,6 +361,11 @@ def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict
         if log and getattr(model, "placement", None) is not None:
             log(f"[{model.name}] placement: {model.placement}")
     timings = {"load_model_s": round(time.perf_counter() - t0, 2)}
+    if causal:
+        if isinstance(model, StreamedModel):
+            raise ValueError(f"--causal: model {model.name} is layer-streamed, which never reads the LM head the "
+                             f"behavioural read-out needs; run it in memory (--stream-layers 0) or without --causal")
+        check_plans(study, model.n_layers, names)
     rep = Replication(model.name, model.n_layers, model.d_model, model.markers, model.fingerprint, timings=timings,
                       study=study.id if study.id in BUILTIN or not study.folder else str(study.folder),
                       source=str(getattr(model, "source", "") or ""))
@@ -357,8 +381,43 @@ def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict
         session = model.planned([frames[s] for s in sets] + held, batch_size=batch_size, store=store)
     with session:                           # a streamed model's planned temporaries end with this run
         _extract_and_probe(rep, model, exps, transfers, batch_size, store, progress, max_batch_tokens, probe_kw, log)
+    if causal:
+        t = time.perf_counter()
+        rep.causal = _causal(model, study, rep, store, log)
+        timings["causal_s"] = round(time.perf_counter() - t, 2)
     timings["total_s"] = round(time.perf_counter() - t0, 2)
     return rep
+
+
+def _causal(model, study, rep, store, log) -> dict:
+    """:func:`probekit.causal.run_causal`, cached under the store's folder by everything it depends on: the
+    weights, the plans, the ordinary profiles the peaks come from (their scores' hash) and the version."""
+    key = {"fingerprint": model.fingerprint, "version": __version__,
+           "plans": [[cid, dataclasses.asdict(p)] for cid, p in plans_of(study)],
+           "scores": {p.experiment: frame_hash(rep.results[p.experiment].scores) for _, p in plans_of(study)}}
+    path = None
+    if store:
+        root = (Path(store) if isinstance(store, (str, os.PathLike)) else
+                Path(store.root) if hasattr(store, "root") else ActivationStore(None).root)
+        path = root / "causal" / (hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24] + ".json")
+        try:
+            data = json.loads(path.read_text())
+            if data.get("fingerprint") == model.fingerprint:
+                if log:
+                    log(f"[{model.name}] causal: read {path}")
+                return data
+        except (OSError, ValueError):
+            pass
+    if log:
+        log(f"[{model.name}] causal: {', '.join(f'{p.experiment} ({p.n_random + 1} layer sets)' for _, p in plans_of(study))}")
+    data = run_causal(model, study, rep.results, model.fingerprint)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(path, data)
+        except OSError as exc:
+            warnings.warn(f"causal cache: not written ({exc})")
+    return data
 
 
 def _extract_and_probe(rep, model, exps, transfers, batch_size, store, progress, max_batch_tokens, probe_kw, log):

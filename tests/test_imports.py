@@ -22,7 +22,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "probekit"
 STAGES = ["core", "stimuli", "models", "extraction", "probes", "profiles", "claims", "report", "pipeline",
           "studies.bogdan2025"]
 FOUNDATION = {"_compat", "studies"}
-TOP = {"cli": "pipeline", "__main__": "pipeline"}     # the command line sits with the runner
+TOP = {"cli": "pipeline", "__main__": "pipeline", "causal": "pipeline"}   # the command line and the causal runner
+                                                                        # sit with the runner
 
 
 def stage_of(mod: str) -> int | None:
@@ -155,7 +156,7 @@ def test_every_module_has_a_place_in_the_flow():
 def test_ls_probekit_shows_the_stages():
     """The stages are the subpackages: nothing but the runner, the CLI and the compat aliases on the top floor."""
     top = sorted(p.name for p in PACKAGE.iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file())
-    assert top == sorted(["__init__.py", "__main__.py", "_compat.py", "cli.py", "pipeline.py", "studies"]
+    assert top == sorted(["__init__.py", "__main__.py", "_compat.py", "cli.py", "pipeline.py", "causal.py", "studies"]
                          + [s for s in STAGES if "." not in s and s != "pipeline"]), top
 
 

@@ -165,8 +165,11 @@ def markdown(table: pd.DataFrame, title: str = "Calibration of the decision rule
             lines.append(f"| {sc}: {s.description.iloc[0]} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += answers_markdown(table)
-    n = int(table.n_draws.max()) if len(table) else 0
-    lines += [f"{n} draws per cell; {table.seconds.sum():.0f} s in all.", ""]
+    draws = sorted({int(x) for x in table.n_draws}) if len(table) else [0]
+    per = f"{draws[0]} draws per cell" if len(draws) == 1 else "draws per cell: " + ", ".join(
+        f"{d} ({', '.join(c.split('.', 1)[-1] for c in dict.fromkeys(table[table.n_draws == d].claim))})"
+        for d in draws)
+    lines += [f"{per}; {table.seconds.sum():.0f} s in all.", ""]
     return "\n".join(lines)
 
 

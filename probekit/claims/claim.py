@@ -49,6 +49,7 @@ class ReplicationEvidence:
     def __init__(self, rep, study):
         self.rep, self.study = rep, study
         self.model, self.n_layers = rep.model, rep.n_layers
+        self.causal = getattr(rep, "causal", None)         # a causal run's data (probekit.causal), if any
         self._cache: dict = {}
 
     def has(self, exp: str) -> bool:
@@ -75,6 +76,7 @@ class SyntheticEvidence:
     tables: dict = field(default_factory=dict)
     primaries: dict = field(default_factory=dict)
     model: str = "simulated"
+    causal: dict | None = None                          # simulated causal-run data, for causal claims
 
     def has(self, exp: str) -> bool:
         return any(e == exp for e, _ in self.profiles) or exp in self.tables
@@ -277,6 +279,11 @@ class Claim:
     contrasts: dict = {}
     # the estimand the three answers are read on (None: the claim gets no answer, only its verdict)
     effect: Effect | None = None
+    # measured only when its evidence is there (a causal claim without a causal run): its rows are then left
+    # out of the judging instead of failing "not measured"
+    optional: bool = False
+    # a causal claim's plan (probekit.causal.LayerSetPlan): what `probekit run --causal` runs for it
+    causal = None
 
     def answer(self, rule_passed: bool, rows: dict[str, dict], absence: bool = False) -> dict:
         """The claim's answer (:func:`answer_claim`); a claim with a different logic overrides this."""
@@ -431,6 +438,8 @@ def judge(measurements: pd.DataFrame, expected: pd.DataFrame, claims=(), basis: 
     if basis == "auto":
         basis = "own" if len(own) else "paper-normalised"
     rules = own if basis == "own" else normalised_paper_rows(expected, claims, n_layers, model)
+    absent = {c.id for c in claims if getattr(c, "optional", False)} - set(measurements.claim)
+    rules = rules[~rules.claim.isin(absent)]
     meas = measurements.to_dict("records")
     out = pd.DataFrame(judge_rows(meas, rules.to_dict("records"), basis), columns=VERDICT_COLUMNS)
     return add_answers(out, measurements, claims)

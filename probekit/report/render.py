@@ -221,6 +221,68 @@ def plot_overview(rep, component: str = OVERVIEW_COMPONENT):
     return fig
 
 
+def plot_causal(rep, claim_id: str, test: dict):
+    """A layer-set causal test: left, the experiment's ordinary profile and its profile with the peak set's
+    blocks ablated (each with its 95% bootstrap band); right, the read-out drop of every random set, the
+    peak set's marked."""
+    fig = _fig(11, 4.2)
+    ax, bx = fig.add_subplot(121), fig.add_subplot(122)
+    x = np.arange(test["n_layers"])
+    for key, lab, col in (("ordinary", "ordinary", "C0"), ("peak_profile", "peak set ablated", "C3")):
+        v = np.asarray(test[key if key != "ordinary" else "ordinary_profile"], float)
+        lo = np.asarray(test["ordinary_lo" if key == "ordinary" else "peak_profile_lo"], float)
+        hi = np.asarray(test["ordinary_hi" if key == "ordinary" else "peak_profile_hi"], float)
+        ax.fill_between(x, lo, hi, color=col, alpha=0.2, lw=0)
+        ax.plot(x, v, color=col, lw=2, marker="o", ms=3, label=f"{lab} (95% band)")
+    ps = test["peak_set"]
+    ax.axvspan(min(ps) - 0.5, max(ps) + 0.5, color="0.85", lw=0, label=f"ablated blocks {ps}")
+    ax.axvline(test["readout_layer"], color="k", ls=":", lw=1, label=f"read-out (layer {test['readout_layer']})")
+    ax.axhline(CHANCE, color="k", ls="--", lw=0.8)
+    ax.set_xlabel("layer (resid_pre)")
+    ax.set_ylabel("balanced accuracy")
+    ax.set_title(f"{rep.model}: {test['experiment']}, peak blocks mean-ablated", fontsize=10)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    drop = test["ordinary_readout"] - np.asarray(test["readout_values"], float)
+    bx.hist(drop[1:], bins=20, color="0.6", label=f"{len(drop) - 1} random sets of {test['k']} blocks")
+    bx.axvline(drop[0], color="C3", lw=2.5, label=f"peak set {ps}: {drop[0]:.3f}")
+    bx.set_xlabel(f"drop in read-out balanced accuracy (layer {test['readout_layer']})")
+    bx.set_ylabel("layer sets")
+    bx.set_title(f"{claim_id.split('.', 1)[-1]}", fontsize=10)
+    bx.legend(fontsize=7)
+    bx.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def causal_lines(rep, figures, out_dir) -> list[str]:
+    """The report's causal section: per layer-set test, what was ablated and how the peak set ranks."""
+    tests = ((getattr(rep, "causal", None) or {}).get("tests") or {})
+    if not tests:
+        return []
+    rel = {Path(p).name: os.path.relpath(p, out_dir) for p in figures}
+    lines = ["## Causal checks", "",
+             "Mean ablation of `attn_out` + `mlp_out` over the blocks around each experiment's probe peak, against "
+             "random sets of as many blocks (docs/causal.md). Read-out: the experiment's probe at the last layer "
+             "(`resid_pre`) and the texts' mean log-likelihood per token, from one forward pass per set. The verdicts "
+             "are in the claims table below.", "",
+             "| claim | ablated blocks | read-out unablated | drop: peak set | drop: random sets (median, 5-95%) | "
+             "random sets as damaging | log-lik drop: peak / median random | passes | s | figure |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for cid, t in tests.items():
+        drop = t["ordinary_readout"] - np.asarray(t["readout_values"], float)
+        ll = -np.asarray(t["loglik_change"], float)
+        q = np.quantile(drop[1:], [0.05, 0.95])
+        k = int(np.sum(drop[1:] >= drop[0] - 1e-12))
+        fn = f"{figure_stem(rep.model)}_causal_{t['experiment']}.png"
+        lines.append(f"| `{cid}` | {t['peak_set']} (peak {t['peak_layer']}) | {t['ordinary_readout']:.3f} | "
+                     f"{drop[0]:.3f} | {np.median(drop[1:]):.3f} [{q[0]:.3f}, {q[1]:.3f}] | {k} of {len(drop) - 1} | "
+                     f"{ll[0]:.3f} / {np.median(ll[1:]):.3f} | {t['forward_passes']} | {t['seconds']} | "
+                     + (f"[png]({rel[fn]})" if fn in rel else "—")
+                     + " |")
+    return lines + [""]
+
+
 def plot_profiles(rep, out_dir) -> list[Path]:
     """``<model>_<experiment>_<component>.png`` for every experiment x component and ``<model>_overview.png``
     (the study's paper ranges shaded; ``<model>``: :func:`figure_stem`)."""
@@ -233,6 +295,8 @@ def plot_profiles(rep, out_dir) -> list[Path]:
             paths.append(_save_fig(fig, out / f"{figure_stem(rep.model)}_{name}_{comp}.png"))
     if rep.results:
         paths.append(_save_fig(plot_overview(rep), out / f"{figure_stem(rep.model)}_overview.png"))
+    for cid, t in ((getattr(rep, "causal", None) or {}).get("tests") or {}).items():
+        paths.append(_save_fig(plot_causal(rep, cid, t), out / f"{figure_stem(rep.model)}_causal_{t['experiment']}.png"))
     return paths
 
 
@@ -540,7 +604,7 @@ def report_markdown(rep, verdicts: pd.DataFrame, figures: list[Path], out_dir: P
                 f"{s['peak_depth']:.2f}", f"{s['peak_value']:.3f} [{_fmt(lo)}, {_fmt(hi)}]",
                 _fmt(s["layer0_value"]), _fmt(s["surface_baseline"]), _fmt(s["selectivity_at_peak"]),
                 f"[png]({rel[fn]})" if fn in rel else "—"]) + " |")
-    lines += [""] + transfer_lines(rep)
+    lines += [""] + transfer_lines(rep) + causal_lines(rep, figures, out_dir)
     pr = preregistration(study)
     lines += ["## Pre-registration", "",
               f"Judged with rules fixed in code and data before this report was written (`preregistration.json`): "

@@ -4,12 +4,14 @@ anti-persistence, buried concepts, and the shuffled-label control.
 
 ``experiments`` — the stimulus sets and primary labels of each experiment;
 ``claims`` — the seven claims (measurement, nulls, planted effects);
+``causal`` — the causal claims (``probekit run --causal``: ablating the probe peak's layers);
 ``paper`` — the paper's numbers as the claims' expected rows (``expected/paper.parquet``).
 """
 from pathlib import Path
 
 from probekit.studies import Study
 
+from .causal import CAUSAL_CLAIMS
 from .claims import CLAIMS, INFLATION, NOISE
 from .experiments import EXPERIMENTS, TRANSFERS
 from .paper import PAPER_RANGES, paper_rows
@@ -18,7 +20,7 @@ STUDY = Study(
     id="bogdan2025",
     title="Claims of arXiv 2501.07359 (Bogdan 2025)",
     experiments=EXPERIMENTS,
-    claims=CLAIMS,
+    claims=CLAIMS + CAUSAL_CLAIMS,
     paper_rows=paper_rows,
     inflation=INFLATION,
     noise=NOISE,

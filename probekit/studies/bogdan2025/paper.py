@@ -99,6 +99,14 @@ def paper_rows() -> pd.DataFrame:
                   f"({_RULE}: the detrended lag-1 autocorrelation of first differences, mean over experiments, "
                   f"below the white-noise pivot null at one-sided 5%; rho itself is reported, not judged)"),
     ]
+    # the causal claims (probekit's hypotheses on the paper's open questions; probekit.studies.bogdan2025.causal)
+    for model, L in (("llama-3.2-3b", 28), ("llama-3.3-70b", 80)):
+        for exp in ("relations", "items"):
+            rows.append(_r(model, L, f"{exp}_peak_layers_matter", f"{exp}.peak_ablation_p", "p", "max", high=0.05,
+                           source=f"arXiv 2501.07359v1 locates {exp} at its probe peak and leaves open whether the model "
+                                  f"uses those layers ({_RULE}: mean-ablating attn_out + mlp_out over the k blocks "
+                                  f"around the peak lowers the last layer's decodability more than all but at most "
+                                  f"one of 39 random sets of k blocks, randomization p <= 0.05)"))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
