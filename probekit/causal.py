@@ -31,6 +31,9 @@ from probekit.probes.grid import probe_grid
 from probekit.stimuli.experiments import experiment_profile
 
 CAUSAL_FILE = "causal.json"
+#: what a plan computes, for the cache key: bump it when that changes (1: means pooled over positions;
+#: 2: means by token position, the last token's log p)
+CAUSAL_VERSION = 2
 #: the probe settings of the per-set read-out (the pipeline's folds and seed; no permutations, no
 #: bootstrap, no controls: the test is the ranking over layer sets, not a per-cell p-value)
 READOUT_PROBE = dict(n_splits=6, seed=0, n_permutations=0, n_bootstrap=0, control_task=False,
@@ -106,9 +109,9 @@ def decodability(stimuli: pd.DataFrame, arrays: dict, n_layers: int, labels: lis
     return vals, boot
 
 
-def layer_set_test(model, study, plan: LayerSetPlan, results) -> dict:
+def layer_set_test(model, study, plan: LayerSetPlan, results, log=None) -> dict:
     """Run one plan on ``model`` (a LoadedModel, in memory) with the ordinary run's ``results`` (its
-    ProbeResults by experiment): plain data for ``causal.json``."""
+    ProbeResults by experiment): plain data for ``causal.json``. ``log``: a progress line every 10 sets."""
     t0 = time.perf_counter()
     exp = study.experiment(plan.experiment)
     res = results[plan.experiment]
@@ -131,10 +134,13 @@ def layer_set_test(model, study, plan: LayerSetPlan, results) -> dict:
     prof, prof_boot = decodability(stim, ro.pooled, L, labels, range(L), n_bootstrap=PROFILE_BOOTSTRAP)
     lo, hi = np.quantile(prof_boot, [0.025, 0.975], axis=0) if len(prof_boot) else (prof * np.nan,) * 2
     values, ll = [float(prof[readout_layer])], [float(np.mean(ro.loglik - base.loglik))]
-    for s in sets:
+    for i, s in enumerate(sets, 1):
         r = readout(model, stim, ablation(s, means), keys=[key], span=plan.span)
         values.append(float(decodability(stim, r.pooled, L, labels, [readout_layer])[0][0]))
         ll.append(float(np.mean(r.loglik - base.loglik)))
+        if log and (i % 10 == 0 or i == len(sets)):
+            log(f"[{model.name}] causal {plan.experiment}: {i}/{len(sets)} random sets, "
+                f"{time.perf_counter() - t0:.0f} s")
     ord_lo, ord_hi = np.quantile(ordinary_boot, [0.025, 0.975], axis=0)
     return dict(
         kind="layer_set", plan=asdict(plan), experiment=plan.experiment, span=plan.span, labels=labels, n_layers=L, k=k,
@@ -166,9 +172,10 @@ def check_plans(study, model_n_layers: int | None, experiments) -> None:
         random_sets(model_n_layers, k, plan.n_random, plan.seed, peak_window(0, k, model_n_layers))
 
 
-def run_causal(model, study, results, fingerprint: str = "") -> dict:
+def run_causal(model, study, results, fingerprint: str = "", log=None) -> dict:
     """Every causal plan of ``study`` on ``model``: the data :class:`ReplicationEvidence` hands the causal
     claims (``{"tests": {claim id: ...}}``), with what was run and on which weights."""
     check_plans(study, model.n_layers, results)
-    tests = {cid: layer_set_test(model, study, plan, results) for cid, plan in plans_of(study)}
-    return {"model": model.name, "fingerprint": fingerprint, "probekit_version": __version__, "tests": tests}
+    tests = {cid: layer_set_test(model, study, plan, results, log) for cid, plan in plans_of(study)}
+    return {"model": model.name, "fingerprint": fingerprint, "probekit_version": __version__,
+            "causal_version": CAUSAL_VERSION, "tests": tests}

@@ -45,7 +45,7 @@ from probekit.stimuli.sets import load as load_stimulus_set
 from probekit.extraction.store import ActivationStore, is_read_only_error
 from .studies import BUILTIN, Study, load_study
 from probekit.probes.transfer import transfer_scores
-from probekit.causal import CAUSAL_FILE, check_plans, plans_of, run_causal
+from probekit.causal import CAUSAL_FILE, CAUSAL_VERSION, check_plans, plans_of, run_causal
 
 
 @dataclass
@@ -391,8 +391,9 @@ def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict
 
 def _causal(model, study, rep, store, log) -> dict:
     """:func:`probekit.causal.run_causal`, cached under the store's folder by everything it depends on: the
-    weights, the plans, the ordinary profiles the peaks come from (their scores' hash) and the version."""
-    key = {"fingerprint": model.fingerprint, "version": __version__,
+    weights, the plans, the ordinary profiles the peaks come from (their scores' hash), the version and
+    ``CAUSAL_VERSION`` (what a plan computes)."""
+    key = {"fingerprint": model.fingerprint, "version": __version__, "causal_version": CAUSAL_VERSION,
            "plans": [[cid, dataclasses.asdict(p)] for cid, p in plans_of(study)],
            "scores": {p.experiment: frame_hash(rep.results[p.experiment].scores) for _, p in plans_of(study)}}
     path = None
@@ -402,7 +403,7 @@ def _causal(model, study, rep, store, log) -> dict:
         path = root / "causal" / (hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24] + ".json")
         try:
             data = json.loads(path.read_text())
-            if data.get("fingerprint") == model.fingerprint:
+            if data.get("fingerprint") == model.fingerprint and data.get("causal_version") == CAUSAL_VERSION:
                 if log:
                     log(f"[{model.name}] causal: read {path}")
                 return data
@@ -410,7 +411,7 @@ def _causal(model, study, rep, store, log) -> dict:
             pass
     if log:
         log(f"[{model.name}] causal: {', '.join(f'{p.experiment} ({p.n_random + 1} layer sets)' for _, p in plans_of(study))}")
-    data = run_causal(model, study, rep.results, model.fingerprint)
+    data = run_causal(model, study, rep.results, model.fingerprint, log=log)
     if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

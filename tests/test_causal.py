@@ -276,3 +276,52 @@ def test_position_means_and_their_ablation(model, small):
         MeanAblation("mlp_out", [4], by_position=True)
     with pytest.raises(InterventionError, match="cover 2 positions"):
         readout(model, stim, MeanAblation("mlp_out", [4], means={4: pm[:2]}, by_position=True), keys=[])
+
+
+def test_the_causal_cache_is_keyed_by_what_it_computes(tmp_path, model, small, ran, monkeypatch):
+    """A second run reads the cached causal data; a change of CAUSAL_VERSION (what a plan computes) or of
+    the ordinary scores the peak comes from recomputes it."""
+    _, _, study = small
+    data, _, res = ran
+    rep = pipeline.Replication("tiny", 12, 32, (), model.fingerprint, results={"relations": res})
+    calls = []
+
+    def fake(*a, **k):
+        calls.append(1)
+        return dict(data, causal_version=pipeline.CAUSAL_VERSION)
+    monkeypatch.setattr(pipeline, "run_causal", fake)
+    first = pipeline._causal(model, study, rep, tmp_path, None)
+    assert pipeline._causal(model, study, rep, tmp_path, None) == first and len(calls) == 1
+    assert len(list((tmp_path / "causal").glob("*.json"))) == 1
+    monkeypatch.setattr(pipeline, "CAUSAL_VERSION", C.CAUSAL_VERSION + 1)
+    pipeline._causal(model, study, rep, tmp_path, None)
+    assert len(calls) == 2
+    res2 = type(res)(res.scores.assign(value=res.scores.value + 0.01), res.predictions, res.baselines, res.labels,
+                     res.n_layers, res.components, res.meta)
+    pipeline._causal(model, study, pipeline.Replication("tiny", 12, 32, (), model.fingerprint,
+                                                        results={"relations": res2}), tmp_path, None)
+    assert len(calls) == 3
+
+
+@pytest.mark.parametrize("keyword, markexpr, flag, selected", [
+    ("", "", False, False), ("smollm2", "embedded", False, False), ("causal", "", False, True),
+    ("", "causal and smollm2", False, True), ("not causal", "", False, False), ("", "", True, True)])
+def test_causal_claims_run_only_when_selected(keyword, markexpr, flag, selected):
+    from types import SimpleNamespace
+    from benchmarks.conftest import causal_selected
+    cfg = SimpleNamespace(option=SimpleNamespace(keyword=keyword, markexpr=markexpr),
+                          getoption=lambda name: flag)
+    assert causal_selected(cfg) is selected
+
+
+def test_the_claim_benchmarks_mark_the_causal_claims():
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-m", "pytest", "benchmarks/test_claims.py", "--collect-only", "-q",
+                          "-m", "causal and smollm2", "-p", "no:cacheprovider"], cwd=root, capture_output=True,
+                         text=True, timeout=300)
+    ids = [line for line in out.stdout.splitlines() if "::test_claim[" in line]
+    assert sorted(ids) == sorted(f"benchmarks/test_claims.py::test_claim[bogdan2025.{e}_peak_layers_matter-"
+                                 f"smollm2-135m]" for e in ("relations", "items")), out.stdout[-2000:]

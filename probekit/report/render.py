@@ -262,12 +262,13 @@ def causal_lines(rep, figures, out_dir) -> list[str]:
         return []
     rel = {Path(p).name: os.path.relpath(p, out_dir) for p in figures}
     lines = ["## Causal checks", "",
-             "Mean ablation of `attn_out` + `mlp_out` over the blocks around each experiment's probe peak, against "
-             "random sets of as many blocks (docs/causal.md). Read-out: the experiment's probe at the last layer "
-             "(`resid_pre`) and the texts' mean log-likelihood per token, from one forward pass per set. The verdicts "
-             "are in the claims table below.", "",
+             "Mean ablation (by token position) of `attn_out` + `mlp_out` over the blocks around each experiment's "
+             "probe peak, against random sets of as many blocks (docs/causal.md). Read-out: the experiment's probe at "
+             "the last layer (`resid_pre`), judged, and the log-likelihood of each text's last token (nats, mean "
+             "over texts), reported, from one forward pass per set. Drops are unablated minus ablated (negative: "
+             "the ablation raised it). The verdicts are in the claims table below.", "",
              "| claim | ablated blocks | read-out unablated | drop: peak set | drop: random sets (median, 5-95%) | "
-             "random sets as damaging | log-lik drop: peak / median random | passes | s | figure |",
+             "random sets as damaging | last-token log-lik drop: peak / median random | passes | s | figure |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for cid, t in tests.items():
         drop = t["ordinary_readout"] - np.asarray(t["readout_values"], float)
