@@ -28,6 +28,7 @@ from probekit.core.version import __version__
 from probekit.extraction.interventions import Intervention, MeanAblation
 from probekit.extraction.readout import readout, set_means
 from probekit.probes.grid import probe_grid
+from probekit.profiles.metrics import central
 from probekit.stimuli.experiments import experiment_profile
 
 CAUSAL_FILE = "causal.json"
@@ -132,7 +133,7 @@ def layer_set_test(model, study, plan: LayerSetPlan, results, log=None) -> dict:
     every = [(l, "resid_pre") for l in range(L)]
     ro = readout(model, stim, ablation(peak_set, means), keys=every, span=plan.span)
     prof, prof_boot = decodability(stim, ro.pooled, L, labels, range(L), n_bootstrap=PROFILE_BOOTSTRAP)
-    lo, hi = np.quantile(prof_boot, [0.025, 0.975], axis=0) if len(prof_boot) else (prof * np.nan,) * 2
+    lo, hi = np.quantile(prof_boot, central(), axis=0) if len(prof_boot) else (prof * np.nan,) * 2
     values, ll = [float(prof[readout_layer])], [float(np.mean(ro.loglik - base.loglik))]
     for i, s in enumerate(sets, 1):
         r = readout(model, stim, ablation(s, means), keys=[key], span=plan.span)
@@ -141,7 +142,7 @@ def layer_set_test(model, study, plan: LayerSetPlan, results, log=None) -> dict:
         if log and (i % 10 == 0 or i == len(sets)):
             log(f"[{model.name}] causal {plan.experiment}: {i}/{len(sets)} random sets, "
                 f"{time.perf_counter() - t0:.0f} s")
-    ord_lo, ord_hi = np.quantile(ordinary_boot, [0.025, 0.975], axis=0)
+    ord_lo, ord_hi = np.quantile(ordinary_boot, central(), axis=0)
     return dict(
         kind="layer_set", plan=asdict(plan), experiment=plan.experiment, span=plan.span, labels=labels, n_layers=L, k=k,
         peak_layer=peak, peak_set=list(peak_set), random_sets=[list(s) for s in sets], readout_layer=readout_layer,
