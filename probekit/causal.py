@@ -33,8 +33,8 @@ from probekit.stimuli.experiments import experiment_profile
 
 CAUSAL_FILE = "causal.json"
 #: what a plan computes, for the cache key: bump it when that changes (1: means pooled over positions;
-#: 2: means by token position, the last token's log p)
-CAUSAL_VERSION = 2
+#: 2: means by token position, the last token's log p; 3: the unablated profile probed with the read-out's folds)
+CAUSAL_VERSION = 3
 #: the probe settings of the per-set read-out (the pipeline's folds and seed; no permutations, no
 #: bootstrap, no controls: the test is the ranking over layer sets, not a per-cell p-value)
 READOUT_PROBE = dict(n_splits=6, seed=0, n_permutations=0, n_bootstrap=0, control_task=False,
@@ -110,48 +110,63 @@ def decodability(stimuli: pd.DataFrame, arrays: dict, n_layers: int, labels: lis
     return vals, boot
 
 
+def rank_test(peak: float, random) -> tuple[int, float, float]:
+    """``(exceed, p, u_hat)``: random values at least as large as ``peak`` (ties against the claim), the
+    randomization p ``(1 + exceed) / (1 + R)``, and the fraction of random values strictly below ``peak``."""
+    random = np.asarray(random, float)
+    exceed = int(np.sum(random >= peak - 1e-12))
+    return exceed, (1 + exceed) / (1 + len(random)), float(np.mean(random < peak - 1e-12))
+
+
+def drops(test: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A layer-set test's read-out drops (unablated minus ablated decodability) and log-likelihood drops,
+    ``[0]`` the peak set's, then the random sets'."""
+    return (test["ordinary_readout"] - np.asarray(test["readout_values"], float),
+            -np.asarray(test["loglik_change"], float))
+
+
 def layer_set_test(model, study, plan: LayerSetPlan, results, log=None) -> dict:
     """Run one plan on ``model`` (a LoadedModel, in memory) with the ordinary run's ``results`` (its
-    ProbeResults by experiment): plain data for ``causal.json``. ``log``: a progress line every 10 sets."""
+    ProbeResults by experiment; the peak comes from them): plain data for ``causal.json``. The unablated and
+    the peak set's profiles are probed with the read-out's own folds, so the two curves of the figure, and
+    the read-out, compare like with like. ``log``: a progress line every 10 sets."""
     t0 = time.perf_counter()
     exp = study.experiment(plan.experiment)
     res = results[plan.experiment]
     stim = exp.stimuli()
     labels = list(res.meta.get("primary") or exp.primary_labels(stim))
     L = model.n_layers
-    ordinary, ordinary_boot = experiment_profile(res, exp, "resid_pre", labels)
-    peak = int(np.nanargmax(ordinary))
+    peak = int(np.nanargmax(experiment_profile(res, exp, "resid_pre", labels)[0]))
     k = plan.k(L)
     peak_set = peak_window(peak, k, L)
     sets = random_sets(L, k, plan.n_random, plan.seed, peak_set)
     readout_layer = L - 1
     means = set_means(model, stim, [(l, c) for l in range(L - 1) for c in ("attn_out", "mlp_out")], by_position=True)
-    key = (readout_layer, "resid_pre")
-    base = readout(model, stim, None, keys=[key], span=plan.span)
-    base_value = float(decodability(stim, base.pooled, L, labels, [readout_layer])[0][0])
-    # the peak set: its whole intervened profile (the figure), from the same single pass
     every = [(l, "resid_pre") for l in range(L)]
-    ro = readout(model, stim, ablation(peak_set, means), keys=every, span=plan.span)
-    prof, prof_boot = decodability(stim, ro.pooled, L, labels, range(L), n_bootstrap=PROFILE_BOOTSTRAP)
-    lo, hi = np.quantile(prof_boot, central(), axis=0) if len(prof_boot) else (prof * np.nan,) * 2
-    values, ll = [float(prof[readout_layer])], [float(np.mean(ro.loglik - base.loglik))]
+    profiles = {}
+    for name, iv in (("ordinary", None), ("peak", ablation(peak_set, means))):   # every layer: the figure
+        ro = readout(model, stim, iv, keys=every, span=plan.span)
+        v, boot = decodability(stim, ro.pooled, L, labels, range(L), n_bootstrap=PROFILE_BOOTSTRAP)
+        profiles[name] = (v, *np.quantile(boot, central(), axis=0), ro.loglik)
+    base_ll = profiles["ordinary"][3]
+    values, ll = [float(profiles["peak"][0][readout_layer])], [float(np.mean(profiles["peak"][3] - base_ll))]
+    key = (readout_layer, "resid_pre")
     for i, s in enumerate(sets, 1):
         r = readout(model, stim, ablation(s, means), keys=[key], span=plan.span)
         values.append(float(decodability(stim, r.pooled, L, labels, [readout_layer])[0][0]))
-        ll.append(float(np.mean(r.loglik - base.loglik)))
+        ll.append(float(np.mean(r.loglik - base_ll)))
         if log and (i % 10 == 0 or i == len(sets)):
             log(f"[{model.name}] causal {plan.experiment}: {i}/{len(sets)} random sets, "
                 f"{time.perf_counter() - t0:.0f} s")
-    ord_lo, ord_hi = np.quantile(ordinary_boot, central(), axis=0)
+    lists = {f"{name}_{part}": [float(x) for x in arr] for name, (v, lo, hi, _) in
+             (("ordinary", profiles["ordinary"]), ("peak", profiles["peak"]))
+             for part, arr in (("profile", v), ("lo", lo), ("hi", hi))}
     return dict(
-        kind="layer_set", plan=asdict(plan), experiment=plan.experiment, span=plan.span, labels=labels, n_layers=L, k=k,
-        peak_layer=peak, peak_set=list(peak_set), random_sets=[list(s) for s in sets], readout_layer=readout_layer,
-        readout_component="resid_pre",
+        kind="layer_set", plan=asdict(plan), experiment=plan.experiment, span=plan.span, labels=labels, n_layers=L,
+        k=k, peak_layer=peak, peak_set=list(peak_set), random_sets=[list(s) for s in sets],
+        readout_layer=readout_layer, readout_component="resid_pre",
         intervention="mean-ablation of attn_out and mlp_out by token position (the set's means at each position)",
-        ordinary_readout=base_value, readout_values=values, loglik_change=ll,
-        ordinary_profile=[float(x) for x in ordinary], ordinary_lo=[float(x) for x in ord_lo],
-        ordinary_hi=[float(x) for x in ord_hi], peak_profile=[float(x) for x in prof],
-        peak_profile_lo=[float(x) for x in lo], peak_profile_hi=[float(x) for x in hi],
+        ordinary_readout=lists["ordinary_profile"][readout_layer], readout_values=values, loglik_change=ll, **lists,
         n_stimuli=int(len(stim)), forward_passes=3 + len(sets), seconds=round(time.perf_counter() - t0, 2))
 
 
@@ -161,8 +176,10 @@ def plans_of(study) -> list[tuple[str, LayerSetPlan]]:
 
 
 def check_plans(study, model_n_layers: int | None, experiments) -> None:
-    """Refuse, before any pass, a plan whose experiment the run lacks or (given ``model_n_layers``) whose
-    model has too few blocks for its random sets."""
+    """Refuse, before any pass, a study without causal claims, a plan whose experiment the run lacks or
+    (given ``model_n_layers``) whose model has too few blocks for its random sets."""
+    if not plans_of(study):
+        raise ValueError(f"--causal: study {study.id} has no causal claims")
     for cid, plan in plans_of(study):
         if plan.experiment not in experiments:
             raise ValueError(f"--causal: claim {cid} needs experiment {plan.experiment!r}, which this run does not "

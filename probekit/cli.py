@@ -33,7 +33,7 @@ from probekit.models.loading import (MODELS, ModelInputError, ModelUnavailableEr
                      parse_random, preflight, resolve)
 from probekit.models.placement import PlacementError
 from probekit.claims.verdicts import all_verdicts, measure_run
-from probekit.causal import check_plans, plans_of
+from probekit.causal import check_plans
 from probekit.report.render import (format_ci, atomic_write_parquet, atomic_write_text, claim_rows, claims_markdown,
                      twin_markdown, write_report)
 from probekit.extraction.streaming import StreamingError
@@ -89,8 +89,6 @@ def _check_experiments(args, study) -> None:
         raise SystemExit(_usage(f"unknown experiment(s) {', '.join(unknown)} in study {study.id}; known: "
                                 f"{', '.join(study.experiments)}"))
     if getattr(args, "causal", False):           # before any model loads
-        if not plans_of(study):
-            raise SystemExit(_usage(f"--causal: study {study.id} has no causal claims"))
         try:
             check_plans(study, None, names or list(study.experiments))
         except ValueError as exc:

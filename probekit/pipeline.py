@@ -42,10 +42,11 @@ from probekit.probes.solver import probe_backend
 from probekit.models.registry import cache_dir
 from probekit.probes.stats import group_permutations
 from probekit.stimuli.sets import load as load_stimulus_set
-from probekit.extraction.store import ActivationStore, is_read_only_error
+from probekit.extraction.store import is_read_only_error
 from .studies import BUILTIN, Study, load_study
 from probekit.probes.transfer import transfer_scores
-from probekit.causal import CAUSAL_FILE, CAUSAL_VERSION, check_plans, plans_of, run_causal
+from probekit.causal import (CAUSAL_FILE, CAUSAL_VERSION, PROFILE_BOOTSTRAP, READOUT_PROBE, check_plans, plans_of,
+                             run_causal)
 
 
 @dataclass
@@ -181,13 +182,16 @@ def verify_checksums(d: str | os.PathLike, required: bool = True) -> None:
                                                        "checksum mismatch (the file changed after it was written)"))
 
 
+def _key_hash(key: dict) -> str:
+    """A cache entry's name: the sha256 of its key, canonical JSON, first 24 hex digits."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
 def _results_key(acts, stimuli: pd.DataFrame, probe_kw: dict, primary: list[str]) -> str:
-    blob = json.dumps({"activations": acts.meta.get("store") and Path(acts.meta["store"]).name,
-                       "fingerprint": acts.meta.get("model_fingerprint"), "pooling": acts.pooling,
-                       "stimuli": frame_hash(stimuli, sorted(stimuli.columns)), "probe": probe_kw,
-                       "primary": primary, "version": __version__, "solver": SOLVER_VERSION},
-                      sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+    return _key_hash({"activations": acts.meta.get("store") and Path(acts.meta["store"]).name,
+                      "fingerprint": acts.meta.get("model_fingerprint"), "pooling": acts.pooling,
+                      "stimuli": frame_hash(stimuli, sorted(stimuli.columns)), "probe": probe_kw,
+                      "primary": primary, "version": __version__, "solver": SOLVER_VERSION})
 
 
 SHUFFLED_PREFIX = "shuffled_"
@@ -350,8 +354,6 @@ def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict
     if unknown:
         raise KeyError(f"unknown experiment(s) {unknown} in study {study.id}; known: {sorted(study.experiments)}")
     if causal:
-        if not plans_of(study):
-            raise ValueError(f"--causal: study {study.id} has no causal claims")
         check_plans(study, None, names)
     t0 = time.perf_counter()
     if not isinstance(model, LoadedModel):
@@ -389,35 +391,45 @@ def replicate(model, experiments=None, *, study=None, store=True, probe_kw: dict
     return rep
 
 
+def causal_cache_path(fingerprint: str, study, results) -> Path:
+    """Where :func:`_causal` caches a run's causal data: ``<cache_dir>/causal/<key>.json``."""
+    plans = plans_of(study)
+    root = cache_dir() / "causal"
+    usable_dir(root, f"causal cache {root}", write=False)
+    return root / (_key_hash({
+        "fingerprint": fingerprint, "version": __version__, "solver": SOLVER_VERSION,
+        "causal_version": CAUSAL_VERSION, "probe": READOUT_PROBE, "bootstrap": PROFILE_BOOTSTRAP,
+        "plans": [[cid, dataclasses.asdict(p)] for cid, p in plans],
+        "stimuli": {p.experiment: frame_hash(study.experiment(p.experiment).stimuli()) for _, p in plans},
+        "scores": {p.experiment: frame_hash(results[p.experiment].scores) for _, p in plans}}) + ".json")
+
+
 def _causal(model, study, rep, store, log) -> dict:
-    """:func:`probekit.causal.run_causal`, cached under the store's folder by everything it depends on: the
-    weights, the plans, the ordinary profiles the peaks come from (their scores' hash), the version and
-    ``CAUSAL_VERSION`` (what a plan computes)."""
-    key = {"fingerprint": model.fingerprint, "version": __version__, "causal_version": CAUSAL_VERSION,
-           "plans": [[cid, dataclasses.asdict(p)] for cid, p in plans_of(study)],
-           "scores": {p.experiment: frame_hash(rep.results[p.experiment].scores) for _, p in plans_of(study)}}
+    """:func:`probekit.causal.run_causal`, cached like the probe results (``<cache_dir>/causal``, the store on)
+    by everything it depends on: the weights, the plans and their stimuli, the ordinary scores the peaks come
+    from, the read-out's probe settings, the versions and ``CAUSAL_VERSION`` (what a plan computes)."""
+    plans = plans_of(study)
     path = None
     if store:
-        root = (Path(store) if isinstance(store, (str, os.PathLike)) else
-                Path(store.root) if hasattr(store, "root") else ActivationStore(None).root)
-        path = root / "causal" / (hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24] + ".json")
+        path = causal_cache_path(model.fingerprint, study, rep.results)
         try:
             data = json.loads(path.read_text())
-            if data.get("fingerprint") == model.fingerprint and data.get("causal_version") == CAUSAL_VERSION:
-                if log:
-                    log(f"[{model.name}] causal: read {path}")
-                return data
-        except (OSError, ValueError):
+            if log:
+                log(f"[{model.name}] causal: read {path}")
+            return data
+        except (OSError, ValueError):      # absent or unreadable: recompute
             pass
     if log:
-        log(f"[{model.name}] causal: {', '.join(f'{p.experiment} ({p.n_random + 1} layer sets)' for _, p in plans_of(study))}")
+        log(f"[{model.name}] causal: {', '.join(f'{p.experiment} ({p.n_random + 1} layer sets)' for _, p in plans)}")
     data = run_causal(model, study, rep.results, model.fingerprint, log=log)
     if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_json(path, data)
         except OSError as exc:
-            warnings.warn(f"causal cache: not written ({exc})")
+            if not is_read_only_error(exc):
+                raise
+            warnings.warn(f"causal cache {path.parent} is read-only ({exc.strerror}): results not cached")
     return data
 
 

@@ -122,10 +122,15 @@ def test_layer_set_test_on_a_tiny_model(model, ran):
     vals, _ = C.decodability(stim, {(L - 1, "resid_pre"): probekit.extract(model, stim).get(L - 1, "resid_pre")},
                              L, ["related"], [L - 1])
     assert t["ordinary_readout"] == pytest.approx(float(vals[0]), abs=1e-9)
-    assert t["readout_values"][0] == pytest.approx(t["peak_profile"][L - 1], abs=1e-12)
-    # blocks after the last ablated one do not change the profile before the first ablated block
+    assert t["ordinary_readout"] == t["ordinary_profile"][L - 1]
+    assert t["readout_values"][0] == t["peak_profile"][L - 1]
+    # both profiles come from the read-out's folds: up to the first ablated block's input they are the same
+    # numbers (the stream there is untouched), and both bands hold their profile
     first = min(t["peak_set"])
-    np.testing.assert_allclose(t["peak_profile"][:first + 1], t["ordinary_profile"][:first + 1], atol=0.03)
+    assert t["peak_profile"][:first + 1] == t["ordinary_profile"][:first + 1]
+    assert t["peak_profile"][first + 1:] != t["ordinary_profile"][first + 1:]
+    for name in ("ordinary", "peak"):
+        assert all(lo <= hi for lo, hi in zip(t[f"{name}_lo"], t[f"{name}_hi"]))
     assert json.loads(json.dumps(data)) == data                  # plain data: causal.json round-trips
 
 
@@ -141,7 +146,9 @@ def test_the_claim_measures_and_answers_a_run(ran, small):
     assert rows["relations.peak_ablation_p"]["value"] == pytest.approx((1 + k) / 6)
     assert rows["relations.random_sets"]["value"] == 5
     ans = claim.answer(False, rows)
-    assert ans["answer"] in ("contradicted", "inconclusive") and ans["p_effect"] == pytest.approx((1 + k) / 6)
+    assert SC.rank_cuts(5) == (-1, 1)                # 5 sets: never reproduced; one as damaging contradicts
+    assert ans["answer"] == ("contradicted" if k >= 1 else "inconclusive")
+    assert ans["p_effect"] == pytest.approx((1 + k) / 6)
 
 
 # ----------------------------------------------------------------------------- the rule and its answers
@@ -155,7 +162,7 @@ def test_rank_cuts_power_and_mde():
     assert SC.rank_power(39, 0.99) == pytest.approx(binom.cdf(1, 39, 0.01))
     assert SC.rank_power(39, SC.rank_mde(39)) == pytest.approx(0.8, abs=1e-6)
     assert SC.rank_cuts(5)[0] == -1 and SC.rank_power(5, 0.999) == 0.0    # 5 sets cannot reach p <= 0.05
-    assert SC.rank_test(0.3, [0.1, 0.3, 0.5]) == (2, 0.75, pytest.approx(1 / 3))   # a tie counts against
+    assert C.rank_test(0.3, [0.1, 0.3, 0.5]) == (2, 0.75, pytest.approx(1 / 3))   # a tie counts against
 
 
 def _ev(claim, drops):
@@ -290,17 +297,20 @@ def test_the_causal_cache_is_keyed_by_what_it_computes(tmp_path, model, small, r
         calls.append(1)
         return dict(data, causal_version=pipeline.CAUSAL_VERSION)
     monkeypatch.setattr(pipeline, "run_causal", fake)
-    first = pipeline._causal(model, study, rep, tmp_path, None)
-    assert pipeline._causal(model, study, rep, tmp_path, None) == first and len(calls) == 1
+    monkeypatch.setenv("PROBEKIT_CACHE", str(tmp_path))
+    first = pipeline._causal(model, study, rep, True, None)
+    assert pipeline._causal(model, study, rep, True, None) == first and len(calls) == 1
     assert len(list((tmp_path / "causal").glob("*.json"))) == 1
-    monkeypatch.setattr(pipeline, "CAUSAL_VERSION", C.CAUSAL_VERSION + 1)
-    pipeline._causal(model, study, rep, tmp_path, None)
+    pipeline._causal(model, study, rep, False, None)             # no store: no cache
     assert len(calls) == 2
+    monkeypatch.setattr(pipeline, "CAUSAL_VERSION", C.CAUSAL_VERSION + 1)
+    pipeline._causal(model, study, rep, True, None)
+    assert len(calls) == 3
     res2 = type(res)(res.scores.assign(value=res.scores.value + 0.01), res.predictions, res.baselines, res.labels,
                      res.n_layers, res.components, res.meta)
     pipeline._causal(model, study, pipeline.Replication("tiny", 12, 32, (), model.fingerprint,
-                                                        results={"relations": res2}), tmp_path, None)
-    assert len(calls) == 3
+                                                        results={"relations": res2}), True, None)
+    assert len(calls) == 4
 
 
 @pytest.mark.parametrize("keyword, markexpr, flag, selected", [

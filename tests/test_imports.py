@@ -22,8 +22,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "probekit"
 STAGES = ["core", "stimuli", "models", "extraction", "probes", "profiles", "claims", "report", "pipeline",
           "studies.bogdan2025"]
 FOUNDATION = {"_compat", "studies"}
-TOP = {"cli": "pipeline", "__main__": "pipeline", "causal": "pipeline"}   # the command line and the causal runner
-                                                                        # sit with the runner
+# the command line sits with the runner; the causal runner after the probes (it extracts under interventions
+# and probes one layer per set; claims read its data and the report draws it)
+TOP = {"cli": "pipeline", "__main__": "pipeline", "causal": "profiles"}
 
 
 def stage_of(mod: str) -> int | None:

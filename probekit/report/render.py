@@ -38,6 +38,7 @@ from probekit.claims.verdicts import all_verdicts, measure_run, twin_verdicts  #
 from probekit.stimuli.experiments import Experiment, experiment_profile
 from probekit.profiles.metrics import layer_range_depths
 from probekit.studies import load_study, study_of_claim
+from probekit.causal import drops, rank_test
 
 CHANCE = 0.5
 OVERVIEW_COMPONENT = "resid_pre"
@@ -228,12 +229,10 @@ def plot_causal(rep, claim_id: str, test: dict):
     fig = _fig(11, 4.2)
     ax, bx = fig.add_subplot(121), fig.add_subplot(122)
     x = np.arange(test["n_layers"])
-    for key, lab, col in (("ordinary", "ordinary", "C0"), ("peak_profile", "peak set ablated", "C3")):
-        v = np.asarray(test[key if key != "ordinary" else "ordinary_profile"], float)
-        lo = np.asarray(test["ordinary_lo" if key == "ordinary" else "peak_profile_lo"], float)
-        hi = np.asarray(test["ordinary_hi" if key == "ordinary" else "peak_profile_hi"], float)
-        ax.fill_between(x, lo, hi, color=col, alpha=0.2, lw=0)
-        ax.plot(x, v, color=col, lw=2, marker="o", ms=3, label=f"{lab} (95% band)")
+    for name, lab, col in (("ordinary", "ordinary", "C0"), ("peak", "peak set ablated", "C3")):
+        ax.fill_between(x, test[f"{name}_lo"], test[f"{name}_hi"], color=col, alpha=0.2, lw=0)
+        ax.plot(x, test[f"{name}_profile"], color=col, lw=2, marker="o", ms=3,
+                label=f"{lab} ({P.LEVEL:.0%} band)")
     ps = test["peak_set"]
     ax.axvspan(min(ps) - 0.5, max(ps) + 0.5, color="0.85", lw=0, label=f"ablated blocks {ps}")
     ax.axvline(test["readout_layer"], color="k", ls=":", lw=1, label=f"read-out (layer {test['readout_layer']})")
@@ -243,7 +242,7 @@ def plot_causal(rep, claim_id: str, test: dict):
     ax.set_title(f"{rep.model}: {test['experiment']}, peak blocks mean-ablated", fontsize=10)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    drop = test["ordinary_readout"] - np.asarray(test["readout_values"], float)
+    drop, _ = drops(test)
     bx.hist(drop[1:], bins=20, color="0.6", label=f"{len(drop) - 1} random sets of {test['k']} blocks")
     bx.axvline(drop[0], color="C3", lw=2.5, label=f"peak set {ps}: {drop[0]:.3f}")
     bx.set_xlabel(f"drop in read-out balanced accuracy (layer {test['readout_layer']})")
@@ -271,10 +270,9 @@ def causal_lines(rep, figures, out_dir) -> list[str]:
              "random sets as damaging | last-token log-lik drop: peak / median random | passes | s | figure |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for cid, t in tests.items():
-        drop = t["ordinary_readout"] - np.asarray(t["readout_values"], float)
-        ll = -np.asarray(t["loglik_change"], float)
+        drop, ll = drops(t)
         q = np.quantile(drop[1:], [0.05, 0.95])
-        k = int(np.sum(drop[1:] >= drop[0] - 1e-12))
+        k = rank_test(drop[0], drop[1:])[0]
         fn = f"{figure_stem(rep.model)}_causal_{t['experiment']}.png"
         lines.append(f"| `{cid}` | {t['peak_set']} (peak {t['peak_layer']}) | {t['ordinary_readout']:.3f} | "
                      f"{drop[0]:.3f} | {np.median(drop[1:]):.3f} [{q[0]:.3f}, {q[1]:.3f}] | {k} of {len(drop) - 1} | "

@@ -34,7 +34,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from probekit.causal import LayerSetPlan
+from probekit.causal import LayerSetPlan, drops, rank_test
 from probekit.claims.claim import Claim, Scenario, SyntheticEvidence, row
 
 S = "bogdan2025."
@@ -68,14 +68,6 @@ def rank_mde(n_random: int, alpha: float = ALPHA, power: float = 0.8) -> float:
     return float(brentq(lambda u: rank_power(n_random, u, alpha) - power, 1e-9, 1 - 1e-12))
 
 
-def rank_test(peak: float, random: np.ndarray) -> tuple[int, float, float]:
-    """``(exceed, p, u_hat)``: random values at least as large as ``peak`` (ties against the claim), the
-    randomization p, and the fraction of random values strictly below ``peak``."""
-    random = np.asarray(random, float)
-    exceed = int(np.sum(random >= peak - 1e-12))
-    return exceed, (1 + exceed) / (1 + len(random)), float(np.mean(random < peak - 1e-12))
-
-
 class PeakLayersMatter(Claim):
     """Ablating the probe peak's blocks hurts the experiment's last-layer decodability more than random blocks."""
     experiment = ""
@@ -99,9 +91,7 @@ class PeakLayersMatter(Claim):
     def measure(self, ev):
         t = ev.causal["tests"][self.id]
         e = self.experiment
-        vals = np.asarray(t["readout_values"], float)
-        drop = t["ordinary_readout"] - vals              # [0]: the peak set, then the random sets
-        ll = -np.asarray(t["loglik_change"], float)      # the drop in log-likelihood (the plan's span)
+        drop, ll = drops(t)                              # [0]: the peak set, then the random sets
         R = len(drop) - 1
         exceed, p, u = rank_test(drop[0], drop[1:])
         ll_exceed, ll_p, ll_u = rank_test(ll[0], ll[1:])
@@ -172,11 +162,9 @@ class PeakLayersMatter(Claim):
         drop = np.concatenate([[peak], rand])
         base = 0.85
         L = n_layers
-        ev = SyntheticEvidence(L)
-        ev.causal = {"tests": {self.id: dict(
+        return SyntheticEvidence(L, causal={"tests": {self.id: dict(
             readout_values=list(base - drop), ordinary_readout=base, loglik_change=list(-drop),
-            peak_set=[L // 3, L // 3 + 1], peak_layer=L // 3, readout_layer=L - 1, k=2, labels=["simulated"])}}
-        return ev
+            peak_set=[L // 3, L // 3 + 1], peak_layer=L // 3, readout_layer=L - 1, k=2, labels=["simulated"])}})
 
 
 def _scenarios():
